@@ -1,0 +1,1 @@
+"""workgate: a Kubernetes work queue with human approval gates."""
