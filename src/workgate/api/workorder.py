@@ -1,0 +1,141 @@
+"""WorkOrder: a queued unit of work, claimed through a Lease and retried with backoff."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from workgate.api.common import CamelModel, Condition, Timestamp
+
+# Admission refuses anything larger; the operator enforces per-document limits too.
+MAX_YAML_CONTENT_BYTES = 256 * 1024
+MAX_ERROR_LENGTH = 4096
+
+
+class Phase(StrEnum):
+    """Queue phase of a WorkOrder (the seed's `status`, plus the terminal states)."""
+
+    PENDING = "PENDING"
+    CLAIMED = "CLAIMED"
+    RETRY_PENDING = "RETRY_PENDING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED})
+
+
+class WorkOrderSpec(CamelModel):
+    """What to do and how persistently to try. Written by the author, never by the operator."""
+
+    work_type: str = Field(
+        description=(
+            'Type of work, e.g. "build", "test", "backup". The operator executes the work '
+            "types it is configured for (by default `build`: a Shipwright Build run as a "
+            "BuildRun); agents claim the others. Immutable."
+        ),
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$",
+        json_schema_extra={
+            "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "workType is immutable"}]
+        },
+    )
+    yaml_content: str = Field(
+        description=(
+            "Multi-document YAML the work runs from, e.g. a Shipwright `Build` "
+            "(shipwright.io/v1beta1) for `build` work. Only allowlisted kinds, in the "
+            "WorkOrder's own namespace, are applied. At most 256 KiB. Immutable."
+        ),
+        max_length=MAX_YAML_CONTENT_BYTES,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self == oldSelf", "message": "yamlContent is immutable"}
+            ]
+        },
+    )
+    max_retries: int = Field(
+        default=3,
+        ge=0,
+        le=100,
+        description="Maximum number of retry attempts after the first one fails.",
+    )
+    backoff_seconds: int = Field(
+        default=60,
+        ge=1,
+        le=86400,
+        description=(
+            "Base backoff for exponential retry: retry n waits "
+            "min(backoffSeconds * 2^n, the operator's cap) seconds (n counts from 0)."
+        ),
+    )
+    claim_timeout_seconds: int = Field(
+        default=3600,
+        ge=1,
+        le=7 * 86400,
+        description=(
+            "Seconds a claim stays valid without renewal; a claim whose Lease is not renewed "
+            "within this time is stale and its attempt fails with reason ClaimTimedOut."
+        ),
+    )
+
+
+class WorkOrderStatus(CamelModel):
+    """Observed state, written only by the operator."""
+
+    phase: Phase | None = Field(
+        default=None,
+        description="Queue phase: PENDING, CLAIMED, RETRY_PENDING, SUCCEEDED or FAILED.",
+    )
+    attempt: int = Field(
+        default=0, ge=0, description="Number of the current (or last) attempt, from 1."
+    )
+    retry_count: int = Field(default=0, ge=0, description="Retries used so far.")
+    claimed_by: str | None = Field(
+        default=None, description="Identity of the claimant holding the current attempt's Lease."
+    )
+    claimed_at: Timestamp | None = Field(
+        default=None, description="When the current attempt was claimed."
+    )
+    lease_name: str | None = Field(
+        default=None, description="Name of the coordination.k8s.io Lease that holds the claim."
+    )
+    build_run_name: str | None = Field(
+        default=None, description="BuildRun of the current attempt (build work only)."
+    )
+    last_error: str | None = Field(
+        default=None, description="Most recent error message from a failed attempt."
+    )
+    last_error_reason: str | None = Field(
+        default=None, description="CamelCase reason of the most recent failure."
+    )
+    last_error_at: Timestamp | None = Field(
+        default=None, description="Timestamp of the most recent failure."
+    )
+    next_retry_after: Timestamp | None = Field(
+        default=None, description="When a RETRY_PENDING WorkOrder becomes PENDING again."
+    )
+    completed_at: Timestamp | None = Field(
+        default=None, description="When the WorkOrder reached SUCCEEDED or FAILED."
+    )
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation this status was computed from."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description=(
+            "Standard conditions: Ready, Succeeded, Reconciling, Stalled, Claimed."
+        ),
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+        },
+    )
+
+
+class WorkOrder(CamelModel):
+    """A queued unit of work of a workType, claimed by one claimant at a time."""
+
+    spec: WorkOrderSpec
+    status: WorkOrderStatus | None = None
