@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 from pydantic.alias_generators import to_camel
 
 GROUP = "workgate.io"
@@ -44,8 +44,24 @@ class ConditionStatus(StrEnum):
     UNKNOWN = "Unknown"
 
 
+def format_time(value: datetime) -> str:
+    """Render a timestamp the way the API server does: RFC 3339, UTC, `Z` suffix.
+
+    Sub-second precision is kept (milliseconds) because retry times are honoured to
+    within a second and rounding them to the second would make retries early.
+    """
+    value = value.astimezone(UTC)
+    if value.microsecond:
+        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 # Kubernetes `metav1.Time`: RFC 3339 in UTC. The API server accepts fractional seconds.
-Timestamp = Annotated[datetime, Field(json_schema_extra={"format": "date-time"})]
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(format_time, return_type=str, when_used="json"),
+    Field(json_schema_extra={"format": "date-time"}),
+]
 
 
 class Condition(CamelModel):
@@ -76,19 +92,9 @@ class Condition(CamelModel):
 
 
 def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
-def format_time(value: datetime) -> str:
-    """Render a timestamp the way the API server does: RFC 3339, UTC, `Z` suffix.
-
-    Sub-second precision is kept (milliseconds) because retry times are honoured to
-    within a second and rounding them to the second would make retries early.
-    """
-    value = value.astimezone(UTC)
-    if value.microsecond:
-        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Now, truncated to the millisecond that status timestamps can hold."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def parse_time(value: str | None) -> datetime | None:

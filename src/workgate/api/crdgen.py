@@ -38,7 +38,9 @@ class Kind:
         return f"{self.plural}.{GROUP}"
 
 
-def _column(name: str, path: str, type_: str = "string", *, wide: bool = False, **extra: Any) -> dict[str, Any]:
+def _column(
+    name: str, path: str, type_: str = "string", *, wide: bool = False, **extra: Any
+) -> dict[str, Any]:
     col: dict[str, Any] = {"name": name, "type": type_, "jsonPath": path}
     if wide:
         col["priority"] = 1
@@ -133,7 +135,11 @@ def _structural(node: Any, defs: dict[str, JsonSchema]) -> Any:
             out[key] = _structural(value, defs)
         else:
             out[key] = value
-    if out.get("type") == "object" and "properties" not in out and "additionalProperties" not in out:
+    if (
+        out.get("type") == "object"
+        and "properties" not in out
+        and "additionalProperties" not in out
+    ):
         out["x-kubernetes-preserve-unknown-fields"] = True
     return out
 
@@ -195,7 +201,10 @@ def build_crd(kind: Kind) -> dict[str, Any]:
     }
 
 
-HEADER = "# Generated from the Pydantic models in src/workgate/api by `workgate crds generate`.\n# Do not edit by hand: edit the models and regenerate.\n"
+HEADER = (
+    "# Generated from the Pydantic models in src/workgate/api by `workgate crds generate`.\n"
+    "# Do not edit by hand: edit the models and regenerate.\n"
+)
 
 
 def render(kind: Kind) -> str:

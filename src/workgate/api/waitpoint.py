@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from enum import StrEnum
-
 from typing import Annotated
 
 from pydantic import Field
+from pydantic.config import JsonDict
 
 from workgate.api.common import CamelModel, Condition, Timestamp
 
@@ -32,7 +32,9 @@ class TimeoutPolicy(StrEnum):
     CONTINUE = "Continue"
 
 
-_IMMUTABLE = {"x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "spec is immutable"}]}
+_IMMUTABLE: JsonDict = {
+    "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "spec is immutable"}]
+}
 
 
 class WaitpointSpec(CamelModel):

@@ -39,7 +39,9 @@ class WorkOrderSpec(CamelModel):
         max_length=63,
         pattern=r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$",
         json_schema_extra={
-            "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "workType is immutable"}]
+            "x-kubernetes-validations": [
+                {"rule": "self == oldSelf", "message": "workType is immutable"}
+            ]
         },
     )
     yaml_content: str = Field(
@@ -124,9 +126,7 @@ class WorkOrderStatus(CamelModel):
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description=(
-            "Standard conditions: Ready, Succeeded, Reconciling, Stalled, Claimed."
-        ),
+        description=("Standard conditions: Ready, Succeeded, Reconciling, Stalled, Claimed."),
         json_schema_extra={
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["type"],

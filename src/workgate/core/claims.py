@@ -1,0 +1,87 @@
+"""Claims: what a WorkOrder's Lease says, and when it goes stale.
+
+The Lease is the only record of who holds an attempt. Agents report an attempt's outcome
+on the Lease they hold (annotations below), so the operator stays the sole writer of a
+WorkOrder's status and a zombie claimant, whose resourceVersion is stale, cannot report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from workgate.api.common import GROUP, parse_time
+
+ANNOTATION_ATTEMPT = f"{GROUP}/attempt"
+ANNOTATION_RESULT = f"{GROUP}/result"
+ANNOTATION_ERROR = f"{GROUP}/error"
+ANNOTATION_ERROR_REASON = f"{GROUP}/error-reason"
+
+
+class Outcome(StrEnum):
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class LeaseView:
+    name: str
+    holder: str | None
+    attempt: int | None
+    acquire_time: datetime | None
+    renew_time: datetime | None
+    duration_seconds: int
+    resource_version: str
+    uid: str
+    outcome: Outcome | None = None
+    error: str | None = None
+    error_reason: str | None = None
+
+    @property
+    def expires_at(self) -> datetime | None:
+        last = self.renew_time or self.acquire_time
+        return last + timedelta(seconds=self.duration_seconds) if last else None
+
+    def is_stale(self, now: datetime) -> bool:
+        expires = self.expires_at
+        return expires is None or now >= expires
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> LeaseView:
+        meta = body.get("metadata", {})
+        annotations = meta.get("annotations") or {}
+        spec = body.get("spec") or {}
+        try:
+            attempt: int | None = int(annotations.get(ANNOTATION_ATTEMPT, ""))
+        except ValueError:
+            attempt = None
+        raw_outcome = str(annotations.get(ANNOTATION_RESULT, ""))
+        outcome = Outcome(raw_outcome) if raw_outcome in set(Outcome) else None
+        return cls(
+            name=meta.get("name", ""),
+            holder=spec.get("holderIdentity"),
+            attempt=attempt,
+            acquire_time=parse_time(spec.get("acquireTime")),
+            renew_time=parse_time(spec.get("renewTime")),
+            duration_seconds=int(spec.get("leaseDurationSeconds") or 0),
+            resource_version=meta.get("resourceVersion", ""),
+            uid=meta.get("uid", ""),
+            outcome=outcome,
+            error=annotations.get(ANNOTATION_ERROR),
+            error_reason=annotations.get(ANNOTATION_ERROR_REASON),
+        )
+
+
+def micro_time(value: datetime) -> str:
+    """A Lease MicroTime: RFC 3339 with exactly six fractional digits, UTC."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def renewal_due(lease: LeaseView, now: datetime, fraction: float = 1 / 3) -> datetime | None:
+    """When a holder should renew: after `fraction` of the duration has passed."""
+    last = lease.renew_time or lease.acquire_time
+    if last is None:
+        return now
+    return last + timedelta(seconds=lease.duration_seconds * fraction)

@@ -1,0 +1,415 @@
+"""The WorkOrder state machine, as one pure function.
+
+`decide(observation, policy)` looks at everything the operator knows about one WorkOrder
+(its spec and status, its claim Lease, its attempt's BuildRun, the clock) and returns
+the status it should have, the side effects to perform first, and when to look again.
+It never talks to the API: the operator's shell executes the decision and writes the
+status once. Because the input is the whole observed world, running it twice, or after
+a crash at any point, converges on the same result (level-based).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from workgate.api.common import ConditionStatus
+from workgate.api.workorder import (
+    MAX_ERROR_LENGTH,
+    TERMINAL_PHASES,
+    Phase,
+    WorkOrderSpec,
+    WorkOrderStatus,
+)
+from workgate.core.backoff import backoff_seconds, next_retry_time
+from workgate.core.claims import LeaseView, Outcome, renewal_due
+from workgate.core.conditions import set_condition
+from workgate.core.manifests import (
+    DEFAULT_ALLOWED_KINDS,
+    EmbeddedObject,
+    ManifestError,
+    parse_build_work,
+)
+from workgate.core.naming import build_run_name, lease_name
+
+# --- inputs -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuildRunView:
+    name: str
+    succeeded: ConditionStatus | None
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Operator configuration that shapes decisions."""
+
+    identity: str = "workgate-operator"
+    local_work_types: frozenset[str] = frozenset({"build"})
+    allowed_kinds: frozenset[tuple[str, str]] = DEFAULT_ALLOWED_KINDS
+    backoff_cap_seconds: float = 3600.0
+    jitter: float = 0.0
+
+
+@dataclass(frozen=True)
+class Observation:
+    now: datetime
+    name: str
+    namespace: str
+    generation: int
+    spec: WorkOrderSpec
+    status: WorkOrderStatus
+    lease: LeaseView | None = None
+    build_run: BuildRunView | None = None
+    random_value: float = 0.0  # drawn by the shell, so the decision itself stays pure
+    # The API server refused a side effect of the previous decision for this very
+    # observation: (reason, message, retryable). The attempt fails with it.
+    action_error: tuple[str, str, bool] | None = None
+
+
+# --- outputs ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClaimLease:
+    """Create the claim Lease for `attempt` (atomic: fails if it exists)."""
+
+    name: str
+    attempt: int
+    holder: str
+    duration_seconds: int
+
+
+@dataclass(frozen=True)
+class RenewLease:
+    lease: LeaseView
+
+
+@dataclass(frozen=True)
+class ReleaseLease:
+    """Delete the claim Lease, only if it is still the one observed."""
+
+    lease: LeaseView
+
+
+@dataclass(frozen=True)
+class ApplyObjects:
+    objects: tuple[EmbeddedObject, ...]
+
+
+@dataclass(frozen=True)
+class CreateBuildRun:
+    name: str
+    build_name: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+Action = ClaimLease | RenewLease | ReleaseLease | ApplyObjects | CreateBuildRun
+
+
+@dataclass
+class Decision:
+    status: WorkOrderStatus
+    actions: list[Action] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    requeue_at: datetime | None = None
+
+    def wake_at(self, when: datetime | None) -> None:
+        if when is not None and (self.requeue_at is None or when < self.requeue_at):
+            self.requeue_at = when
+
+
+# --- the machine --------------------------------------------------------------------
+
+
+class _Machine:
+    def __init__(self, obs: Observation, policy: Policy) -> None:
+        self.obs = obs
+        self.policy = policy
+        self.st = obs.status.model_copy(deep=True)
+        self.decision = Decision(status=self.st)
+        self.local = obs.spec.work_type in policy.local_work_types
+
+    # helpers
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.decision.events.append(Event(type_, reason, message))
+
+    def release(self) -> None:
+        lease = self.obs.lease
+        if lease is not None:
+            self.decision.actions.append(ReleaseLease(lease))
+
+    def clear_claim(self) -> None:
+        self.st.claimed_by = None
+        self.st.claimed_at = None
+        self.st.lease_name = None
+
+    def succeed(self) -> None:
+        self.release()
+        self.clear_claim()
+        self.st.phase = Phase.SUCCEEDED
+        self.st.completed_at = self.obs.now
+        self.event("Normal", "Succeeded", f"attempt {self.st.attempt} succeeded")
+
+    def fail(self, reason: str, message: str, *, retryable: bool) -> None:
+        now = self.obs.now
+        self.release()
+        self.clear_claim()
+        self.st.last_error = message[:MAX_ERROR_LENGTH]
+        self.st.last_error_reason = reason
+        self.st.last_error_at = now
+        spec = self.obs.spec
+        if retryable and self.st.retry_count < spec.max_retries:
+            delay = backoff_seconds(
+                spec.backoff_seconds,
+                self.st.retry_count,
+                self.policy.backoff_cap_seconds,
+                jitter=self.policy.jitter,
+                random_value=self.obs.random_value,
+            )
+            self.st.retry_count += 1
+            self.st.next_retry_after = next_retry_time(now, delay)
+            self.st.phase = Phase.RETRY_PENDING
+            self.decision.wake_at(self.st.next_retry_after)
+            self.event(
+                "Warning",
+                reason,
+                f"attempt {self.st.attempt} failed: {message[:512]}; retry "
+                f"{self.st.retry_count}/{spec.max_retries} in {delay:g}s",
+            )
+        else:
+            self.st.phase = Phase.FAILED
+            self.st.completed_at = now
+            self.st.next_retry_after = None
+            why = "" if retryable else " (not retryable)"
+            self.event("Warning", reason, f"failed{why}: {message[:512]}")
+
+    def build_work(self) -> tuple[list[EmbeddedObject], EmbeddedObject] | None:
+        try:
+            return parse_build_work(
+                self.obs.spec.yaml_content,
+                namespace=self.obs.namespace,
+                allowed_kinds=self.policy.allowed_kinds,
+            )
+        except ManifestError as exc:
+            self.fail(exc.reason, exc.message, retryable=False)
+            return None
+
+    # phases
+    def run(self) -> Decision:
+        if self.st.phase in TERMINAL_PHASES:
+            self.release()  # a claim left over from a crash between status write and release
+            return self.finish()
+        if self.st.phase is None:
+            self.st.phase = Phase.PENDING
+            self.event("Normal", "Queued", f"queued as {self.obs.spec.work_type} work")
+            if self.local and self.build_work() is None:
+                return self.finish()
+        if self.st.phase == Phase.RETRY_PENDING:
+            self.retry_pending()
+        if self.st.phase == Phase.PENDING:
+            self.pending()
+        if self.st.phase == Phase.CLAIMED:
+            self.claimed()
+        return self.finish()
+
+    def retry_pending(self) -> None:
+        due = self.st.next_retry_after
+        if due is not None and self.obs.now < due:
+            lease = self.obs.lease
+            if lease is not None:  # claimed before its time: not this attempt's claim
+                self.decision.actions.append(ReleaseLease(lease))
+            self.decision.wake_at(due)
+            return
+        self.st.phase = Phase.PENDING
+        self.st.next_retry_after = None
+        self.event("Normal", "Requeued", f"retry {self.st.retry_count} is due")
+
+    def pending(self) -> None:
+        attempt = self.st.retry_count + 1
+        lease = self.obs.lease
+        if lease is not None:
+            if lease.attempt == attempt:  # claimed; CLAIMED handles its outcome or staleness
+                self.take_claim(lease.holder or "unknown", lease)
+                return
+            self.decision.actions.append(ReleaseLease(lease))  # left over from an old attempt
+            self.decision.wake_at(self.obs.now)
+            return
+        if not self.local:
+            return  # an agent's claim (a Lease event) wakes us
+        if self.build_work() is None:
+            return
+        name = lease_name(self.obs.name)
+        self.decision.actions.append(
+            ClaimLease(name, attempt, self.policy.identity, self.obs.spec.claim_timeout_seconds)
+        )
+        self.take_claim(self.policy.identity, None)
+
+    def take_claim(self, holder: str, lease: LeaseView | None) -> None:
+        self.st.phase = Phase.CLAIMED
+        self.st.attempt = self.st.retry_count + 1
+        self.st.claimed_by = holder
+        self.st.claimed_at = (lease.acquire_time if lease else None) or self.obs.now
+        self.st.lease_name = lease.name if lease else lease_name(self.obs.name)
+        self.st.build_run_name = (
+            build_run_name(self.obs.name, self.st.attempt) if self.local else None
+        )
+        self.event("Normal", "Claimed", f"attempt {self.st.attempt} claimed by {holder}")
+
+    def claimed(self) -> None:
+        lease = self.obs.lease
+        if lease is not None and lease.attempt != self.st.attempt:
+            lease = None  # some other attempt's Lease does not hold this one
+        if self.local:
+            self.claimed_locally(lease)
+            return
+        if lease is None:
+            if not any(isinstance(a, ClaimLease) for a in self.decision.actions):
+                self.fail(
+                    "ClaimLost",
+                    "the claim's Lease disappeared before a result was reported",
+                    retryable=True,
+                )
+            return
+        if lease.outcome == Outcome.SUCCEEDED:
+            self.succeed()
+        elif lease.outcome == Outcome.FAILED:
+            self.fail(
+                lease.error_reason or "AttemptFailed",
+                lease.error or f"{lease.holder} reported a failure",
+                retryable=True,
+            )
+        elif lease.is_stale(self.obs.now):
+            self.fail_timed_out(lease)
+        else:
+            if lease.holder and lease.holder != self.st.claimed_by:
+                self.st.claimed_by = lease.holder
+            self.decision.wake_at(lease.expires_at)
+
+    def fail_timed_out(self, lease: LeaseView) -> None:
+        self.fail(
+            "ClaimTimedOut",
+            f"claim by {lease.holder} was not renewed within {lease.duration_seconds}s",
+            retryable=True,
+        )
+
+    def claimed_locally(self, lease: LeaseView | None) -> None:
+        attempt = self.st.attempt
+        run_name = build_run_name(self.obs.name, attempt)
+        self.st.build_run_name = run_name
+        run = (
+            self.obs.build_run
+            if self.obs.build_run and self.obs.build_run.name == run_name
+            else None
+        )
+        if run is not None and run.succeeded == ConditionStatus.TRUE:
+            self.succeed()
+            return
+        if run is not None and run.succeeded == ConditionStatus.FALSE:
+            reason = run.reason or "BuildRunFailed"
+            self.fail(reason, f"BuildRun {run_name}: {run.message or reason}", retryable=True)
+            return
+        if self.obs.action_error is not None:
+            reason, message, retryable = self.obs.action_error
+            self.fail(reason, message, retryable=retryable)
+            return
+        claiming_now = any(isinstance(a, ClaimLease) for a in self.decision.actions)
+        if lease is None and not claiming_now:
+            # Our own claim vanished (deleted by hand, or lost in a crash): take it again.
+            self.decision.actions.append(
+                ClaimLease(
+                    lease_name(self.obs.name),
+                    attempt,
+                    self.policy.identity,
+                    self.obs.spec.claim_timeout_seconds,
+                )
+            )
+        elif lease is not None:
+            if lease.is_stale(self.obs.now):
+                self.fail_timed_out(lease)
+                return
+            due = renewal_due(lease, self.obs.now)
+            if due is not None and due <= self.obs.now:
+                self.decision.actions.append(RenewLease(lease))
+            else:
+                self.decision.wake_at(due)
+        if run is None:
+            work = self.build_work()
+            if work is None:
+                return
+            objects, build = work
+            self.decision.actions.append(ApplyObjects(tuple(objects)))
+            self.decision.actions.append(CreateBuildRun(run_name, build.name, attempt))
+
+    # conditions, from the phase the machine ended in
+    def finish(self) -> Decision:
+        st, gen, now = self.st, self.obs.generation, self.obs.now
+        phase = Phase(st.phase) if st.phase else Phase.PENDING
+        reason = {
+            Phase.PENDING: "Queued",
+            Phase.CLAIMED: "Claimed",
+            Phase.RETRY_PENDING: "RetryPending",
+            Phase.SUCCEEDED: "Succeeded",
+            Phase.FAILED: st.last_error_reason or "Failed",
+        }[phase]
+        message = {
+            Phase.PENDING: f"waiting for a claimant of {self.obs.spec.work_type} work",
+            Phase.CLAIMED: f"attempt {st.attempt} held by {st.claimed_by}",
+            Phase.RETRY_PENDING: f"retry {st.retry_count} after {st.next_retry_after}",
+            Phase.SUCCEEDED: f"succeeded on attempt {st.attempt}",
+            Phase.FAILED: st.last_error or "failed",
+        }[phase]
+        T, F, U = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
+        done = phase in TERMINAL_PHASES
+        succeeded = {Phase.SUCCEEDED: T, Phase.FAILED: F}.get(phase, U)
+        conds = st.conditions
+        conds = set_condition(
+            conds, "Succeeded", succeeded, reason, message, generation=gen, now=now
+        )
+        conds = set_condition(
+            conds,
+            "Ready",
+            T if phase == Phase.SUCCEEDED else F,
+            reason,
+            message,
+            generation=gen,
+            now=now,
+        )
+        conds = set_condition(
+            conds, "Reconciling", F if done else T, reason, message, generation=gen, now=now
+        )
+        conds = set_condition(
+            conds,
+            "Stalled",
+            T if phase == Phase.FAILED else F,
+            reason,
+            message,
+            generation=gen,
+            now=now,
+        )
+        conds = set_condition(
+            conds,
+            "Claimed",
+            T if phase == Phase.CLAIMED else F,
+            reason,
+            message,
+            generation=gen,
+            now=now,
+        )
+        st.conditions = conds
+        st.observed_generation = gen
+        return self.decision
+
+
+def decide(obs: Observation, policy: Policy) -> Decision:
+    return _Machine(obs, policy).run()

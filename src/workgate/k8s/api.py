@@ -1,0 +1,178 @@
+"""The one async Kubernetes client of workgate: JSON over HTTPS, dicts in and out.
+
+Credentials come from lightkube's kubeconfig / in-cluster loading; requests go through a
+single shared `httpx.AsyncClient`. Everything above this module speaks plain dicts, so
+the adapters can state preconditions (resourceVersion, uid) and content types exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx2 as httpx
+from lightkube.config.client_adapter import AsyncClient as _httpx_client
+from lightkube.config.client_adapter import ConnectionParams
+from lightkube.config.kubeconfig import KubeConfig, SingleConfig
+
+Body = dict[str, Any]
+
+MERGE_PATCH = "application/merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+FIELD_MANAGER = "workgate"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        """A lost race: optimistic-concurrency conflict or the object already exists."""
+        return self.status == 409
+
+
+@dataclass(frozen=True)
+class ResourceRef:
+    group: str
+    version: str
+    plural: str
+
+    def path(
+        self, namespace: str | None = None, name: str | None = None, sub: str | None = None
+    ) -> str:
+        base = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
+        if namespace is not None:
+            base += f"/namespaces/{quote(namespace, safe='')}"
+        base += f"/{self.plural}"
+        if name is not None:
+            base += f"/{quote(name, safe='')}"
+        if sub is not None:
+            base += f"/{sub}"
+        return base
+
+
+LEASES = ResourceRef("coordination.k8s.io", "v1", "leases")
+EVENTS = ResourceRef("", "v1", "events")
+SECRETS = ResourceRef("", "v1", "secrets")
+NAMESPACES = ResourceRef("", "v1", "namespaces")
+BUILDS = ResourceRef("shipwright.io", "v1beta1", "builds")
+BUILDRUNS = ResourceRef("shipwright.io", "v1beta1", "buildruns")
+WORKORDERS = ResourceRef("workgate.io", "v1alpha1", "workorders")
+WAITPOINTS = ResourceRef("workgate.io", "v1alpha1", "waitpoints")
+SIGNALS = ResourceRef("workgate.io", "v1alpha1", "signals")
+SUBJECT_ACCESS_REVIEWS = ResourceRef("authorization.k8s.io", "v1", "subjectaccessreviews")
+
+
+def load_config(context: str | None = None) -> SingleConfig:
+    """KUBECONFIG (or ~/.kube/config) when present, else the in-cluster service account."""
+    config = KubeConfig.from_env().get(context)
+    if config is None:
+        raise RuntimeError(f"no kubeconfig context {context!r}")
+    return config
+
+
+class KubeApi:
+    def __init__(self, config: SingleConfig | None = None, *, timeout: float = 30.0) -> None:
+        self.config = config or load_config()
+        params = ConnectionParams(timeout=httpx.Timeout(timeout), trust_env=False)
+        self._http = _httpx_client(self.config, params)
+        self._plurals: dict[tuple[str, str], str] = {}
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> KubeApi:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @property
+    def default_namespace(self) -> str:
+        return self.config.namespace or "default"
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> Body:
+        content = None if body is None else json.dumps(body).encode()
+        headers = {"Accept": "application/json"}
+        if content is not None:
+            headers["Content-Type"] = content_type
+        response = await self._http.request(
+            method, path, content=content, params=params, headers=headers
+        )
+        if response.status_code >= 400:
+            try:
+                status = response.json()
+            except ValueError:
+                status = {}
+            raise ApiError(
+                response.status_code,
+                str(status.get("reason") or response.reason_phrase),
+                str(status.get("message") or response.text[:500]),
+            )
+        if not response.content:
+            return {}
+        result: Body = response.json()
+        return result
+
+    async def get(self, path: str, params: dict[str, str] | None = None) -> Body:
+        return await self.request("GET", path, params=params)
+
+    async def create(self, path: str, body: Body) -> Body:
+        return await self.request("POST", path, body=body)
+
+    async def merge_patch(self, path: str, patch: Body) -> Body:
+        return await self.request("PATCH", path, body=patch, content_type=MERGE_PATCH)
+
+    async def apply(self, path: str, body: Body, *, field_manager: str = FIELD_MANAGER) -> Body:
+        # JSON is YAML, so a JSON body is a valid apply patch.
+        return await self.request(
+            "PATCH",
+            path,
+            body=body,
+            params={"fieldManager": field_manager, "force": "true"},
+            content_type=APPLY_PATCH,
+        )
+
+    async def delete(
+        self, path: str, *, uid: str | None = None, resource_version: str | None = None
+    ) -> None:
+        preconditions = {
+            k: v for k, v in {"uid": uid, "resourceVersion": resource_version}.items() if v
+        }
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": preconditions}
+        await self.request("DELETE", path, body=body if preconditions else None)
+
+    async def resource_for(self, api_version: str, kind: str) -> ResourceRef:
+        """Find the plural of `kind` through discovery (cached)."""
+        key = (api_version, kind)
+        if key not in self._plurals:
+            group, _, version = api_version.rpartition("/")
+            discovery = await self.get(f"/apis/{api_version}" if group else f"/api/{version}")
+            for resource in discovery.get("resources", []):
+                if resource.get("kind") == kind and "/" not in resource.get("name", ""):
+                    self._plurals[key] = resource["name"]
+                    break
+            else:
+                raise ApiError(
+                    404, "NotFound", f"the server does not serve {kind} in {api_version}"
+                )
+        group, _, version = api_version.rpartition("/")
+        return ResourceRef(group, version, self._plurals[key])

@@ -1,0 +1,77 @@
+"""Shipwright adapter: apply the embedded objects and run one BuildRun per attempt."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workgate.api.common import ConditionStatus
+from workgate.core.claims import ANNOTATION_ATTEMPT
+from workgate.core.lifecycle import BuildRunView
+from workgate.core.manifests import EmbeddedObject
+from workgate.k8s.api import BUILDRUNS, ApiError, Body, KubeApi
+from workgate.k8s.claims import child_labels, owner_reference
+
+
+def build_apply_body(obj: EmbeddedObject, workorder: Body) -> Body:
+    """The embedded object as workgate applies it: owned by and labelled for the WorkOrder."""
+    body: dict[str, Any] = dict(obj.body)
+    metadata = dict(body["metadata"])
+    metadata["labels"] = {
+        **(metadata.get("labels") or {}),
+        **child_labels(workorder["metadata"]["name"]),
+    }
+    metadata["ownerReferences"] = [owner_reference(workorder)]
+    body["metadata"] = metadata
+    return body
+
+
+def build_run_spec(workorder: Body, name: str, build_name: str, attempt: int) -> Body:
+    meta = workorder["metadata"]
+    return {
+        "apiVersion": "shipwright.io/v1beta1",
+        "kind": "BuildRun",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": child_labels(meta["name"]),
+            "annotations": {ANNOTATION_ATTEMPT: str(attempt)},
+            "ownerReferences": [owner_reference(workorder)],
+        },
+        "spec": {"build": {"name": build_name}},
+    }
+
+
+async def apply_objects(api: KubeApi, workorder: Body, objects: tuple[EmbeddedObject, ...]) -> None:
+    namespace = workorder["metadata"]["namespace"]
+    for obj in objects:
+        resource = await api.resource_for(obj.api_version, obj.kind)
+        await api.apply(resource.path(namespace, obj.name), build_apply_body(obj, workorder))
+
+
+async def create_build_run(
+    api: KubeApi, workorder: Body, name: str, build_name: str, attempt: int
+) -> None:
+    """Create the attempt's BuildRun; finding it already there is success (idempotent)."""
+    namespace = workorder["metadata"]["namespace"]
+    try:
+        await api.create(
+            BUILDRUNS.path(namespace), build_run_spec(workorder, name, build_name, attempt)
+        )
+    except ApiError as exc:
+        if not exc.conflict:
+            raise
+
+
+def build_run_view(body: Body) -> BuildRunView:
+    conditions = (body.get("status") or {}).get("conditions") or []
+    succeeded = next((c for c in conditions if c.get("type") == "Succeeded"), None)
+    if succeeded is None:
+        return BuildRunView(body["metadata"]["name"], None)
+    raw = succeeded.get("status")
+    status = ConditionStatus(raw) if raw in {"True", "False", "Unknown"} else None
+    return BuildRunView(
+        body["metadata"]["name"],
+        status,
+        str(succeeded.get("reason") or ""),
+        str(succeeded.get("message") or ""),
+    )

@@ -1,0 +1,66 @@
+"""Operator configuration, from flags or WORKGATE_* environment variables."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+
+from workgate.core.lifecycle import Policy
+from workgate.core.manifests import DEFAULT_ALLOWED_KINDS
+
+
+def _csv(value: str) -> frozenset[str]:
+    return frozenset(item.strip() for item in value.split(",") if item.strip())
+
+
+def _kinds(value: str) -> frozenset[tuple[str, str]]:
+    """`shipwright.io/v1beta1/Build,...` -> {("shipwright.io/v1beta1", "Build"), ...}."""
+    kinds = set()
+    for item in _csv(value):
+        api_version, _, kind = item.rpartition("/")
+        if not api_version or not kind:
+            raise ValueError(f"allowed kind {item!r} is not apiVersion/Kind")
+        kinds.add((api_version, kind))
+    return frozenset(kinds)
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    identity: str = field(default_factory=lambda: f"workgate-operator/{socket.gethostname()}")
+    local_work_types: frozenset[str] = frozenset({"build"})
+    allowed_kinds: frozenset[tuple[str, str]] = DEFAULT_ALLOWED_KINDS
+    backoff_cap_seconds: float = 3600.0
+    jitter: float = 0.0
+    namespaces: tuple[str, ...] = ()  # empty: cluster-wide
+    workers: int = 8
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(
+            identity=self.identity,
+            local_work_types=self.local_work_types,
+            allowed_kinds=self.allowed_kinds,
+            backoff_cap_seconds=self.backoff_cap_seconds,
+            jitter=self.jitter,
+        )
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
+        env = dict(os.environ if env is None else env)
+        default = cls()
+        return cls(
+            identity=env.get("WORKGATE_IDENTITY", default.identity),
+            local_work_types=_csv(env["WORKGATE_LOCAL_WORK_TYPES"])
+            if "WORKGATE_LOCAL_WORK_TYPES" in env
+            else default.local_work_types,
+            allowed_kinds=_kinds(env["WORKGATE_ALLOWED_KINDS"])
+            if env.get("WORKGATE_ALLOWED_KINDS")
+            else default.allowed_kinds,
+            backoff_cap_seconds=float(
+                env.get("WORKGATE_BACKOFF_CAP_SECONDS", default.backoff_cap_seconds)
+            ),
+            jitter=float(env.get("WORKGATE_BACKOFF_JITTER", default.jitter)),
+            namespaces=tuple(sorted(_csv(env.get("WORKGATE_NAMESPACES", "")))),
+            workers=int(env.get("WORKGATE_WORKERS", default.workers)),
+        )

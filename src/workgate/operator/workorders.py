@@ -1,0 +1,175 @@
+"""Reconcile one WorkOrder: observe, decide with the core, act, write status once."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+from pydantic import ValidationError
+
+from workgate.api.common import now_utc
+from workgate.api.workorder import WorkOrderSpec, WorkOrderStatus
+from workgate.core import lifecycle
+from workgate.core.claims import LeaseView
+from workgate.core.naming import build_run_name
+from workgate.k8s import claims, shipwright
+from workgate.k8s.api import WORKORDERS, ApiError, Body, KubeApi
+from workgate.k8s.events import post_event
+from workgate.operator.cache import ObjectCache
+from workgate.operator.config import OperatorConfig
+from workgate.operator.queue import WorkQueue
+
+log = logging.getLogger(__name__)
+Key = tuple[str, str]
+
+
+class ActionFailed(Exception):
+    def __init__(self, reason: str, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.reason, self.message, self.retryable = reason, message, retryable
+
+
+def _classify(exc: ApiError, what: str) -> ActionFailed:
+    """The API server refused the work itself (not a race): the attempt fails."""
+    if exc.status in (400, 422):
+        return ActionFailed(
+            "InvalidManifest", f"{what} was refused: {exc.message}", retryable=False
+        )
+    return ActionFailed("ApplyFailed", f"{what} failed: {exc.status} {exc.message}", retryable=True)
+
+
+class WorkOrderReconciler:
+    def __init__(self, api: KubeApi, config: OperatorConfig) -> None:
+        self.api = api
+        self.config = config
+        self.policy = config.policy
+        self.workorders: ObjectCache[Key] = ObjectCache()
+        self.leases: ObjectCache[Key] = ObjectCache()  # by (namespace, WorkOrder name)
+        self.build_runs: ObjectCache[Key] = ObjectCache()  # by (namespace, BuildRun name)
+        self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=config.workers)
+        self.writes = 0
+
+    async def reconcile(self, key: Key) -> None:
+        body = self.workorders.get(key)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return  # deleted: the garbage collector removes the Lease and BuildRuns
+        namespace, name = key
+        try:
+            spec = WorkOrderSpec.model_validate(body.get("spec") or {})
+            status = WorkOrderStatus.model_validate(body.get("status") or {})
+        except ValidationError as exc:
+            log.error("WorkOrder %s/%s is unreadable: %s", namespace, name, exc)
+            return
+        decision = lifecycle.decide(self.observe(key, spec, status, body), self.policy)
+        try:
+            done = await self.execute(body, decision.actions)
+        except ActionFailed as failure:
+            error = (failure.reason, failure.message, failure.retryable)
+            decision = lifecycle.decide(self.observe(key, spec, status, body, error), self.policy)
+            done = await self.execute(body, decision.actions)
+        if not done:
+            self.queue.add_after(key, 0.2)
+            return
+        if decision.status != status:
+            written = await self.write_status(body, decision.status)
+            if written is None:
+                self.queue.add_after(key, 0.2)
+                return
+            body = written
+        for event in decision.events:
+            await post_event(
+                self.api,
+                body,
+                event.type,
+                event.reason,
+                event.message,
+                instance=self.config.identity,
+            )
+        if decision.requeue_at is not None:
+            self.queue.add_at(key, decision.requeue_at)
+
+    def observe(
+        self,
+        key: Key,
+        spec: WorkOrderSpec,
+        status: WorkOrderStatus,
+        body: Body,
+        action_error: tuple[str, str, bool] | None = None,
+    ) -> lifecycle.Observation:
+        namespace, name = key
+        lease_body = self.leases.get(key)
+        run_body = self.build_runs.get((namespace, build_run_name(name, status.retry_count + 1)))
+        return lifecycle.Observation(
+            now=now_utc(),
+            name=name,
+            namespace=namespace,
+            generation=int(body["metadata"].get("generation") or 0),
+            spec=spec,
+            status=status,
+            lease=LeaseView.from_body(lease_body) if lease_body else None,
+            build_run=shipwright.build_run_view(run_body) if run_body else None,
+            random_value=random.random(),
+            action_error=action_error,
+        )
+
+    async def execute(self, workorder: Body, actions: list[lifecycle.Action]) -> bool:
+        """Perform the decision's side effects in order. False: a race was lost, look again."""
+        meta = workorder["metadata"]
+        namespace, key = meta["namespace"], (meta["namespace"], meta["name"])
+        for action in actions:
+            match action:
+                case lifecycle.ClaimLease():
+                    lease = claims.build_lease(
+                        workorder,
+                        action.name,
+                        attempt=action.attempt,
+                        holder=action.holder,
+                        duration_seconds=action.duration_seconds,
+                        now=now_utc(),
+                    )
+                    try:
+                        self.leases.observe(key, await claims.create_lease(self.api, lease))
+                    except claims.ClaimTaken:
+                        return False
+                case lifecycle.RenewLease():
+                    try:
+                        self.leases.observe(
+                            key,
+                            await claims.renew_lease(self.api, namespace, action.lease, now_utc()),
+                        )
+                    except claims.ClaimTaken:
+                        return False
+                case lifecycle.ReleaseLease():
+                    if not await claims.release_lease(self.api, namespace, action.lease):
+                        return False
+                    self.leases.forget(key, action.lease.uid)
+                case lifecycle.ApplyObjects():
+                    try:
+                        await shipwright.apply_objects(self.api, workorder, action.objects)
+                    except ApiError as exc:
+                        raise _classify(exc, "applying the embedded objects") from None
+                case lifecycle.CreateBuildRun():
+                    try:
+                        await shipwright.create_build_run(
+                            self.api, workorder, action.name, action.build_name, action.attempt
+                        )
+                    except ApiError as exc:
+                        raise _classify(exc, f"creating BuildRun {action.name}") from None
+        return True
+
+    async def write_status(self, workorder: Body, status: WorkOrderStatus) -> Body | None:
+        meta = workorder["metadata"]
+        old = workorder.get("status") or {}
+        new = status.to_wire()
+        patch = {k: new.get(k) for k in old.keys() | new.keys()}  # null removes a cleared field
+        try:
+            written = await self.api.merge_patch(
+                WORKORDERS.path(meta["namespace"], meta["name"], "status"),
+                {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch},
+            )
+        except ApiError as exc:
+            if exc.conflict or exc.not_found:
+                return None
+            raise
+        self.workorders.observe((meta["namespace"], meta["name"]), written)
+        return written

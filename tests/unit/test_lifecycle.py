@@ -1,0 +1,231 @@
+"""The WorkOrder state machine, without a cluster."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from workgate.api.common import ConditionStatus
+from workgate.api.workorder import Phase, WorkOrderSpec, WorkOrderStatus
+from workgate.core import lifecycle as lc
+from workgate.core.claims import LeaseView, Outcome
+from workgate.core.conditions import get_condition
+
+NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+BUILD = """
+apiVersion: shipwright.io/v1beta1
+kind: Build
+metadata:
+  name: hello
+spec:
+  source: {type: Git, git: {url: https://example.invalid/repo}}
+  strategy: {name: buildah, kind: ClusterBuildStrategy}
+  output: {image: registry.invalid/hello:latest}
+"""
+POLICY = lc.Policy(identity="op", backoff_cap_seconds=1000)
+
+
+def observe(
+    status: WorkOrderStatus | None = None,
+    *,
+    work_type: str = "build",
+    now: datetime = NOW,
+    yaml: str = BUILD,
+    **kw: object,
+) -> lc.Observation:
+    spec = WorkOrderSpec(
+        work_type=work_type,
+        yaml_content=yaml,
+        max_retries=2,
+        backoff_seconds=10,
+        claim_timeout_seconds=30,
+    )
+    return lc.Observation(
+        now=now,
+        name="wo1",
+        namespace="ns",
+        generation=1,
+        spec=spec,
+        status=status or WorkOrderStatus(),
+        **kw,
+    )  # type: ignore[arg-type]
+
+
+def lease(
+    attempt: int = 1,
+    *,
+    renewed: datetime = NOW,
+    outcome: Outcome | None = None,
+    holder: str = "agent-1",
+    error: str | None = None,
+) -> LeaseView:
+    return LeaseView(
+        name="wo1-claim",
+        holder=holder,
+        attempt=attempt,
+        acquire_time=renewed,
+        renew_time=renewed,
+        duration_seconds=30,
+        resource_version="7",
+        uid="u",
+        outcome=outcome,
+        error=error,
+    )
+
+
+def kinds(decision: lc.Decision) -> list[str]:
+    return [type(a).__name__ for a in decision.actions]
+
+
+def test_new_build_work_is_claimed_and_started_in_one_decision() -> None:
+    d = lc.decide(observe(), POLICY)
+    assert d.status.phase == Phase.CLAIMED and d.status.attempt == 1
+    assert d.status.claimed_by == "op"
+    assert kinds(d) == ["ClaimLease", "ApplyObjects", "CreateBuildRun"]
+    run = d.actions[2]
+    assert isinstance(run, lc.CreateBuildRun) and run.name == "wo1-a1" and run.build_name == "hello"
+    assert get_condition(d.status.conditions, "Succeeded").status == ConditionStatus.UNKNOWN  # type: ignore[union-attr]
+    assert d.status.observed_generation == 1
+
+
+def test_deciding_again_on_the_result_changes_nothing() -> None:
+    first = lc.decide(observe(), POLICY)
+    again = lc.decide(
+        observe(
+            first.status,
+            lease=lease(holder="op"),
+            build_run=lc.BuildRunView("wo1-a1", ConditionStatus.UNKNOWN),
+        ),
+        POLICY,
+    )
+    assert again.status == first.status
+    assert again.actions == [] and again.events == []
+    assert again.requeue_at == NOW + timedelta(seconds=10)  # renewal after a third of 30 s
+
+
+def test_restart_after_claim_before_status_write_adopts_the_claim() -> None:
+    d = lc.decide(observe(WorkOrderStatus(phase=Phase.PENDING), lease=lease(holder="op")), POLICY)
+    assert d.status.phase == Phase.CLAIMED
+    assert kinds(d) == ["ApplyObjects", "CreateBuildRun"]
+
+
+def test_build_run_success_and_failure() -> None:
+    claimed = lc.decide(observe(), POLICY).status
+    ok = lc.decide(
+        observe(
+            claimed,
+            lease=lease(holder="op"),
+            build_run=lc.BuildRunView("wo1-a1", ConditionStatus.TRUE),
+        ),
+        POLICY,
+    )
+    assert ok.status.phase == Phase.SUCCEEDED and kinds(ok) == ["ReleaseLease"]
+    assert get_condition(ok.status.conditions, "Ready").status == ConditionStatus.TRUE  # type: ignore[union-attr]
+    bad = lc.decide(
+        observe(
+            claimed,
+            lease=lease(holder="op"),
+            build_run=lc.BuildRunView("wo1-a1", ConditionStatus.FALSE, "BuildFailed", "exit 1"),
+        ),
+        POLICY,
+    )
+    assert bad.status.phase == Phase.RETRY_PENDING
+    assert bad.status.last_error_reason == "BuildFailed" and "exit 1" in (
+        bad.status.last_error or ""
+    )
+    assert bad.status.next_retry_after == NOW + timedelta(seconds=10)
+
+
+def test_retries_back_off_exponentially_then_fail() -> None:
+    status = lc.decide(observe(work_type="test"), POLICY).status
+    delays = []
+    now = NOW
+    for attempt in (1, 2, 3):
+        claimed = lc.decide(
+            observe(status, work_type="test", now=now, lease=lease(attempt, renewed=now)), POLICY
+        ).status
+        assert claimed.phase == Phase.CLAIMED and claimed.attempt == attempt
+        failed = lc.decide(
+            observe(
+                claimed,
+                work_type="test",
+                now=now,
+                lease=lease(attempt, renewed=now, outcome=Outcome.FAILED, error="boom"),
+            ),
+            POLICY,
+        )
+        status = failed.status
+        if status.phase == Phase.RETRY_PENDING:
+            assert status.next_retry_after is not None
+            delays.append((status.next_retry_after - now).total_seconds())
+            early = lc.decide(
+                observe(
+                    status,
+                    work_type="test",
+                    now=status.next_retry_after - timedelta(milliseconds=1),
+                ),
+                POLICY,
+            )
+            assert (
+                early.status.phase == Phase.RETRY_PENDING
+                and early.requeue_at == status.next_retry_after
+            )
+            now = status.next_retry_after
+            status = lc.decide(observe(status, work_type="test", now=now), POLICY).status
+            assert status.phase == Phase.PENDING
+    assert delays == [10.0, 20.0]
+    assert status.phase == Phase.FAILED and status.last_error == "boom" and status.retry_count == 2
+    assert get_condition(status.conditions, "Stalled").status == ConditionStatus.TRUE  # type: ignore[union-attr]
+
+
+def test_stale_agent_claim_times_out() -> None:
+    claimed = lc.decide(observe(work_type="test", lease=lease()), POLICY).status
+    still = lc.decide(
+        observe(claimed, work_type="test", now=NOW + timedelta(seconds=29), lease=lease()), POLICY
+    )
+    assert still.status.phase == Phase.CLAIMED and still.requeue_at == NOW + timedelta(seconds=30)
+    late = lc.decide(
+        observe(claimed, work_type="test", now=NOW + timedelta(seconds=30), lease=lease()), POLICY
+    )
+    assert (
+        late.status.phase == Phase.RETRY_PENDING
+        and late.status.last_error_reason == "ClaimTimedOut"
+    )
+    assert kinds(late) == ["ReleaseLease"]
+
+
+def test_lease_of_an_old_attempt_is_released_not_adopted() -> None:
+    status = WorkOrderStatus(phase=Phase.PENDING, retry_count=1, attempt=1)
+    d = lc.decide(observe(status, work_type="test", lease=lease(1)), POLICY)
+    assert d.status.phase == Phase.PENDING and kinds(d) == ["ReleaseLease"]
+
+
+def test_premature_claim_during_backoff_is_released() -> None:
+    status = WorkOrderStatus(
+        phase=Phase.RETRY_PENDING,
+        retry_count=1,
+        attempt=1,
+        next_retry_after=NOW + timedelta(seconds=5),
+    )
+    d = lc.decide(observe(status, work_type="test", lease=lease(2)), POLICY)
+    assert d.status.phase == Phase.RETRY_PENDING and kinds(d) == ["ReleaseLease"]
+
+
+@pytest.mark.parametrize(
+    ("yaml", "reason"),
+    [
+        ("a: [unclosed", "InvalidYAML"),
+        ("apiVersion: v1\nkind: Secret\nmetadata: {name: x}", "ForbiddenKind"),
+        (BUILD.replace("name: hello", "name: hello\n  namespace: kube-system"), "ForeignNamespace"),
+    ],
+)
+def test_bad_manifests_fail_at_once_without_applying(yaml: str, reason: str) -> None:
+    d = lc.decide(observe(yaml=yaml), POLICY)
+    assert d.status.phase == Phase.FAILED and d.status.last_error_reason == reason
+    assert d.actions == [] and d.status.retry_count == 0
+
+
+def test_terminal_work_order_releases_a_leftover_lease_only() -> None:
+    d = lc.decide(
+        observe(WorkOrderStatus(phase=Phase.SUCCEEDED, attempt=1), lease=lease(holder="op")), POLICY
+    )
+    assert d.status.phase == Phase.SUCCEEDED and kinds(d) == ["ReleaseLease"] and d.events == []
