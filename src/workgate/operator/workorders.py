@@ -61,12 +61,16 @@ class WorkOrderReconciler:
             log.error("WorkOrder %s/%s is unreadable: %s", namespace, name, exc)
             return
         decision = lifecycle.decide(self.observe(key, spec, status, body), self.policy)
+        # Claims are released only after the status records the attempt's end: an agent
+        # that claims the moment the Lease is gone must then see that its attempt is over.
+        release = [a for a in decision.actions if isinstance(a, lifecycle.ReleaseLease)]
         try:
-            done = await self.execute(body, decision.actions)
+            done = await self.execute(body, [a for a in decision.actions if a not in release])
         except ActionFailed as failure:
             error = (failure.reason, failure.message, failure.retryable)
             decision = lifecycle.decide(self.observe(key, spec, status, body, error), self.policy)
-            done = await self.execute(body, decision.actions)
+            release = [a for a in decision.actions if isinstance(a, lifecycle.ReleaseLease)]
+            done = await self.execute(body, [a for a in decision.actions if a not in release])
         if not done:
             self.queue.add_after(key, 0.2)
             return
@@ -76,6 +80,8 @@ class WorkOrderReconciler:
                 self.queue.add_after(key, 0.2)
                 return
             body = written
+        if not await self.execute(body, list(release)):
+            self.queue.add_after(key, 0.2)
         for event in decision.events:
             await post_event(
                 self.api,

@@ -1,0 +1,90 @@
+"""`workgate agent --work-type T -- COMMAND ...`: run a command for each claimed WorkOrder.
+
+The command gets the WorkOrder's yamlContent on stdin and WORKGATE_* variables in its
+environment. Exit status 0 reports success; anything else reports failure with the tail
+of the command's stderr as the error. The Lease is renewed while the command runs; an
+agent that dies stops renewing, and its attempt times out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from workgate.agent.client import Agent, Claim, ClaimLost
+from workgate.k8s.api import KubeApi
+
+log = logging.getLogger("workgate.agent")
+STDERR_TAIL = 2048
+
+
+async def run_command(claim: Claim, command: list[str]) -> tuple[int, str]:
+    env = {
+        **os.environ,
+        "WORKGATE_WORKORDER": claim.name,
+        "WORKGATE_NAMESPACE": claim.namespace,
+        "WORKGATE_ATTEMPT": str(claim.attempt),
+        "WORKGATE_WORK_TYPE": str(claim.workorder["spec"]["workType"]),
+    }
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        stdin=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    _, stderr = await process.communicate(claim.yaml_content.encode())
+    text = stderr.decode(errors="replace")
+    if text:
+        sys.stderr.write(text)
+    return process.returncode or 0, text[-STDERR_TAIL:].strip()
+
+
+async def serve(args: argparse.Namespace) -> int:
+    async with KubeApi() as api:
+        agent = Agent(api, args.work_type, namespace=args.namespace, identity=args.identity)
+        log.info("agent %s waiting for %s work", agent.identity, args.work_type)
+        while True:
+            claim = await agent.wait_for_claim(args.poll_seconds)
+            try:
+                async with claim.kept_alive():
+                    code, error = await run_command(claim, args.command)
+                if code == 0:
+                    await claim.succeed()
+                else:
+                    await claim.fail(error or f"command exited with status {code}", "CommandFailed")
+                log.info(
+                    "%s/%s attempt %d: exit %d", claim.namespace, claim.name, claim.attempt, code
+                )
+            except ClaimLost as lost:
+                log.warning("claim lost, result discarded: %s", lost)
+            if args.once:
+                return 0
+
+
+def add_agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("agent", help="claim and execute WorkOrders of one work type")
+    parser.add_argument("--work-type", required=True)
+    parser.add_argument("--namespace", default=None, help="only this namespace (default: all)")
+    parser.add_argument("--identity", default=None, help="claimant id (default: host + random)")
+    parser.add_argument("--poll-seconds", type=float, default=1.0)
+    parser.add_argument("--once", action="store_true", help="exit after one WorkOrder")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    parser.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    if args.command and args.command[0] == "--":
+        args.command = args.command[1:]
+    if not args.command:
+        print("workgate agent: give the command after --", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return asyncio.run(serve(args))
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,95 @@
+"""Kopf wiring: watch events feed the caches and the work queue, nothing more.
+
+Only `@kopf.on.event` handlers are used: they keep no progress or diff-base annotations
+and add no finalizers, so Kopf itself never writes to a WorkOrder. All decisions happen
+in the reconciler, keyed by WorkOrder, whatever kind of object the event was about.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import kopf
+
+from workgate.api.common import GROUP, LABEL_MANAGED_BY, MANAGED_BY, VERSION
+from workgate.k8s.api import BUILDRUNS, LEASES
+from workgate.operator.workorders import WorkOrderReconciler
+
+MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+
+
+def _owner_workorder(body: dict[str, Any]) -> str | None:
+    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == "WorkOrder" and str(ref.get("apiVersion", "")).startswith(
+            f"{GROUP}/"
+        ):
+            return str(ref["name"])
+    return None
+
+
+def build_registry(reconciler: WorkOrderReconciler) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.startup(registry=registry)
+    async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.posting.enabled = False  # Events are ours: one per transition
+        # Only the Leases and BuildRuns workgate made, filtered by the API server: a real
+        # cluster has a node heartbeat Lease per node renewed every 10 s.
+        settings.watching.label_selectors[LEASES.group, LEASES.plural] = MANAGED_SELECTOR
+        settings.watching.label_selectors[BUILDRUNS.group, BUILDRUNS.plural] = MANAGED_SELECTOR
+        settings.watching.server_timeout = 300
+
+    @kopf.on.login(registry=registry)
+    async def login(**kwargs: Any) -> Any:
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+    @kopf.on.event(GROUP, VERSION, "workorders", registry=registry)
+    async def workorder_event(event: kopf.RawEvent, **_: Any) -> None:
+        body = cast(dict[str, Any], event["object"])
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if event.get("type") == "DELETED":
+            reconciler.workorders.deleted(key, body)
+            return
+        reconciler.workorders.observe(key, body)
+        reconciler.queue.add(key)
+
+    @kopf.on.event(
+        LEASES.group,
+        LEASES.version,
+        LEASES.plural,
+        registry=registry,
+        labels={LABEL_MANAGED_BY: MANAGED_BY},
+    )
+    async def lease_event(event: kopf.RawEvent, **_: Any) -> None:
+        body = cast(dict[str, Any], event["object"])
+        owner = _owner_workorder(body)
+        if owner is None:
+            return
+        key = (body["metadata"]["namespace"], owner)
+        if event.get("type") == "DELETED":
+            reconciler.leases.deleted(key, body)
+        else:
+            reconciler.leases.observe(key, body)
+        reconciler.queue.add(key)
+
+    @kopf.on.event(
+        BUILDRUNS.group,
+        BUILDRUNS.version,
+        BUILDRUNS.plural,
+        registry=registry,
+        labels={LABEL_MANAGED_BY: MANAGED_BY},
+    )
+    async def build_run_event(event: kopf.RawEvent, **_: Any) -> None:
+        body = cast(dict[str, Any], event["object"])
+        owner = _owner_workorder(body)
+        if owner is None:
+            return
+        namespace = body["metadata"]["namespace"]
+        key = (namespace, body["metadata"]["name"])
+        if event.get("type") == "DELETED":
+            reconciler.build_runs.deleted(key, body)
+        else:
+            reconciler.build_runs.observe(key, body)
+        reconciler.queue.add((namespace, owner))
+
+    return registry
