@@ -103,6 +103,23 @@ class Claim:
         self.lease = LeaseView.from_body(body)
 
 
+def _attempt_open(workorder: Body, uid: str, attempt: int, identity: str) -> bool:
+    """Is `attempt` of this very WorkOrder still open to (or already recorded for) us?
+
+    The operator may have seen our Lease and recorded the claim before we look.
+    """
+    status = workorder.get("status") or {}
+    phase = status.get("phase")
+    return (
+        workorder["metadata"]["uid"] == uid
+        and int(status.get("retryCount") or 0) + 1 == attempt
+        and (
+            phase == Phase.PENDING
+            or (phase == Phase.CLAIMED and status.get("claimedBy") == identity)
+        )
+    )
+
+
 class Agent:
     def __init__(
         self,
@@ -156,13 +173,7 @@ class Agent:
             if not exc.not_found:
                 raise
             current = None
-        current_status = (current or {}).get("status") or {}
-        if (
-            current is None
-            or current["metadata"]["uid"] != meta["uid"]
-            or current_status.get("phase") != Phase.PENDING
-            or int(current_status.get("retryCount") or 0) + 1 != attempt
-        ):
+        if current is None or not _attempt_open(current, meta["uid"], attempt, self.identity):
             await claims.release_lease(self.api, meta["namespace"], created)
             return None
         log.info("claimed %s/%s attempt %d", meta["namespace"], meta["name"], attempt)

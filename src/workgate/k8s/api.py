@@ -8,6 +8,7 @@ the adapters can state preconditions (resourceVersion, uid) and content types ex
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -159,6 +160,21 @@ class KubeApi:
         }
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": preconditions}
         await self.request("DELETE", path, body=body if preconditions else None)
+
+    async def watch(
+        self, path: str, *, params: dict[str, str] | None = None, timeout_seconds: int = 300
+    ) -> AsyncIterator[tuple[str, Body]]:
+        """Stream (type, object) watch events for a collection path."""
+        query = {**(params or {}), "watch": "1", "timeoutSeconds": str(timeout_seconds)}
+        timeout = httpx.Timeout(10, read=timeout_seconds + 10)
+        async with self._http.stream("GET", path, params=query, timeout=timeout) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                raise ApiError(response.status_code, response.reason_phrase, response.text[:500])
+            async for line in response.aiter_lines():
+                if line.strip():
+                    event = json.loads(line)
+                    yield event["type"], event["object"]
 
     async def resource_for(self, api_version: str, kind: str) -> ResourceRef:
         """Find the plural of `kind` through discovery (cached)."""

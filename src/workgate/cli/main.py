@@ -1,0 +1,74 @@
+"""The `workgate` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from pathlib import Path
+
+from workgate.api import crdgen
+from workgate.cli.agent import add_agent_parser
+
+try:  # the embedded control plane needs Go only when it is used
+    from workgate.cli.dev import add_dev_parser
+except ImportError:  # pragma: no cover
+    add_dev_parser = None
+
+
+def _cmd_crds(args: argparse.Namespace) -> int:
+    directory = Path(args.dir)
+    if args.check:
+        drifted = crdgen.drifted(directory)
+        for name in drifted:
+            print(f"{directory / name} differs from the models", file=sys.stderr)
+        return 1 if drifted else 0
+    for path in crdgen.write_all(directory):
+        print(path)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from workgate.operator.config import OperatorConfig
+    from workgate.operator.main import run_operator
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = OperatorConfig.from_env()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_operator(config))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workgate", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the operator against the configured cluster")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.set_defaults(func=_cmd_run)
+
+    add_agent_parser(sub)
+    if add_dev_parser is not None:
+        add_dev_parser(sub)
+
+    crds = sub.add_parser("crds", help="generate the CRD YAML from the API models")
+    crds.add_argument("--dir", default="crds", help="output directory (default: crds)")
+    crds.add_argument(
+        "--check", action="store_true", help="fail if the files differ from the models"
+    )
+    crds.set_defaults(func=_cmd_crds)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

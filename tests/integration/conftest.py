@@ -1,0 +1,175 @@
+"""Integration fixtures: the real operator as a process, an async API client, and a
+stand-in for the Shipwright controller (the tests play it by writing BuildRun status)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from workgate.api.common import format_time, now_utc
+from workgate.k8s.api import BUILDRUNS, WORKORDERS, ApiError, Body, KubeApi, load_config
+
+pytestmark = pytest.mark.integration
+
+
+class OperatorProcess:
+    """`workgate run` in a subprocess, scoped to some namespaces, killable and restartable."""
+
+    def __init__(self, log_path: Path, namespaces: list[str], env: dict[str, str]) -> None:
+        self.log_path = log_path
+        self.namespaces = namespaces
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "WORKGATE_NAMESPACES": ",".join(self.namespaces),
+            "WORKGATE_IDENTITY": "workgate-operator/test",
+            **self.env,
+        }
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "workgate.cli.main", "run"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.starts += 1
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as in a node crash or OOM kill."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def start_operator(kubeconfig: str, tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
+    started: list[OperatorProcess] = []
+
+    def start(*namespaces: str, **env: str) -> OperatorProcess:
+        op = OperatorProcess(tmp_path / f"operator-{len(started)}.log", list(namespaces), env)
+        op.start()
+        started.append(op)
+        return op
+
+    yield start
+    for op in started:
+        op.stop()
+
+
+@pytest.fixture
+async def api(kubeconfig: str) -> AsyncIterator[KubeApi]:
+    client = KubeApi(load_config())
+    yield client
+    await client.aclose()
+
+
+def workorder(name: str, work_type: str = "build", yaml: str | None = None, **spec: Any) -> Body:
+    return {
+        "apiVersion": "workgate.io/v1alpha1",
+        "kind": "WorkOrder",
+        "metadata": {"name": name},
+        "spec": {
+            "workType": work_type,
+            "yamlContent": yaml if yaml is not None else build_yaml(name),
+            **spec,
+        },
+    }
+
+
+def build_yaml(name: str) -> str:
+    return (
+        "apiVersion: shipwright.io/v1beta1\nkind: Build\nmetadata:\n"
+        f"  name: {name}-build\nspec:\n  source:\n    type: Git\n    git:\n"
+        "      url: https://git.example.com/team/app\n  strategy:\n    name: buildah\n"
+        "    kind: ClusterBuildStrategy\n  output:\n    image: registry.example.com/team/app:latest\n"
+    )
+
+
+async def create_workorder(api: KubeApi, namespace: str, body: Body) -> Body:
+    return await api.create(WORKORDERS.path(namespace), body)
+
+
+async def get_workorder(api: KubeApi, namespace: str, name: str) -> Body:
+    return await api.get(WORKORDERS.path(namespace, name))
+
+
+async def wait_for(
+    probe: Callable[[], Any],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> Any:
+    """Poll an async probe until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = await probe()
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+            last = None
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+async def wait_phase(
+    api: KubeApi, namespace: str, name: str, *phases: str, timeout: float = 30.0
+) -> Body:
+    async def probe() -> Body | None:
+        wo = await get_workorder(api, namespace, name)
+        return wo if (wo.get("status") or {}).get("phase") in phases else None
+
+    result: Body = await wait_for(probe, timeout=timeout, what=f"{name} in {phases}")
+    return result
+
+
+async def finish_build_run(
+    api: KubeApi, namespace: str, name: str, succeeded: bool, reason: str = "", message: str = ""
+) -> None:
+    """Play the Shipwright controller: set the BuildRun's Succeeded condition."""
+    condition = {
+        "type": "Succeeded",
+        "status": "True" if succeeded else "False",
+        "reason": reason or ("Succeeded" if succeeded else "Failed"),
+        "message": message
+        or ("All Steps have completed executing" if succeeded else "step failed"),
+        "lastTransitionTime": format_time(now_utc().replace(microsecond=0)),
+    }
+    await api.merge_patch(
+        BUILDRUNS.path(namespace, name, "status"), {"status": {"conditions": [condition]}}
+    )
+
+
+async def list_items(api: KubeApi, path: str, **params: str) -> list[Body]:
+    listing = await api.get(path, params=params or None)
+    items: list[Body] = listing.get("items", [])
+    return items

@@ -1,0 +1,430 @@
+"""WorkOrder lifecycle against the real API server, with the real operator process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.integration.conftest import (
+    OperatorProcess,
+    create_workorder,
+    finish_build_run,
+    get_workorder,
+    list_items,
+    wait_for,
+    wait_phase,
+    workorder,
+)
+from workgate.agent.client import Agent
+from workgate.api.common import parse_time
+from workgate.k8s.api import BUILDRUNS, BUILDS, EVENTS, LEASES, WORKORDERS, ApiError, KubeApi
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+async def build_run(api: KubeApi, namespace: str, name: str) -> Any:
+    return await wait_for(lambda: api.get(BUILDRUNS.path(namespace, name)), what=f"BuildRun {name}")
+
+
+async def test_success_path_with_kubectl(
+    api: KubeApi, namespace: str, kubectl: Any, start_operator: Any
+) -> None:
+    start_operator(namespace)
+    manifest = (REPO / "examples" / "build-workorder.yaml").read_text()
+    applied = yaml.safe_load(manifest)
+    kubectl("apply", "-n", namespace, "-f", str(REPO / "examples" / "build-workorder.yaml"))
+    name = applied["metadata"]["name"]
+
+    claimed = await wait_phase(api, namespace, name, "CLAIMED")
+    assert claimed["status"]["claimedBy"] == "workgate-operator/test"
+    assert claimed["status"]["attempt"] == 1
+    run = await build_run(api, namespace, f"{name}-a1")
+    assert run["spec"]["build"]["name"] == "sample-go"
+    assert run["metadata"]["ownerReferences"][0]["uid"] == claimed["metadata"]["uid"]
+    lease = await api.get(LEASES.path(namespace, f"{name}-claim"))
+    assert lease["spec"]["holderIdentity"] == "workgate-operator/test"
+    assert lease["spec"]["leaseDurationSeconds"] == 3600
+    build = await api.get(BUILDS.path(namespace, "sample-go"))
+    assert build["spec"]["output"]["image"] == "registry.example.com/team/sample-go:latest"
+
+    await finish_build_run(api, namespace, f"{name}-a1", succeeded=True)
+    kubectl("wait", "-n", namespace, "--for=condition=Succeeded", f"wo/{name}", "--timeout=30s")
+    done = await get_workorder(api, namespace, name)
+    assert done["status"]["phase"] == "SUCCEEDED"
+    conditions = {c["type"]: c for c in done["status"]["conditions"]}
+    assert conditions["Ready"]["status"] == "True"
+    assert conditions["Ready"]["observedGeneration"] == 1
+    assert conditions["Reconciling"]["status"] == "False"
+    # The operator never touches spec or metadata: GitOps sees no drift.
+    assert done["metadata"]["generation"] == 1
+    assert done["spec"] == {**applied["spec"]}
+    assert not done["metadata"].get("finalizers")
+    assert set(done["metadata"].get("annotations", {})) <= {
+        "kubectl.kubernetes.io/last-applied-configuration"
+    }
+    await wait_for(
+        lambda: _absent(api, LEASES.path(namespace, f"{name}-claim")), what="claim released"
+    )
+    events = await list_items(
+        api, EVENTS.path(namespace), fieldSelector=f"involvedObject.name={name}"
+    )
+    assert {"Claimed", "Succeeded"} <= {e["reason"] for e in events}
+    table = kubectl("get", "wo", "-n", namespace).stdout
+    assert table.split()[:6] == ["NAME", "PHASE", "TYPE", "RETRIES", "CLAIMED-BY", "NEXT-RETRY"]
+    assert "SUCCEEDED" in table
+
+
+async def _absent(api: KubeApi, path: str) -> bool:
+    try:
+        await api.get(path)
+    except ApiError as exc:
+        if exc.not_found:
+            return True
+        raise
+    return False
+
+
+async def test_failures_retry_with_exponential_backoff_then_fail(
+    api: KubeApi, namespace: str, start_operator: Any
+) -> None:
+    start_operator(namespace)
+    await create_workorder(api, namespace, workorder("flaky", maxRetries=2, backoffSeconds=1))
+    lateness = []
+    for attempt in (1, 2, 3):
+        await build_run(api, namespace, f"flaky-a{attempt}")
+        await finish_build_run(
+            api,
+            namespace,
+            f"flaky-a{attempt}",
+            succeeded=False,
+            reason="BuildRunTimeout",
+            message=f"attempt {attempt} timed out",
+        )
+        if attempt < 3:
+            waiting = await wait_phase(api, namespace, "flaky", "RETRY_PENDING")
+            st = waiting["status"]
+            assert st["retryCount"] == attempt
+            assert st["lastErrorReason"] == "BuildRunTimeout"
+            failed_at = parse_time(st["lastErrorAt"])
+            retry_at = parse_time(st["nextRetryAfter"])
+            assert failed_at is not None and retry_at is not None
+            # backoffSeconds * 2^retryCount, retry count from 0
+            assert abs((retry_at - failed_at).total_seconds() - 2 ** (attempt - 1)) < 0.01
+            claimed = await wait_phase(api, namespace, "flaky", "CLAIMED")
+            claimed_at = parse_time(claimed["status"]["claimedAt"])
+            assert claimed_at is not None and claimed["status"]["attempt"] == attempt + 1
+            lateness.append((claimed_at - retry_at).total_seconds())
+    final = await wait_phase(api, namespace, "flaky", "FAILED")
+    st = final["status"]
+    assert st["retryCount"] == 2 and st["attempt"] == 3
+    assert st["lastError"] == "BuildRun flaky-a3: attempt 3 timed out"
+    assert {c["type"]: c["status"] for c in st["conditions"]}["Stalled"] == "True"
+    # The retry fires at nextRetryAfter, never before it, and within a second of it.
+    assert all(0 <= late < 1.0 for late in lateness), lateness
+    runs = await list_items(api, BUILDRUNS.path(namespace))
+    assert sorted(r["metadata"]["name"] for r in runs) == ["flaky-a1", "flaky-a2", "flaky-a3"]
+
+
+@pytest.mark.parametrize(
+    ("case", "yaml_content", "reason"),
+    [
+        (
+            "malformed",
+            "apiVersion: shipwright.io/v1beta1\nkind: Build\nmetadata: [unclosed",
+            "InvalidYAML",
+        ),
+        (
+            "secret",
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: stolen}\nstringData: {a: b}\n",
+            "ForbiddenKind",
+        ),
+        (
+            "clusterrole",
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: root}\n",
+            "ForbiddenKind",
+        ),
+        (
+            "elsewhere",
+            "apiVersion: shipwright.io/v1beta1\nkind: Build\nmetadata: {name: b, namespace: kube-system}\nspec: {}\n",
+            "ForeignNamespace",
+        ),
+        (
+            "bomb",
+            "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n",
+            "InvalidYAML",
+        ),
+        (
+            "owned",
+            "apiVersion: shipwright.io/v1beta1\nkind: Build\nmetadata:\n  name: b\n  ownerReferences: [{apiVersion: v1, kind: Namespace, name: kube-system, uid: x}]\nspec: {}\n",
+            "InvalidManifest",
+        ),
+        (
+            "two-builds",
+            "apiVersion: shipwright.io/v1beta1\nkind: Build\nmetadata: {name: b1}\nspec: {}\n---\napiVersion: shipwright.io/v1beta1\nkind: Build\nmetadata: {name: b2}\nspec: {}\n",
+            "InvalidManifest",
+        ),
+    ],
+)
+async def test_forbidden_input_fails_at_once_and_applies_nothing(
+    api: KubeApi, namespace: str, start_operator: Any, case: str, yaml_content: str, reason: str
+) -> None:
+    start_operator(namespace)
+    await create_workorder(api, namespace, workorder(case, yaml=yaml_content, maxRetries=3))
+    failed = await wait_phase(api, namespace, case, "FAILED")
+    assert failed["status"]["lastErrorReason"] == reason
+    assert failed["status"]["retryCount"] == 0
+    events = await wait_for(lambda: _events(api, namespace, case, reason), what=f"{reason} event")
+    assert events[0]["type"] == "Warning"
+    assert await list_items(api, BUILDS.path(namespace)) == []
+    assert await list_items(api, BUILDRUNS.path(namespace)) == []
+    secrets = await list_items(api, f"/api/v1/namespaces/{namespace}/secrets")
+    assert [s for s in secrets if s["metadata"]["name"] == "stolen"] == []
+    with pytest.raises(ApiError) as err:
+        await api.get("/apis/rbac.authorization.k8s.io/v1/clusterroles/root")
+    assert err.value.not_found
+
+
+async def _events(api: KubeApi, namespace: str, name: str, reason: str) -> list[Any]:
+    events = await list_items(
+        api, EVENTS.path(namespace), fieldSelector=f"involvedObject.name={name}"
+    )
+    return [e for e in events if e["reason"] == reason]
+
+
+def test_oversized_and_invalid_specs_are_refused_at_admission(namespace: str, kubectl: Any) -> None:
+    huge = workorder("huge", yaml="x" * (256 * 1024 + 1))
+    result = kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(huge), check=False)
+    assert result.returncode != 0 and "spec.yamlContent" in result.stderr
+    bad = workorder("bad", maxRetries=-1)
+    del bad["spec"]["workType"]
+    result = kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(bad), check=False)
+    assert result.returncode != 0
+    assert "spec.maxRetries" in result.stderr and "spec.workType" in result.stderr
+
+
+async def test_deleting_a_claimed_work_order_releases_its_claim(
+    api: KubeApi, namespace: str, start_operator: Any
+) -> None:
+    start_operator(namespace)
+    await create_workorder(api, namespace, workorder("doomed"))
+    await build_run(api, namespace, "doomed-a1")
+    await api.request(
+        "DELETE", WORKORDERS.path(namespace, "doomed"), body={"propagationPolicy": "Foreground"}
+    )
+    # The garbage collector removes the owned Lease, Build and BuildRun.
+    for path in (
+        LEASES.path(namespace, "doomed-claim"),
+        BUILDRUNS.path(namespace, "doomed-a1"),
+        BUILDS.path(namespace, "doomed-build"),
+        WORKORDERS.path(namespace, "doomed"),
+    ):
+        await wait_for(lambda p=path: _absent(api, p), timeout=90, what=f"{path} collected")
+
+
+def _agent(
+    kubeconfig: str, work_type: str, namespace: str, identity: str, *command: str
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "workgate.cli.main",
+            "agent",
+            "--work-type",
+            work_type,
+            "--namespace",
+            namespace,
+            "--identity",
+            identity,
+            "--poll-seconds",
+            "0.2",
+            "--once",
+            "--",
+            *command,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def test_killed_agent_times_out_and_a_second_agent_completes(
+    api: KubeApi, namespace: str, kubeconfig: str, start_operator: Any
+) -> None:
+    start_operator(namespace)
+    await create_workorder(
+        api,
+        namespace,
+        workorder("tests", "test", yaml="suite: unit\n", claimTimeoutSeconds=2, backoffSeconds=1),
+    )
+    first = _agent(kubeconfig, "test", namespace, "agent-one", "sleep", "60")
+    try:
+        claimed = await wait_phase(api, namespace, "tests", "CLAIMED")
+        assert claimed["status"]["claimedBy"] == "agent-one"
+        await asyncio.sleep(2.5)  # renewals keep it alive past the claim timeout
+        assert (await get_workorder(api, namespace, "tests"))["status"]["phase"] == "CLAIMED"
+        first.kill()
+        first.wait(5)
+        retrying = await wait_phase(api, namespace, "tests", "RETRY_PENDING", timeout=10)
+        assert retrying["status"]["lastErrorReason"] == "ClaimTimedOut"
+        assert "agent-one" in retrying["status"]["lastError"]
+        second = _agent(
+            kubeconfig,
+            "test",
+            namespace,
+            "agent-two",
+            sys.executable,
+            "-c",
+            "import sys; assert sys.stdin.read() == 'suite: unit\\n'",
+        )
+        done = await wait_phase(api, namespace, "tests", "SUCCEEDED", timeout=20)
+        assert second.wait(10) == 0
+        assert done["status"]["retryCount"] == 1 and done["status"]["attempt"] == 2
+        events = await list_items(
+            api, EVENTS.path(namespace), fieldSelector="involvedObject.name=tests"
+        )
+        claims = [e["message"] for e in events if e["reason"] == "Claimed"]
+        assert any("agent-two" in m for m in claims) and any("agent-one" in m for m in claims)
+    finally:
+        first.kill()
+
+
+async def test_agent_reported_failure_becomes_last_error(
+    api: KubeApi, namespace: str, kubeconfig: str, start_operator: Any
+) -> None:
+    start_operator(namespace)
+    await create_workorder(
+        api, namespace, workorder("backup", "backup", yaml="db: main\n", maxRetries=0)
+    )
+    agent = _agent(
+        kubeconfig,
+        "backup",
+        namespace,
+        "agent-b",
+        sys.executable,
+        "-c",
+        "import sys; sys.stderr.write('disk full'); sys.exit(3)",
+    )
+    failed = await wait_phase(api, namespace, "backup", "FAILED", timeout=20)
+    assert agent.wait(10) == 0
+    assert failed["status"]["lastError"] == "disk full"
+    assert failed["status"]["lastErrorReason"] == "CommandFailed"
+
+
+async def test_twenty_agents_racing_for_two_hundred_work_orders(
+    api: KubeApi, namespace: str, kubeconfig: str, start_operator: Any
+) -> None:
+    start_operator(namespace)
+    total = 200
+    await asyncio.gather(
+        *(
+            create_workorder(api, namespace, workorder(f"job-{i:03d}", "race", yaml=f"n: {i}\n"))
+            for i in range(total)
+        )
+    )
+    executions: Counter[tuple[str, int]] = Counter()
+
+    async def run_agent(index: int) -> None:
+        async with KubeApi() as own_api:
+            agent = Agent(own_api, "race", namespace=namespace, identity=f"racer-{index}")
+            idle_since = asyncio.get_running_loop().time()
+            while asyncio.get_running_loop().time() - idle_since < 3:
+                claim = await agent.claim_next()
+                if claim is None:
+                    await asyncio.sleep(0.1 * random.random())
+                    continue
+                idle_since = asyncio.get_running_loop().time()
+                executions[(claim.name, claim.attempt)] += 1
+                await claim.succeed()
+
+    await asyncio.wait_for(asyncio.gather(*(run_agent(i) for i in range(20))), timeout=240)
+    items = await list_items(api, WORKORDERS.path(namespace))
+    phases = Counter(wo["status"]["phase"] for wo in items)
+    assert phases == {"SUCCEEDED": total}
+    assert len(executions) == total
+    assert max(executions.values()) == 1, [k for k, v in executions.items() if v > 1]
+    assert {wo["status"]["attempt"] for wo in items} == {1}
+
+
+async def test_operator_killed_at_random_points_converges(
+    api: KubeApi, namespace: str, start_operator: Any
+) -> None:
+    """100 WorkOrders; the operator is SIGKILLed and restarted at random moments while a
+    Shipwright stand-in finishes BuildRuns (every 4th WorkOrder's first attempt fails)."""
+    op: OperatorProcess = start_operator(namespace, WORKGATE_WORKERS="4")
+    total = 100
+    for i in range(total):
+        spec: dict[str, Any] = {"backoffSeconds": 1, "maxRetries": 1 if i % 8 else 0}
+        await create_workorder(api, namespace, workorder(f"wo-{i:03d}", **spec))
+    finished: set[str] = set()
+    stop = asyncio.Event()
+
+    async def shipwright() -> None:
+        while not stop.is_set():
+            for run in await list_items(api, BUILDRUNS.path(namespace)):
+                name = run["metadata"]["name"]
+                if name in finished:
+                    continue
+                index, attempt = int(name[3:6]), int(name.rsplit("-a", 1)[1])
+                ok = not (index % 4 == 0 and attempt == 1)
+                await finish_build_run(api, namespace, name, succeeded=ok)
+                finished.add(name)
+            await asyncio.sleep(0.1)
+
+    player = asyncio.create_task(shipwright())
+    rng = random.Random(7)
+    kills = mid_flight = 0
+    try:
+        while kills < 8:
+            await asyncio.sleep(rng.uniform(0.2, 1.5))
+            items = await list_items(api, WORKORDERS.path(namespace))
+            mid_flight += any(
+                (wo.get("status") or {}).get("phase") not in ("SUCCEEDED", "FAILED") for wo in items
+            )
+            op.kill()
+            kills += 1
+            op.start()
+
+        async def all_terminal() -> bool:
+            items = await list_items(api, WORKORDERS.path(namespace))
+            return len(items) == total and all(
+                (wo.get("status") or {}).get("phase") in ("SUCCEEDED", "FAILED") for wo in items
+            )
+
+        await wait_for(all_terminal, timeout=180, interval=0.5, what="all WorkOrders terminal")
+    finally:
+        stop.set()
+        await player
+    items = {wo["metadata"]["name"]: wo for wo in await list_items(api, WORKORDERS.path(namespace))}
+    runs = await list_items(api, BUILDRUNS.path(namespace))
+    per_attempt = Counter(
+        (
+            r["metadata"]["ownerReferences"][0]["name"],
+            r["metadata"]["annotations"]["workgate.io/attempt"],
+        )
+        for r in runs
+    )
+    assert max(per_attempt.values()) == 1
+    for i in range(total):
+        st = items[f"wo-{i:03d}"]["status"]
+        if i % 4:
+            expected = ("SUCCEEDED", 1)
+        elif i % 8:
+            expected = ("SUCCEEDED", 2)
+        else:
+            expected = ("FAILED", 1)
+        assert (st["phase"], st["attempt"]) == expected, (i, st)
+        assert sum(1 for (wo, _) in per_attempt if wo == f"wo-{i:03d}") == st["attempt"]
+    assert op.starts == kills + 1
+    assert mid_flight >= 4, "most kills must land while WorkOrders are still in flight"
+    leases = await list_items(api, LEASES.path(namespace))
+    assert leases == []
