@@ -1,0 +1,71 @@
+-- Argo CD health of a workgate.io/v1alpha1 WorkOrder, from status.phase.
+-- Argo CD runs this in gopher-lua (Lua 5.1) with only the base, table, package and a
+-- safe os library open: no string library, so only operators and base functions here.
+local hs = {}
+
+local function condition(status, type_)
+  if status.conditions == nil then
+    return nil
+  end
+  for _, c in ipairs(status.conditions) do
+    if c.type == type_ then
+      return c
+    end
+  end
+  return nil
+end
+
+-- The operator explains every phase in the Ready condition's message.
+local function explain(status, default)
+  local ready = condition(status, "Ready")
+  if ready ~= nil and ready.message ~= nil and ready.message ~= "" then
+    return ready.message
+  end
+  return default
+end
+
+local status = obj.status
+if status == nil or status.phase == nil then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the workgate operator to queue the WorkOrder"
+  return hs
+end
+
+-- A status computed from an older spec does not speak for the current one yet.
+local generation = obj.metadata.generation
+if generation ~= nil and status.observedGeneration ~= nil
+    and status.observedGeneration < generation then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the workgate operator to observe generation " .. tostring(generation)
+  return hs
+end
+
+local phase = status.phase
+if phase == "SUCCEEDED" then
+  hs.status = "Healthy"
+  hs.message = explain(status, "Succeeded")
+elseif phase == "FAILED" then
+  hs.status = "Degraded"
+  if status.lastError ~= nil and status.lastError ~= "" then
+    hs.message = status.lastError
+  else
+    hs.message = explain(status, "Failed")
+  end
+elseif phase == "WAITING" then
+  -- Waiting at a waitpoint for people to signal: paused on purpose, not stuck.
+  hs.status = "Suspended"
+  hs.message = explain(status, "Waiting at a waitpoint")
+elseif phase == "PENDING" or phase == "CLAIMED" then
+  hs.status = "Progressing"
+  hs.message = explain(status, phase)
+elseif phase == "RETRY_PENDING" then
+  hs.status = "Progressing"
+  hs.message = explain(status, "Waiting to retry")
+  if status.lastError ~= nil and status.lastError ~= "" then
+    hs.message = hs.message .. "; last error: " .. status.lastError
+  end
+else
+  hs.status = "Unknown"
+  hs.message = "Unknown WorkOrder phase " .. tostring(phase)
+end
+return hs
