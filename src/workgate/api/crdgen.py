@@ -60,6 +60,7 @@ KINDS: tuple[Kind, ...] = (
             _column("Phase", ".status.phase"),
             _column("Type", ".spec.workType"),
             _column("Retries", ".status.retryCount", "integer"),
+            _column("Waiting-On", ".status.waitingOn"),
             _column("Claimed-By", ".status.claimedBy"),
             _column("Next-Retry", ".status.nextRetryAfter", "date"),
             AGE,

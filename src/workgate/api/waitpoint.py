@@ -27,6 +27,12 @@ class CloseReason(StrEnum):
     CANCELLED = "Cancelled"
 
 
+class WaitpointStage(StrEnum):
+    BEFORE_EXECUTION = "BeforeExecution"
+    AFTER_SUCCESS = "AfterSuccess"
+    DYNAMIC = "Dynamic"
+
+
 class TimeoutPolicy(StrEnum):
     FAIL = "Fail"
     CONTINUE = "Continue"
@@ -50,6 +56,13 @@ class WaitpointSpec(CamelModel):
         min_length=1,
         max_length=63,
         pattern=SIGNAL_NAME_PATTERN,
+    )
+    stage: WaitpointStage = Field(
+        default=WaitpointStage.DYNAMIC,
+        description=(
+            "Where the WorkOrder stops: a declared gate's stage (BeforeExecution, "
+            "AfterSuccess), or Dynamic for a suspension requested by a claimant."
+        ),
     )
     required_signal_names: list[SignalName] = Field(
         default_factory=list,
@@ -100,6 +113,9 @@ class WaitpointStatus(CamelModel):
     closed_at: Timestamp | None = Field(default=None, description="When the waitpoint closed.")
     close_reason: CloseReason | None = Field(
         default=None, description="Why it closed: Satisfied, Expired or Cancelled."
+    )
+    token_algorithm: str | None = Field(
+        default=None, description="HMAC algorithm the token was minted with: sha256 or sha1."
     )
     token_secret_name: str | None = Field(
         default=None,

@@ -7,6 +7,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from workgate.api.common import CamelModel, Condition, Timestamp
+from workgate.api.waitpoint import SignalName, TimeoutPolicy
 
 # Admission refuses anything larger; the operator enforces per-document limits too.
 MAX_YAML_CONTENT_BYTES = 256 * 1024
@@ -19,11 +20,50 @@ class Phase(StrEnum):
     PENDING = "PENDING"
     CLAIMED = "CLAIMED"
     RETRY_PENDING = "RETRY_PENDING"
+    WAITING = "WAITING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
 
 
 TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED})
+GATE_KEY_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class GateStage(StrEnum):
+    BEFORE_EXECUTION = "BeforeExecution"
+    AFTER_SUCCESS = "AfterSuccess"
+
+
+class Gate(CamelModel):
+    """A declared waitpoint: the WorkOrder stops here until the required signals arrive."""
+
+    key: str = Field(
+        description="Key of the gate; its Waitpoint is named <workorder>-<key>.",
+        min_length=1,
+        max_length=40,
+        pattern=GATE_KEY_PATTERN,
+    )
+    stage: GateStage = Field(
+        description=(
+            "Where the WorkOrder stops: BeforeExecution (before the first attempt is "
+            "claimed) or AfterSuccess (after the work succeeded, before it is marked done)."
+        ),
+    )
+    required_signal_names: list[SignalName] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Signals that must all arrive; empty means any one signal opens the gate.",
+    )
+    timeout_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=30 * 86400,
+        description="Seconds after activation at which the gate's waitpoint expires.",
+    )
+    on_timeout: TimeoutPolicy = Field(
+        default=TimeoutPolicy.FAIL,
+        description="On expiry: Fail the WorkOrder, or Continue as if the gate had opened.",
+    )
 
 
 class WorkOrderSpec(CamelModel):
@@ -81,6 +121,21 @@ class WorkOrderSpec(CamelModel):
             "within this time is stale and its attempt fails with reason ClaimTimedOut."
         ),
     )
+    gates: list[Gate] = Field(
+        default_factory=list,
+        max_length=8,
+        description=(
+            "Approval gates: Waitpoints the operator creates with the WorkOrder and activates "
+            "when the WorkOrder reaches their stage. Immutable."
+        ),
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["key"],
+            "x-kubernetes-validations": [
+                {"rule": "self == oldSelf", "message": "gates are immutable"}
+            ],
+        },
+    )
 
 
 class WorkOrderStatus(CamelModel):
@@ -88,7 +143,16 @@ class WorkOrderStatus(CamelModel):
 
     phase: Phase | None = Field(
         default=None,
-        description="Queue phase: PENDING, CLAIMED, RETRY_PENDING, SUCCEEDED or FAILED.",
+        description=(
+            "Queue phase: PENDING, CLAIMED, RETRY_PENDING, WAITING (at a gate), SUCCEEDED "
+            "or FAILED."
+        ),
+    )
+    waiting_on: str | None = Field(
+        default=None, description="Keys of the gates the WorkOrder waits at, comma-separated."
+    )
+    waiting_stage: GateStage | None = Field(
+        default=None, description="Stage of the gates it waits at (or last waited at)."
     )
     attempt: int = Field(
         default=0, ge=0, description="Number of the current (or last) attempt, from 1."

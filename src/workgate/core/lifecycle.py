@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from workgate.api.common import ConditionStatus
+from workgate.api.waitpoint import CloseReason, TimeoutPolicy, WaitpointState
 from workgate.api.workorder import (
     MAX_ERROR_LENGTH,
     TERMINAL_PHASES,
+    Gate,
+    GateStage,
     Phase,
     WorkOrderSpec,
     WorkOrderStatus,
@@ -30,7 +33,7 @@ from workgate.core.manifests import (
     ManifestError,
     parse_build_work,
 )
-from workgate.core.naming import build_run_name, lease_name
+from workgate.core.naming import build_run_name, lease_name, waitpoint_name
 
 # --- inputs -------------------------------------------------------------------------
 
@@ -41,6 +44,16 @@ class BuildRunView:
     succeeded: ConditionStatus | None
     reason: str = ""
     message: str = ""
+
+
+@dataclass(frozen=True)
+class WaitpointView:
+    name: str
+    key: str
+    state: WaitpointState | None  # None until the operator has minted its token
+    close_reason: CloseReason | None
+    uid: str
+    resource_version: str
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,7 @@ class Observation:
     status: WorkOrderStatus
     lease: LeaseView | None = None
     build_run: BuildRunView | None = None
+    waitpoints: dict[str, WaitpointView] = field(default_factory=dict)  # by gate key
     random_value: float = 0.0  # drawn by the shell, so the decision itself stays pure
     # The API server refused a side effect of the previous decision for this very
     # observation: (reason, message, retryable). The attempt fails with it.
@@ -108,13 +122,39 @@ class CreateBuildRun:
 
 
 @dataclass(frozen=True)
+class CreateWaitpoint:
+    name: str
+    gate: Gate
+
+
+@dataclass(frozen=True)
+class ActivateWaitpoint:
+    waitpoint: WaitpointView
+    timeout_seconds: int | None
+
+
+@dataclass(frozen=True)
+class CancelWaitpoint:
+    waitpoint: WaitpointView
+
+
+@dataclass(frozen=True)
 class Event:
     type: str  # Normal or Warning
     reason: str
     message: str
 
 
-Action = ClaimLease | RenewLease | ReleaseLease | ApplyObjects | CreateBuildRun
+Action = (
+    ClaimLease
+    | RenewLease
+    | ReleaseLease
+    | ApplyObjects
+    | CreateBuildRun
+    | CreateWaitpoint
+    | ActivateWaitpoint
+    | CancelWaitpoint
+)
 
 
 @dataclass
@@ -157,9 +197,67 @@ class _Machine:
     def succeed(self) -> None:
         self.release()
         self.clear_claim()
+        if self.gates(GateStage.AFTER_SUCCESS):
+            self.event("Normal", "WorkSucceeded", f"attempt {self.st.attempt} succeeded")
+            self.wait_at(GateStage.AFTER_SUCCESS)
+            return
+        self.complete()
+
+    def complete(self) -> None:
         self.st.phase = Phase.SUCCEEDED
         self.st.completed_at = self.obs.now
         self.event("Normal", "Succeeded", f"attempt {self.st.attempt} succeeded")
+
+    # gates
+    def gates(self, stage: GateStage) -> list[Gate]:
+        return [gate for gate in self.obs.spec.gates if gate.stage == stage]
+
+    def ensure_waitpoints(self) -> None:
+        for gate in self.obs.spec.gates:
+            if gate.key not in self.obs.waitpoints:
+                name = waitpoint_name(self.obs.name, gate.key)
+                self.decision.actions.append(CreateWaitpoint(name, gate))
+
+    def wait_at(self, stage: GateStage) -> None:
+        self.st.phase = Phase.WAITING
+        self.st.waiting_stage = stage
+        self.st.waiting_on = ",".join(gate.key for gate in self.gates(stage))
+        self.event("Normal", "Waiting", f"waiting at {stage} gates: {self.st.waiting_on}")
+        self.waiting()
+
+    def waiting(self) -> None:
+        """Activate this stage's gates; move on once all are closed."""
+        stage = GateStage(self.st.waiting_stage or GateStage.BEFORE_EXECUTION)
+        open_keys = []
+        for gate in self.gates(stage):
+            view = self.obs.waitpoints.get(gate.key)
+            if view is None or view.state is None:
+                open_keys.append(gate.key)  # token not minted yet: the Waitpoint's event wakes us
+            elif view.state == WaitpointState.PENDING:
+                self.decision.actions.append(ActivateWaitpoint(view, gate.timeout_seconds))
+                open_keys.append(gate.key)
+            elif view.state == WaitpointState.ACTIVE:
+                open_keys.append(gate.key)
+            elif view.close_reason == CloseReason.CANCELLED or (
+                view.close_reason == CloseReason.EXPIRED and gate.on_timeout == TimeoutPolicy.FAIL
+            ):
+                reason = f"Waitpoint{view.close_reason}"
+                self.fail(reason, f"gate {gate.key} closed as {view.close_reason}", retryable=False)
+                return
+        if open_keys:
+            self.st.waiting_on = ",".join(open_keys)
+            return
+        self.st.waiting_on = None
+        self.event("Normal", "GatesPassed", f"{stage} gates passed")
+        if stage == GateStage.AFTER_SUCCESS:
+            self.complete()
+        else:
+            self.st.phase = Phase.PENDING
+
+    def cancel_open_waitpoints(self) -> None:
+        for view in self.obs.waitpoints.values():
+            if view.state in (WaitpointState.PENDING, WaitpointState.ACTIVE):
+                self.decision.actions.append(CancelWaitpoint(view))
 
     def fail(self, reason: str, message: str, *, retryable: bool) -> None:
         now = self.obs.now
@@ -209,18 +307,26 @@ class _Machine:
     def run(self) -> Decision:
         if self.st.phase in TERMINAL_PHASES:
             self.release()  # a claim left over from a crash between status write and release
+            self.cancel_open_waitpoints()
             return self.finish()
+        self.ensure_waitpoints()
         if self.st.phase is None:
             self.st.phase = Phase.PENDING
             self.event("Normal", "Queued", f"queued as {self.obs.spec.work_type} work")
             if self.local and self.build_work() is None:
                 return self.finish()
+            if self.gates(GateStage.BEFORE_EXECUTION):
+                self.wait_at(GateStage.BEFORE_EXECUTION)
+        elif self.st.phase == Phase.WAITING:
+            self.waiting()
         if self.st.phase == Phase.RETRY_PENDING:
             self.retry_pending()
         if self.st.phase == Phase.PENDING:
             self.pending()
         if self.st.phase == Phase.CLAIMED:
             self.claimed()
+        if self.st.phase in TERMINAL_PHASES:
+            self.cancel_open_waitpoints()
         return self.finish()
 
     def retry_pending(self) -> None:
@@ -359,6 +465,7 @@ class _Machine:
             Phase.PENDING: "Queued",
             Phase.CLAIMED: "Claimed",
             Phase.RETRY_PENDING: "RetryPending",
+            Phase.WAITING: "Waiting",
             Phase.SUCCEEDED: "Succeeded",
             Phase.FAILED: st.last_error_reason or "Failed",
         }[phase]
@@ -366,6 +473,7 @@ class _Machine:
             Phase.PENDING: f"waiting for a claimant of {self.obs.spec.work_type} work",
             Phase.CLAIMED: f"attempt {st.attempt} held by {st.claimed_by}",
             Phase.RETRY_PENDING: f"retry {st.retry_count} after {st.next_retry_after}",
+            Phase.WAITING: f"waiting at gates {st.waiting_on} ({st.waiting_stage})",
             Phase.SUCCEEDED: f"succeeded on attempt {st.attempt}",
             Phase.FAILED: st.last_error or "failed",
         }[phase]

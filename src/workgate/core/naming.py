@@ -45,3 +45,11 @@ def lease_name(workorder: str) -> str:
 
 def build_run_name(workorder: str, attempt: int) -> str:
     return child_name(workorder, f"a{attempt}")
+
+
+def waitpoint_name(workorder: str, key: str) -> str:
+    return child_name(workorder, key, DNS_SUBDOMAIN_MAX)
+
+
+def token_secret_name(waitpoint: str) -> str:
+    return child_name(waitpoint, "token", DNS_SUBDOMAIN_MAX)
