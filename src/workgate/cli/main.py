@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import sys
 from pathlib import Path
 
 from workgate.api import crdgen
 from workgate.cli.agent import add_agent_parser
+from workgate.logs import setup_logging
 
 try:  # the embedded control plane needs Go only when it is used
     from workgate.cli.dev import add_dev_parser
@@ -34,9 +34,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from workgate.operator.config import OperatorConfig
     from workgate.operator.main import run_operator
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(args.log_level, args.log_format)
     config = OperatorConfig.from_env()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_operator(config))
@@ -49,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the operator against the configured cluster")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--log-format",
+        default=None,
+        choices=["text", "json"],
+        help="log format (default: $WORKGATE_LOG_FORMAT or text)",
+    )
     run.set_defaults(func=_cmd_run)
 
     add_agent_parser(sub)

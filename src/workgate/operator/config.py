@@ -25,6 +25,12 @@ def _kinds(value: str) -> frozenset[tuple[str, str]]:
     return frozenset(kinds)
 
 
+def _algorithm(value: str) -> str:
+    if value not in ("sha256", "sha1"):
+        raise ValueError(f"WORKGATE_TOKEN_ALGORITHM must be sha256 or sha1, not {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     identity: str = field(default_factory=lambda: f"workgate-operator/{socket.gethostname()}")
@@ -33,6 +39,8 @@ class OperatorConfig:
     backoff_cap_seconds: float = 3600.0
     jitter: float = 0.0
     namespaces: tuple[str, ...] = ()  # empty: cluster-wide
+    operator_namespace: str = "workgate-system"  # where the token-minting key Secret lives
+    token_algorithm: str = "sha256"  # or sha1, for compatibility with the source format
     workers: int = 8
 
     @property
@@ -63,4 +71,8 @@ class OperatorConfig:
             jitter=float(env.get("WORKGATE_BACKOFF_JITTER", default.jitter)),
             namespaces=tuple(sorted(_csv(env.get("WORKGATE_NAMESPACES", "")))),
             workers=int(env.get("WORKGATE_WORKERS", default.workers)),
+            operator_namespace=env.get("WORKGATE_OPERATOR_NAMESPACE", default.operator_namespace),
+            token_algorithm=_algorithm(
+                env.get("WORKGATE_TOKEN_ALGORITHM", default.token_algorithm)
+            ),
         )

@@ -13,6 +13,7 @@ import kopf
 
 from workgate.api.common import GROUP, LABEL_MANAGED_BY, MANAGED_BY, VERSION
 from workgate.k8s.api import BUILDRUNS, LEASES
+from workgate.operator.waitpoints import WaitpointReconciler
 from workgate.operator.workorders import WorkOrderReconciler
 
 MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
@@ -27,7 +28,9 @@ def _owner_workorder(body: dict[str, Any]) -> str | None:
     return None
 
 
-def build_registry(reconciler: WorkOrderReconciler) -> kopf.OperatorRegistry:
+def build_registry(
+    reconciler: WorkOrderReconciler, gates: WaitpointReconciler
+) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
     @kopf.on.startup(registry=registry)
@@ -91,5 +94,18 @@ def build_registry(reconciler: WorkOrderReconciler) -> kopf.OperatorRegistry:
         else:
             reconciler.build_runs.observe(key, body)
         reconciler.queue.add((namespace, owner))
+
+    @kopf.on.event(GROUP, VERSION, "waitpoints", registry=registry)
+    async def waitpoint_event(event: kopf.RawEvent, **_: Any) -> None:
+        body = cast(dict[str, Any], event["object"])
+        owner = gates.observe_waitpoint(body, deleted=event.get("type") == "DELETED")
+        gates.queue.add((body["metadata"]["namespace"], body["metadata"]["name"]))
+        reconciler.queue.add(owner)
+
+    @kopf.on.event(GROUP, VERSION, "signals", registry=registry)
+    async def signal_event(event: kopf.RawEvent, **_: Any) -> None:
+        body = cast(dict[str, Any], event["object"])
+        target = gates.observe_signal(body, deleted=event.get("type") == "DELETED")
+        gates.queue.add(target)
 
     return registry

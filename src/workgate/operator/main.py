@@ -9,8 +9,10 @@ import logging
 import kopf
 
 from workgate.k8s.api import KubeApi
+from workgate.k8s.waitpoints import ensure_operator_key
 from workgate.operator.config import OperatorConfig
 from workgate.operator.handlers import build_registry
+from workgate.operator.waitpoints import WaitpointReconciler
 from workgate.operator.workorders import WorkOrderReconciler
 
 log = logging.getLogger(__name__)
@@ -23,9 +25,14 @@ async def run_operator(
     ready: asyncio.Event | None = None,
 ) -> None:
     api = KubeApi()
-    reconciler = WorkOrderReconciler(api, config)
-    registry = build_registry(reconciler)
-    queue = asyncio.create_task(reconciler.queue.run(), name="workgate-queue")
+    operator_key = await ensure_operator_key(api, config.operator_namespace)
+    gates = WaitpointReconciler(api, config, operator_key)
+    reconciler = WorkOrderReconciler(api, config, gates)
+    registry = build_registry(reconciler, gates)
+    queues = [
+        asyncio.create_task(reconciler.queue.run(), name="workgate-workorders"),
+        asyncio.create_task(gates.queue.run(), name="workgate-waitpoints"),
+    ]
     log.info(
         "workgate operator %s starting (local work types: %s)",
         config.identity,
@@ -41,7 +48,8 @@ async def run_operator(
             ready_flag=ready,
         )
     finally:
-        queue.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await queue
+        for queue in queues:
+            queue.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await queue
         await api.aclose()

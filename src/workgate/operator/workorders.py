@@ -12,12 +12,13 @@ from workgate.api.workorder import WorkOrderSpec, WorkOrderStatus
 from workgate.core import lifecycle
 from workgate.core.claims import LeaseView
 from workgate.core.naming import build_run_name
-from workgate.k8s import claims, shipwright
+from workgate.k8s import claims, shipwright, waitpoints
 from workgate.k8s.api import WORKORDERS, ApiError, Body, KubeApi
 from workgate.k8s.events import post_event
 from workgate.operator.cache import ObjectCache
 from workgate.operator.config import OperatorConfig
 from workgate.operator.queue import WorkQueue
+from workgate.operator.waitpoints import WaitpointReconciler
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]
@@ -39,8 +40,9 @@ def _classify(exc: ApiError, what: str) -> ActionFailed:
 
 
 class WorkOrderReconciler:
-    def __init__(self, api: KubeApi, config: OperatorConfig) -> None:
+    def __init__(self, api: KubeApi, config: OperatorConfig, gates: WaitpointReconciler) -> None:
         self.api = api
+        self.gates = gates
         self.config = config
         self.policy = config.policy
         self.workorders: ObjectCache[Key] = ObjectCache()
@@ -114,6 +116,7 @@ class WorkOrderReconciler:
             status=status,
             lease=LeaseView.from_body(lease_body) if lease_body else None,
             build_run=shipwright.build_run_view(run_body) if run_body else None,
+            waitpoints=self.gates.views_for(namespace, name),
             random_value=random.random(),
             action_error=action_error,
         )
@@ -154,6 +157,27 @@ class WorkOrderReconciler:
                         await shipwright.apply_objects(self.api, workorder, action.objects)
                     except ApiError as exc:
                         raise _classify(exc, "applying the embedded objects") from None
+                case lifecycle.CreateWaitpoint():
+                    created = await waitpoints.create_waitpoint(
+                        self.api, waitpoints.build_waitpoint(workorder, action.name, action.gate)
+                    )
+                    if created is not None:
+                        self.gates.observe_waitpoint(created)
+                case lifecycle.ActivateWaitpoint():
+                    written = await waitpoints.activate(
+                        self.api, namespace, action.waitpoint, now_utc(), action.timeout_seconds
+                    )
+                    if written is None:
+                        return False
+                    self.gates.observe_waitpoint(written)
+                    self.gates.queue.add((namespace, action.waitpoint.name))  # buffered signals
+                case lifecycle.CancelWaitpoint():
+                    written = await waitpoints.cancel(
+                        self.api, namespace, action.waitpoint, now_utc()
+                    )
+                    if written is None:
+                        return False
+                    self.gates.observe_waitpoint(written)
                 case lifecycle.CreateBuildRun():
                     try:
                         await shipwright.create_build_run(

@@ -1,0 +1,177 @@
+"""Waitpoint, token Secret and Signal I/O."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from workgate.api.common import API_VERSION, GROUP, format_time
+from workgate.api.waitpoint import CloseReason, WaitpointState
+from workgate.api.workorder import Gate
+from workgate.core.lifecycle import WaitpointView
+from workgate.k8s.api import NAMESPACES, SECRETS, SIGNALS, WAITPOINTS, ApiError, Body, KubeApi
+from workgate.k8s.claims import child_labels, owner_reference
+
+ANNOTATION_SENDER = f"{GROUP}/sender"
+LABEL_WAITPOINT = f"{GROUP}/waitpoint"
+TOKEN_KEY = "token"
+OPERATOR_KEY_SECRET = "workgate-token-key"
+
+
+def waitpoint_view(body: Body) -> WaitpointView:
+    status = body.get("status") or {}
+    state = status.get("state")
+    reason = status.get("closeReason")
+    return WaitpointView(
+        name=body["metadata"]["name"],
+        key=body["spec"]["key"],
+        state=WaitpointState(state) if state in set(WaitpointState) else None,
+        close_reason=CloseReason(reason) if reason in set(CloseReason) else None,
+        uid=body["metadata"].get("uid", ""),
+        resource_version=body["metadata"].get("resourceVersion", ""),
+    )
+
+
+def build_waitpoint(workorder: Body, name: str, gate: Gate) -> Body:
+    spec: dict[str, Any] = {
+        "workOrderName": workorder["metadata"]["name"],
+        "key": gate.key,
+        "stage": gate.stage,
+        "requiredSignalNames": list(gate.required_signal_names),
+        "onTimeout": gate.on_timeout,
+    }
+    if gate.timeout_seconds is not None:
+        spec["timeoutSeconds"] = gate.timeout_seconds
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Waitpoint",
+        "metadata": {
+            "name": name,
+            "namespace": workorder["metadata"]["namespace"],
+            "labels": child_labels(workorder["metadata"]["name"]),
+            "ownerReferences": [owner_reference(workorder)],
+        },
+        "spec": spec,
+    }
+
+
+async def create_waitpoint(api: KubeApi, body: Body) -> Body | None:
+    """Create it; None when it exists already (a restart re-running the step)."""
+    try:
+        return await api.create(WAITPOINTS.path(body["metadata"]["namespace"]), body)
+    except ApiError as exc:
+        if exc.conflict:
+            return None
+        raise
+
+
+async def patch_status(
+    api: KubeApi, ref_path: str, resource_version: str, status: dict[str, Any]
+) -> Body | None:
+    """Merge-patch status if the object is still at `resource_version`; None if it moved."""
+    try:
+        return await api.merge_patch(
+            f"{ref_path}/status",
+            {"metadata": {"resourceVersion": resource_version}, "status": status},
+        )
+    except ApiError as exc:
+        if exc.conflict or exc.not_found:
+            return None
+        raise
+
+
+async def activate(
+    api: KubeApi, namespace: str, view: WaitpointView, now: datetime, timeout_seconds: int | None
+) -> Body | None:
+    status: dict[str, Any] = {"state": WaitpointState.ACTIVE, "activatedAt": format_time(now)}
+    if timeout_seconds is not None:
+        status["expiresAt"] = format_time(now + timedelta(seconds=timeout_seconds))
+    return await patch_status(
+        api, WAITPOINTS.path(namespace, view.name), view.resource_version, status
+    )
+
+
+async def cancel(api: KubeApi, namespace: str, view: WaitpointView, now: datetime) -> Body | None:
+    status = {
+        "state": WaitpointState.CLOSED,
+        "closedAt": format_time(now),
+        "closeReason": CloseReason.CANCELLED,
+    }
+    return await patch_status(
+        api, WAITPOINTS.path(namespace, view.name), view.resource_version, status
+    )
+
+
+def build_token_secret(waitpoint: Body, name: str, token: str) -> Body:
+    meta = waitpoint["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": {
+                **child_labels(waitpoint["spec"]["workOrderName"]),
+                LABEL_WAITPOINT: meta["name"][:63],
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": "Waitpoint",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                }
+            ],
+        },
+        "data": {TOKEN_KEY: base64.b64encode(token.encode()).decode()},
+    }
+
+
+async def ensure_token_secret(api: KubeApi, waitpoint: Body, name: str, token: str) -> None:
+    """Create the token Secret; the token is deterministic, so an existing one is the same."""
+    try:
+        await api.create(
+            SECRETS.path(waitpoint["metadata"]["namespace"]),
+            build_token_secret(waitpoint, name, token),
+        )
+    except ApiError as exc:
+        if not exc.conflict:
+            raise
+
+
+async def ensure_operator_key(api: KubeApi, namespace: str) -> bytes:
+    """The operator's HMAC key for minting tokens, kept in a Secret (created on first start)."""
+    path = SECRETS.path(namespace, OPERATOR_KEY_SECRET)
+    try:
+        secret = await api.get(path)
+    except ApiError as exc:
+        if not exc.not_found:
+            raise
+        try:
+            await api.create(NAMESPACES.path(), {"metadata": {"name": namespace}})
+        except ApiError as ns_exc:
+            if not (ns_exc.conflict or ns_exc.status == 403):
+                raise
+        key = base64.b64encode(secrets.token_bytes(32)).decode()
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {"name": OPERATOR_KEY_SECRET, "namespace": namespace},
+            "data": {"key": key},
+        }
+        try:
+            secret = await api.create(SECRETS.path(namespace), body)
+        except ApiError as create_exc:
+            if not create_exc.conflict:
+                raise
+            secret = await api.get(path)
+    return base64.b64decode(secret["data"]["key"])
+
+
+def signal_path(namespace: str, name: str) -> str:
+    return SIGNALS.path(namespace, name)
