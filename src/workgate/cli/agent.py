@@ -81,9 +81,7 @@ def _main(args: argparse.Namespace) -> int:
     if not args.command:
         print("workgate agent: give the command after --", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging("info")
     try:
         return asyncio.run(serve(args))
     except KeyboardInterrupt:
