@@ -16,6 +16,7 @@ import sys
 
 from workgate.agent.client import Agent, Claim, ClaimLost
 from workgate.k8s.api import KubeApi
+from workgate.logs import setup_logging
 
 log = logging.getLogger("workgate.agent")
 STDERR_TAIL = 2048
