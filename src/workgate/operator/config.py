@@ -41,6 +41,12 @@ class OperatorConfig:
     namespaces: tuple[str, ...] = ()  # empty: cluster-wide
     operator_namespace: str = "workgate-system"  # where the token-minting key Secret lives
     token_algorithm: str = "sha256"  # or sha1, for compatibility with the source format
+    webhook: bool = True
+    webhook_addr: str = "127.0.0.1"
+    webhook_port: int = 9443
+    webhook_host: str | None = None  # the name the API server calls; default: webhook_addr
+    webhook_cert_dir: str | None = None  # tls.crt, tls.key (+ ca.crt) from cert-manager
+    webhook_config_name: str = "workgate.io"
     workers: int = 8
 
     @property
@@ -75,4 +81,10 @@ class OperatorConfig:
             token_algorithm=_algorithm(
                 env.get("WORKGATE_TOKEN_ALGORITHM", default.token_algorithm)
             ),
+            webhook=env.get("WORKGATE_WEBHOOK", "on").lower() not in ("off", "false", "0", "no"),
+            webhook_addr=env.get("WORKGATE_WEBHOOK_ADDR", default.webhook_addr),
+            webhook_port=int(env.get("WORKGATE_WEBHOOK_PORT", default.webhook_port)),
+            webhook_host=env.get("WORKGATE_WEBHOOK_HOST") or None,
+            webhook_cert_dir=env.get("WORKGATE_WEBHOOK_CERT_DIR") or None,
+            webhook_config_name=env.get("WORKGATE_WEBHOOK_CONFIG", default.webhook_config_name),
         )

@@ -7,12 +7,17 @@ in the reconciler, keyed by WorkOrder, whatever kind of object the event was abo
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any, cast
 
 import kopf
 
 from workgate.api.common import GROUP, LABEL_MANAGED_BY, MANAGED_BY, VERSION
 from workgate.k8s.api import BUILDRUNS, LEASES
+from workgate.operator.admission import register_admission
+from workgate.operator.certs import ServingCert, issue_serving_cert
+from workgate.operator.config import OperatorConfig
 from workgate.operator.waitpoints import WaitpointReconciler
 from workgate.operator.workorders import WorkOrderReconciler
 
@@ -28,10 +33,33 @@ def _owner_workorder(body: dict[str, Any]) -> str | None:
     return None
 
 
+def webhook_server(config: OperatorConfig) -> kopf.WebhookServer:
+    host = config.webhook_host or config.webhook_addr
+    cert_dir = Path(config.webhook_cert_dir) if config.webhook_cert_dir else None
+    if cert_dir and (cert_dir / "tls.crt").exists():
+        ca = cert_dir / "ca.crt"
+        cert = ServingCert(
+            ca.read_bytes() if ca.exists() else b"", cert_dir / "tls.crt", cert_dir / "tls.key"
+        )
+    else:
+        cert = issue_serving_cert(Path(tempfile.mkdtemp(prefix="workgate-webhook-")), [host])
+    return kopf.WebhookServer(
+        addr=config.webhook_addr,
+        port=config.webhook_port,
+        host=host,
+        certfile=str(cert.cert_path),
+        pkeyfile=str(cert.key_path),
+        cadata=cert.ca_pem or None,
+    )
+
+
 def build_registry(
     reconciler: WorkOrderReconciler, gates: WaitpointReconciler
 ) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
+    config = reconciler.config
+    if config.webhook:
+        register_admission(registry, reconciler.api, config, gates.operator_key)
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -41,6 +69,9 @@ def build_registry(
         settings.watching.label_selectors[LEASES.group, LEASES.plural] = MANAGED_SELECTOR
         settings.watching.label_selectors[BUILDRUNS.group, BUILDRUNS.plural] = MANAGED_SELECTOR
         settings.watching.server_timeout = 300
+        if config.webhook:
+            settings.admission.server = webhook_server(config)
+            settings.admission.managed = config.webhook_config_name
 
     @kopf.on.login(registry=registry)
     async def login(**kwargs: Any) -> Any:

@@ -1,0 +1,130 @@
+"""Validating admission: refuse bad Signals and WorkOrders at `kubectl apply`.
+
+Signals: the proof must match the waitpoint's token for this very content and sender,
+the nonce must be fresh, the waitpoint open. WorkOrders: the embedded YAML must parse and
+pass the allowlist, and its author must be allowed to create every embedded object
+(a SubjectAccessReview as the requesting user), so a WorkOrder never lets anyone make
+the operator create what they could not create themselves. The reconcilers check again;
+admission just makes the error immediate and clear.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from workgate.api.common import GROUP, VERSION
+from workgate.core import signals as rules
+from workgate.core.manifests import ManifestError, parse_documents, validate_objects
+from workgate.k8s.api import SUBJECT_ACCESS_REVIEWS, WAITPOINTS, ApiError, KubeApi
+from workgate.k8s.waitpoints import ANNOTATION_SENDER
+from workgate.operator.config import OperatorConfig
+
+
+def register_admission(
+    registry: kopf.OperatorRegistry, api: KubeApi, config: OperatorConfig, operator_key: bytes
+) -> None:
+    @kopf.on.validate(
+        GROUP, VERSION, "signals", id="signals", operations=["CREATE"], registry=registry
+    )
+    async def validate_signal(body: kopf.Body, userinfo: kopf.UserInfo, **_: Any) -> None:
+        namespace = body["metadata"].get("namespace", "")
+        spec = body.get("spec") or {}
+        waitpoint = str(spec.get("waitpointName", ""))
+        try:
+            wp = await api.get(WAITPOINTS.path(namespace, waitpoint))
+        except ApiError as exc:
+            if exc.not_found:
+                raise kopf.AdmissionError(
+                    f"{rules.Refusal.WAITPOINT_NOT_FOUND}: waitpoint {waitpoint!r} does not exist "
+                    f"in namespace {namespace!r}",
+                    code=404,
+                ) from None
+            raise
+        status = wp.get("status") or {}
+        meta = wp["metadata"]
+        algorithm = status.get("tokenAlgorithm") or config.token_algorithm
+        refusal = rules.judge_signal(
+            rules.SignalCheck(
+                namespace=namespace,
+                waitpoint=waitpoint,
+                waitpoint_state=status.get("state"),
+                required_signal_names=wp["spec"].get("requiredSignalNames") or [],
+                used_nonces=[r.get("nonce", "") for r in status.get("receivedSignals") or []],
+                token=rules.mint_token(
+                    operator_key, namespace, meta["name"], meta["uid"], algorithm
+                ),
+                signal_name=str(spec.get("signalName", "")),
+                nonce=str(spec.get("nonce", "")),
+                payload=str(spec.get("payload", "")),
+                proof=str(spec.get("proof", "")),
+                sender=str(userinfo.get("username", "")),
+                claimed_sender=str(
+                    (body["metadata"].get("annotations") or {}).get(ANNOTATION_SENDER, "")
+                ),
+            )
+        )
+        if refusal is not None:
+            reason, message = refusal
+            raise kopf.AdmissionError(f"{reason}: {message}", code=403)
+
+    @kopf.on.validate(
+        GROUP, VERSION, "workorders", id="workorders", operations=["CREATE"], registry=registry
+    )
+    async def validate_workorder(body: kopf.Body, userinfo: kopf.UserInfo, **_: Any) -> None:
+        spec = body.get("spec") or {}
+        if spec.get("workType") not in config.local_work_types:
+            return  # agents interpret other work types; nothing is applied from them
+        namespace = body["metadata"].get("namespace", "")
+        try:
+            objects = validate_objects(
+                parse_documents(str(spec.get("yamlContent", ""))),
+                namespace=namespace,
+                allowed_kinds=config.allowed_kinds,
+            )
+        except ManifestError as exc:
+            raise kopf.AdmissionError(
+                f"spec.yamlContent: {exc.reason}: {exc.message}", code=400
+            ) from None
+        for obj in objects:
+            try:
+                resource = await api.resource_for(obj.api_version, obj.kind)
+            except ApiError:
+                raise kopf.AdmissionError(
+                    f"spec.yamlContent: {obj.kind} ({obj.api_version}) is not served here",
+                    code=400,
+                ) from None
+            for verb in ("create", "patch"):
+                if not await _allowed(
+                    api, userinfo, verb, resource.group, resource.plural, namespace
+                ):
+                    raise kopf.AdmissionError(
+                        f"spec.yamlContent: {userinfo.get('username')} may not {verb} "
+                        f"{resource.plural}.{resource.group} in namespace {namespace}, so a "
+                        "WorkOrder cannot do it for them",
+                        code=403,
+                    )
+
+
+async def _allowed(
+    api: KubeApi, userinfo: kopf.UserInfo, verb: str, group: str, plural: str, namespace: str
+) -> bool:
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {
+            "user": userinfo.get("username"),
+            "groups": userinfo.get("groups") or [],
+            "uid": userinfo.get("uid"),
+            "extra": userinfo.get("extra") or {},
+            "resourceAttributes": {
+                "verb": verb,
+                "group": group,
+                "resource": plural,
+                "namespace": namespace,
+            },
+        },
+    }
+    result = await api.create(SUBJECT_ACCESS_REVIEWS.path(), review)
+    return bool((result.get("status") or {}).get("allowed"))
