@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,13 @@ from workgate.k8s.api import BUILDRUNS, WORKORDERS, ApiError, Body, KubeApi, loa
 pytestmark = pytest.mark.integration
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 class OperatorProcess:
     """`workgate run` in a subprocess, scoped to some namespaces, killable and restartable."""
 
@@ -30,6 +38,10 @@ class OperatorProcess:
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+
+    @property
+    def webhook_config(self) -> str:
+        return self.env.get("WORKGATE_WEBHOOK_CONFIG", "")
 
     def start(self) -> None:
         env = {
@@ -60,6 +72,19 @@ class OperatorProcess:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 self.kill()
+        if self.webhook_config:
+            # A webhook whose server is gone would refuse every later Signal (failurePolicy Fail).
+            subprocess.run(
+                [
+                    "kubectl",
+                    "delete",
+                    "validatingwebhookconfiguration",
+                    self.webhook_config,
+                    "--ignore-not-found",
+                ],
+                capture_output=True,
+                check=False,
+            )
 
     @property
     def log(self) -> str:
@@ -70,7 +95,14 @@ class OperatorProcess:
 def start_operator(kubeconfig: str, tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
     started: list[OperatorProcess] = []
 
-    def start(*namespaces: str, **env: str) -> OperatorProcess:
+    def start(*namespaces: str, webhook: bool = False, **env: str) -> OperatorProcess:
+        env = {"WORKGATE_WEBHOOK": "off", **env}
+        if webhook:
+            env.update(
+                WORKGATE_WEBHOOK="on",
+                WORKGATE_WEBHOOK_PORT=str(free_port()),
+                WORKGATE_WEBHOOK_CONFIG=f"{namespaces[0]}.test.workgate.io",
+            )
         op = OperatorProcess(tmp_path / f"operator-{len(started)}.log", list(namespaces), env)
         op.start()
         started.append(op)

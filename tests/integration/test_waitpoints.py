@@ -1,0 +1,419 @@
+"""Waitpoints and signals against the real API server, with the webhook served to it."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import (
+    OperatorProcess,
+    create_workorder,
+    finish_build_run,
+    get_workorder,
+    list_items,
+    wait_for,
+    wait_phase,
+    workorder,
+)
+from workgate.agent.client import Agent
+from workgate.cli.kubectl_plugin import build_signal, whoami
+from workgate.k8s.api import (
+    BUILDRUNS,
+    LEASES,
+    SECRETS,
+    SIGNALS,
+    WAITPOINTS,
+    ApiError,
+    Body,
+    KubeApi,
+)
+
+pytestmark = pytest.mark.integration
+BIN = str(Path(sys.executable).parent)  # kubectl finds the kubectl-workgate plugin here
+
+
+def plugin(*args: str, kubeconfig: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{os.environ['PATH']}:{BIN}"}
+    if kubeconfig:
+        env["KUBECONFIG"] = kubeconfig
+    return subprocess.run(["kubectl", "workgate", *args], capture_output=True, text=True, env=env)
+
+
+def gate(key: str, stage: str = "BeforeExecution", *required: str, **extra: Any) -> dict[str, Any]:
+    return {"key": key, "stage": stage, "requiredSignalNames": list(required), **extra}
+
+
+async def start_with_webhook(start_operator: Any, api: KubeApi, namespace: str) -> OperatorProcess:
+    op: OperatorProcess = start_operator(namespace, webhook=True)
+    path = (
+        f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{op.webhook_config}"
+    )
+    await wait_for(lambda: api.get(path), timeout=30, what="webhook registered")
+    return op
+
+
+async def waitpoint(api: KubeApi, namespace: str, name: str) -> Body:
+    return await api.get(WAITPOINTS.path(namespace, name))
+
+
+async def wait_wp(api: KubeApi, namespace: str, name: str, state: str) -> Body:
+    async def probe() -> Body | None:
+        wp = await waitpoint(api, namespace, name)
+        return wp if (wp.get("status") or {}).get("state") == state else None
+
+    result: Body = await wait_for(probe, what=f"{name} {state}")
+    return result
+
+
+async def token_of(api: KubeApi, namespace: str, wp_name: str) -> str:
+    wp = await wait_for(lambda: _with_secret(api, namespace, wp_name), what="token secret")
+    secret = await api.get(SECRETS.path(namespace, wp["status"]["tokenSecretName"]))
+    return base64.b64decode(secret["data"]["token"]).decode()
+
+
+async def _with_secret(api: KubeApi, namespace: str, name: str) -> Body | None:
+    wp = await waitpoint(api, namespace, name)
+    return wp if (wp.get("status") or {}).get("tokenSecretName") else None
+
+
+def signal(kubectl: Any, namespace: str, wp: str, name: str, payload: str = "") -> str:
+    result = plugin("signal", wp, name, "-n", namespace, "--payload", payload)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+async def test_pre_execution_gate_waits_then_runs_to_success(
+    api: KubeApi, namespace: str, kubectl: Any, start_operator: Any
+) -> None:
+    await start_with_webhook(start_operator, api, namespace)
+    await create_workorder(
+        api, namespace, workorder("rel", gates=[gate("approval", "BeforeExecution", "approve")])
+    )
+    waiting = await wait_phase(api, namespace, "rel", "WAITING")
+    assert waiting["status"]["waitingOn"] == "approval"
+    await wait_wp(api, namespace, "rel-approval", "active")
+    listed = kubectl("get", "wp", "-n", namespace, "-l", "workgate.io/workorder=rel").stdout
+    assert "rel-approval" in listed and "active" in listed and '["approve"]' in listed
+    pending = plugin("pending", "rel", "-n", namespace)
+    assert pending.returncode == 0 and "approval" in pending.stdout
+    assert await list_items(api, BUILDRUNS.path(namespace)) == []
+    assert await list_items(api, LEASES.path(namespace)) == []
+
+    out = signal(kubectl, namespace, "rel-approval", "approve", payload="ship it")
+    assert "Accepted" in out
+    await wait_for(lambda: api.get(BUILDRUNS.path(namespace, "rel-a1")), what="BuildRun")
+    await finish_build_run(api, namespace, "rel-a1", succeeded=True)
+    await wait_phase(api, namespace, "rel", "SUCCEEDED")
+    wp = await waitpoint(api, namespace, "rel-approval")
+    st = wp["status"]
+    assert st["state"] == "closed" and st["closeReason"] == "Satisfied"
+    assert st["createdAt"] and st["activatedAt"] and st["closedAt"]
+    [received] = st["receivedSignals"]
+    assert received["name"] == "approve"
+    assert received["sender"] == await whoami(api)
+    assert received["payloadDigest"] == hashlib.sha256(b"ship it").hexdigest()
+
+
+async def test_wildcard_multi_signal_buffering_and_independent_waitpoints(
+    api: KubeApi, namespace: str, kubectl: Any, start_operator: Any
+) -> None:
+    await start_with_webhook(start_operator, api, namespace)
+    gates = [
+        gate("anyone"),  # wildcard: any one signal
+        gate("both", "BeforeExecution", "qa", "security"),
+        gate("verify", "AfterSuccess", "smoke"),
+    ]
+    await create_workorder(
+        api, namespace, workorder("multi", "deploy", yaml="app: web\n", gates=gates)
+    )
+    waiting = await wait_phase(api, namespace, "multi", "WAITING")
+    assert waiting["status"]["waitingOn"] == "anyone,both"
+    await wait_wp(api, namespace, "multi-anyone", "active")
+    await wait_wp(api, namespace, "multi-both", "active")
+    assert (await waitpoint(api, namespace, "multi-verify"))["status"]["state"] == "pending"
+
+    # Buffered: the AfterSuccess gate is still pending.
+    assert "buffered" in signal(kubectl, namespace, "multi-verify", "smoke")
+    buffered = await waitpoint(api, namespace, "multi-verify")
+    assert buffered["status"]["state"] == "pending" and buffered["status"]["receivedCount"] == 1
+
+    signal(kubectl, namespace, "multi-both", "qa")
+    assert (await waitpoint(api, namespace, "multi-both"))["status"]["state"] == "active"
+    signal(kubectl, namespace, "multi-anyone", "whatever")
+    await wait_wp(api, namespace, "multi-anyone", "closed")
+    still = await get_workorder(api, namespace, "multi")
+    assert still["status"]["phase"] == "WAITING" and still["status"]["waitingOn"] == "both"
+    signal(kubectl, namespace, "multi-both", "security")
+    await wait_phase(api, namespace, "multi", "PENDING")
+
+    async with KubeApi() as agent_api:
+        claim = await wait_for(
+            lambda: Agent(agent_api, "deploy", namespace=namespace).claim_next(), what="claim"
+        )
+        await claim.succeed()
+    # The buffered signal satisfies the AfterSuccess gate the moment it activates.
+    done = await wait_phase(api, namespace, "multi", "SUCCEEDED")
+    assert done["status"]["waitingStage"] == "AfterSuccess"
+    verify = await waitpoint(api, namespace, "multi-verify")
+    assert verify["status"]["closeReason"] == "Satisfied" and verify["status"]["activatedAt"]
+
+
+async def test_expiry_follows_the_timeout_policy(
+    api: KubeApi, namespace: str, start_operator: Any
+) -> None:
+    start_operator(namespace)
+    fail = [gate("g", "BeforeExecution", "approve", timeoutSeconds=1, onTimeout="Fail")]
+    cont = [gate("g", "BeforeExecution", "approve", timeoutSeconds=1, onTimeout="Continue")]
+    await create_workorder(api, namespace, workorder("strict", "deploy", yaml="a: 1\n", gates=fail))
+    await create_workorder(
+        api, namespace, workorder("lenient", "deploy", yaml="a: 1\n", gates=cont)
+    )
+    failed = await wait_phase(api, namespace, "strict", "FAILED", timeout=15)
+    assert failed["status"]["lastErrorReason"] == "WaitpointExpired"
+    moved_on = await wait_phase(api, namespace, "lenient", "PENDING", timeout=15)
+    assert moved_on["status"]["waitingStage"] == "BeforeExecution"
+    for name in ("strict-g", "lenient-g"):
+        st = (await waitpoint(api, namespace, name))["status"]
+        assert st["closeReason"] == "Expired" and st["expiresAt"] <= st["closedAt"]
+
+
+def _apply(kubectl: Any, namespace: str, body: Body) -> subprocess.CompletedProcess[str]:
+    result: subprocess.CompletedProcess[str] = kubectl(
+        "create", "-n", namespace, "-f", "-", input=json.dumps(body), check=False
+    )
+    return result
+
+
+async def test_forged_misaddressed_late_and_replayed_signals_are_refused_at_apply(
+    api: KubeApi, namespace: str, kubectl: Any, start_operator: Any
+) -> None:
+    await start_with_webhook(start_operator, api, namespace)
+    gates = [gate("one", "BeforeExecution", "approve", "security"), gate("two")]
+    await create_workorder(
+        api, namespace, workorder("guarded", "deploy", yaml="a: 1\n", gates=gates)
+    )
+    await wait_wp(api, namespace, "guarded-one", "active")
+    await wait_wp(api, namespace, "guarded-two", "active")
+    me = await whoami(api)
+    token_one = await token_of(api, namespace, "guarded-one")
+
+    def body(wp: str, name: str, token: str) -> Body:
+        b = build_signal(
+            namespace=namespace, waitpoint=wp, name=name, payload="", sender=me, token=token
+        )
+        b["metadata"]["name"] = b["metadata"].pop("generateName") + "x"
+        return b
+
+    forged = _apply(kubectl, namespace, body("guarded-one", "approve", "0" * 64))
+    assert forged.returncode != 0 and "InvalidProof" in forged.stderr
+    misaddressed = body("guarded-one", "approve", token_one)
+    misaddressed["spec"]["waitpointName"] = "guarded-two"
+    wrong = _apply(kubectl, namespace, misaddressed)
+    assert wrong.returncode != 0 and "InvalidProof" in wrong.stderr
+    missing = _apply(kubectl, namespace, body("guarded-nope", "approve", token_one))
+    assert missing.returncode != 0 and "WaitpointNotFound" in missing.stderr
+    other_sender = body("guarded-one", "approve", token_one)
+    other_sender["metadata"]["annotations"]["workgate.io/sender"] = "someone-else"
+    spoofed = _apply(kubectl, namespace, other_sender)
+    assert spoofed.returncode != 0 and "SenderMismatch" in spoofed.stderr
+
+    accepted = body("guarded-one", "approve", token_one)
+    assert _apply(kubectl, namespace, accepted).returncode == 0
+    await wait_for(
+        lambda: _phase(api, namespace, accepted["metadata"]["name"], "Accepted"), what="accepted"
+    )
+    replay = dict(accepted, metadata={**accepted["metadata"], "name": "replayed"})
+    replayed = _apply(kubectl, namespace, replay)
+    assert replayed.returncode != 0 and "Replayed" in replayed.stderr
+
+    signal(kubectl, namespace, "guarded-two", "ok")
+    await wait_wp(api, namespace, "guarded-two", "closed")
+    token_two = await token_of(api, namespace, "guarded-two")
+    late = _apply(kubectl, namespace, body("guarded-two", "ok", token_two))
+    assert late.returncode != 0 and "WaitpointClosed" in late.stderr
+
+    # None of it moved the WorkOrder or the first waitpoint.
+    wo = await get_workorder(api, namespace, "guarded")
+    assert wo["status"]["phase"] == "WAITING" and wo["status"]["waitingOn"] == "one"
+    one = (await waitpoint(api, namespace, "guarded-one"))["status"]
+    assert one["state"] == "active" and one["receivedCount"] == 1
+    names = {s["metadata"]["name"] for s in await list_items(api, SIGNALS.path(namespace))}
+    assert "replayed" not in names and not any(
+        n.endswith("x") and n != accepted["metadata"]["name"] for n in names
+    )
+
+
+async def _phase(api: KubeApi, namespace: str, name: str, phase: str) -> bool:
+    sig = await api.get(SIGNALS.path(namespace, name))
+    return (sig.get("status") or {}).get("phase") == phase
+
+
+def _service_account_kubeconfig(kubectl: Any, namespace: str, name: str, directory: Path) -> str:
+    kubectl("create", "serviceaccount", name, "-n", namespace)
+    token = kubectl("create", "token", name, "-n", namespace).stdout.strip()
+    raw = json.loads(kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+    cluster = raw["clusters"][0]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": name,
+                "context": {"cluster": cluster["name"], "user": name, "namespace": namespace},
+            }
+        ],
+        "current-context": name,
+    }
+    path = directory / f"{name}.kubeconfig"
+    path.write_text(json.dumps(config))
+    path.chmod(0o600)
+    return str(path)
+
+
+async def test_only_users_who_can_read_the_token_can_signal(
+    api: KubeApi, namespace: str, kubectl: Any, start_operator: Any, tmp_path: Path
+) -> None:
+    await start_with_webhook(start_operator, api, namespace)
+    await create_workorder(
+        api, namespace, workorder("gated", "deploy", yaml="a: 1\n", gates=[gate("ok")])
+    )
+    await wait_wp(api, namespace, "gated-ok", "active")
+    rules = [
+        {
+            "apiGroups": ["workgate.io"],
+            "resources": ["waitpoints", "workorders"],
+            "verbs": ["get", "list"],
+        },
+        {"apiGroups": ["workgate.io"], "resources": ["signals"], "verbs": ["create", "get"]},
+    ]
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "signaller"},
+        "rules": rules,
+    }
+    reader = {
+        **role,
+        "metadata": {"name": "token-reader"},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}],
+    }
+    for manifest in (role, reader):
+        kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+    outsider = _service_account_kubeconfig(kubectl, namespace, "outsider", tmp_path)
+    reviewer = _service_account_kubeconfig(kubectl, namespace, "reviewer", tmp_path)
+    for sa in ("outsider", "reviewer"):
+        kubectl(
+            "create",
+            "rolebinding",
+            f"{sa}-signaller",
+            "--role=signaller",
+            f"--serviceaccount={namespace}:{sa}",
+            "-n",
+            namespace,
+        )
+    kubectl(
+        "create",
+        "rolebinding",
+        "reviewer-tokens",
+        "--role=token-reader",
+        f"--serviceaccount={namespace}:reviewer",
+        "-n",
+        namespace,
+    )
+
+    denied = plugin("signal", "gated-ok", "approve", "-n", namespace, kubeconfig=outsider)
+    assert denied.returncode != 0 and "forbidden" in denied.stderr
+    assert await list_items(api, SIGNALS.path(namespace)) == []
+    allowed = plugin("signal", "gated-ok", "approve", "-n", namespace, kubeconfig=reviewer)
+    assert allowed.returncode == 0, allowed.stderr
+    await wait_phase(api, namespace, "gated", "PENDING")
+    [received] = (await waitpoint(api, namespace, "gated-ok"))["status"]["receivedSignals"]
+    assert received["sender"] == f"system:serviceaccount:{namespace}:reviewer"
+
+
+async def test_no_token_outside_its_secret(
+    api: KubeApi, namespace: str, kubectl: Any, start_operator: Any
+) -> None:
+    """After a full gated run, scan every object, Event and the operator's log for tokens."""
+    op = await start_with_webhook(start_operator, api, namespace)
+    gates = [gate("a", "BeforeExecution", "approve"), gate("b", "AfterSuccess")]
+    await create_workorder(api, namespace, workorder("scan", gates=gates))
+    await wait_wp(api, namespace, "scan-a", "active")
+    signal(kubectl, namespace, "scan-a", "approve", payload="p")
+    await wait_for(lambda: api.get(BUILDRUNS.path(namespace, "scan-a1")), what="BuildRun")
+    await finish_build_run(api, namespace, "scan-a1", succeeded=True)
+    await wait_wp(api, namespace, "scan-b", "active")
+    signal(kubectl, namespace, "scan-b", "done")
+    await wait_phase(api, namespace, "scan", "SUCCEEDED")
+
+    tokens = {wp: await token_of(api, namespace, wp) for wp in ("scan-a", "scan-b")}
+    needles = set()
+    for token in tokens.values():
+        needles |= {token, base64.b64encode(token.encode()).decode()}
+    kinds = kubectl("api-resources", "--verbs=list", "-o", "name").stdout.split()
+    leaks = []
+    for kind in kinds:
+        result = kubectl("get", kind, "-A", "-o", "json", check=False)
+        if result.returncode != 0:
+            continue
+        for item in json.loads(result.stdout).get("items", []):
+            meta = item["metadata"]
+            if (
+                kind == "secrets"
+                and meta.get("namespace") == namespace
+                and meta["name"].endswith("-token")
+            ):
+                continue  # the token's own Secret
+            text = json.dumps(item)
+            if any(n in text for n in needles):
+                leaks.append(f"{kind}/{meta.get('namespace')}/{meta['name']}")
+    assert leaks == []
+    log = op.log
+    assert log and not any(n in log for n in needles)
+    # ...and its own Secret does hold it.
+    secrets = await list_items(api, SECRETS.path(namespace))
+    assert sum(any(n in json.dumps(s) for n in needles) for s in secrets) == 2
+
+
+async def test_signal_to_unknown_waitpoint_is_refused_by_the_controller_too(
+    api: KubeApi, namespace: str, start_operator: Any
+) -> None:
+    """With no webhook in front (failurePolicy aside), the controller still judges signals."""
+    start_operator(namespace)
+    await create_workorder(
+        api,
+        namespace,
+        workorder("ctl", "deploy", yaml="a: 1\n", gates=[gate("g", "BeforeExecution", "approve")]),
+    )
+    await wait_wp(api, namespace, "ctl-g", "active")
+    me = await whoami(api)
+    forged = build_signal(
+        namespace=namespace,
+        waitpoint="ctl-g",
+        name="approve",
+        payload="",
+        sender=me,
+        token="f" * 64,
+    )
+    forged["metadata"]["name"] = "forged"
+    del forged["metadata"]["generateName"]
+    await api.create(SIGNALS.path(namespace), forged)
+    await wait_for(lambda: _phase(api, namespace, "forged", "Rejected"), what="rejected")
+    rejected = await api.get(SIGNALS.path(namespace, "forged"))
+    assert rejected["status"]["reason"] == "InvalidProof"
+    assert (await get_workorder(api, namespace, "ctl"))["status"]["phase"] == "WAITING"
+    with pytest.raises(ApiError) as immutable:
+        await api.merge_patch(
+            WAITPOINTS.path(namespace, "ctl-g"), {"spec": {"requiredSignalNames": []}}
+        )
+    assert "immutable" in immutable.value.message
