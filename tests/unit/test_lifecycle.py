@@ -229,3 +229,102 @@ def test_terminal_work_order_releases_a_leftover_lease_only() -> None:
         observe(WorkOrderStatus(phase=Phase.SUCCEEDED, attempt=1), lease=lease(holder="op")), POLICY
     )
     assert d.status.phase == Phase.SUCCEEDED and kinds(d) == ["ReleaseLease"] and d.events == []
+
+
+def wp(key: str, state: str | None, reason: str | None = None) -> lc.WaitpointView:
+    from workgate.api.waitpoint import CloseReason, WaitpointState
+
+    return lc.WaitpointView(
+        name=f"wo1-{key}",
+        key=key,
+        state=WaitpointState(state) if state else None,
+        close_reason=CloseReason(reason) if reason else None,
+        uid="u",
+        resource_version="1",
+    )
+
+
+GATES = [
+    {"key": "approve", "stage": "BeforeExecution", "requiredSignalNames": ["ok"]},
+    {"key": "verify", "stage": "AfterSuccess", "timeoutSeconds": 5, "onTimeout": "Continue"},
+]
+
+
+def gated(
+    status: WorkOrderStatus | None = None,
+    *,
+    waitpoints: dict[str, lc.WaitpointView] | None = None,
+    **kw: object,
+) -> lc.Observation:
+    spec = WorkOrderSpec.model_validate(
+        {"workType": "deploy", "yamlContent": "a: 1", "gates": GATES}
+    )
+    return lc.Observation(
+        now=NOW,
+        name="wo1",
+        namespace="ns",
+        generation=1,
+        spec=spec,
+        status=status or WorkOrderStatus(),
+        waitpoints=waitpoints or {},
+        **kw,
+    )  # type: ignore[arg-type]
+
+
+def test_new_gated_work_order_creates_its_waitpoints_and_waits() -> None:
+    d = lc.decide(gated(), POLICY)
+    assert d.status.phase == Phase.WAITING and d.status.waiting_on == "approve"
+    assert [a.name for a in d.actions if isinstance(a, lc.CreateWaitpoint)] == [
+        "wo1-approve",
+        "wo1-verify",
+    ]
+
+
+def test_pending_waitpoint_is_activated_then_closing_it_resumes() -> None:
+    waiting = lc.decide(gated(), POLICY).status
+    d = lc.decide(
+        gated(
+            waiting,
+            waitpoints={"approve": wp("approve", "pending"), "verify": wp("verify", "pending")},
+        ),
+        POLICY,
+    )
+    assert kinds(d) == ["ActivateWaitpoint"] and d.status.phase == Phase.WAITING
+    d = lc.decide(
+        gated(
+            waiting,
+            waitpoints={
+                "approve": wp("approve", "closed", "Satisfied"),
+                "verify": wp("verify", "pending"),
+            },
+        ),
+        POLICY,
+    )
+    assert d.status.phase == Phase.PENDING and d.status.waiting_on is None
+
+
+def test_expired_gate_with_fail_policy_fails_and_cancels_the_rest() -> None:
+    waiting = lc.decide(gated(), POLICY).status
+    d = lc.decide(
+        gated(
+            waiting,
+            waitpoints={
+                "approve": wp("approve", "closed", "Expired"),
+                "verify": wp("verify", "pending"),
+            },
+        ),
+        POLICY,
+    )
+    assert d.status.phase == Phase.FAILED and d.status.last_error_reason == "WaitpointExpired"
+    assert kinds(d) == ["CancelWaitpoint"]
+
+
+def test_success_stops_at_after_success_gate_and_continue_policy_completes() -> None:
+    claimed = WorkOrderStatus(phase=Phase.CLAIMED, attempt=1, claimed_by="agent-1")
+    views = {"approve": wp("approve", "closed", "Satisfied"), "verify": wp("verify", "pending")}
+    d = lc.decide(gated(claimed, waitpoints=views, lease=lease(outcome=Outcome.SUCCEEDED)), POLICY)
+    assert d.status.phase == Phase.WAITING and d.status.waiting_stage == "AfterSuccess"
+    assert kinds(d) == ["ReleaseLease", "ActivateWaitpoint"]
+    views["verify"] = wp("verify", "closed", "Expired")
+    done = lc.decide(gated(d.status, waitpoints=views), POLICY)
+    assert done.status.phase == Phase.SUCCEEDED
