@@ -370,6 +370,8 @@ class _Machine:
         self.st.build_run_name = (
             build_run_name(self.obs.name, self.st.attempt) if self.local else None
         )
+        # Queued and claimed in one step: one Event says both (Events are API writes too).
+        self.decision.events = [e for e in self.decision.events if e.reason != "Queued"]
         self.event("Normal", "Claimed", f"attempt {self.st.attempt} claimed by {holder}")
 
     def claimed(self) -> None:

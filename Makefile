@@ -1,0 +1,29 @@
+# Two entry points for a fresh machine (Python 3.11+ and Go 1.26+ required):
+#   make run   - the operator; on the embedded local control plane when no cluster is configured
+#   make test  - lint, type-check, CRD drift check, unit and integration tests
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+.PHONY: install run test lint unit
+install: $(BIN)/.installed
+
+run: install
+	$(BIN)/workgate up
+
+lint: install
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy
+	$(BIN)/workgate crds --check
+
+unit: install
+	$(BIN)/pytest -q tests/unit
+
+test: lint
+	$(BIN)/pytest -q -ra --durations=15
