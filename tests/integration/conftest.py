@@ -4,6 +4,7 @@ stand-in for the Shipwright controller (the tests play it by writing BuildRun st
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -205,3 +206,28 @@ async def list_items(api: KubeApi, path: str, **params: str) -> list[Body]:
     listing = await api.get(path, params=params or None)
     items: list[Body] = listing.get("items", [])
     return items
+
+
+def service_account_kubeconfig(kubectl: Any, namespace: str, name: str, directory: Path) -> str:
+    """A kubeconfig that authenticates as a new ServiceAccount (TokenRequest token)."""
+    kubectl("create", "serviceaccount", name, "-n", namespace)
+    token = kubectl("create", "token", name, "-n", namespace).stdout.strip()
+    raw = json.loads(kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+    cluster = raw["clusters"][0]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": name,
+                "context": {"cluster": cluster["name"], "user": name, "namespace": namespace},
+            }
+        ],
+        "current-context": name,
+    }
+    path = directory / f"{name}.kubeconfig"
+    path.write_text(json.dumps(config))
+    path.chmod(0o600)
+    return str(path)

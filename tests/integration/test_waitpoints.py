@@ -19,6 +19,7 @@ from tests.integration.conftest import (
     finish_build_run,
     get_workorder,
     list_items,
+    service_account_kubeconfig,
     wait_for,
     wait_phase,
     workorder,
@@ -256,30 +257,6 @@ async def _phase(api: KubeApi, namespace: str, name: str, phase: str) -> bool:
     return (sig.get("status") or {}).get("phase") == phase
 
 
-def _service_account_kubeconfig(kubectl: Any, namespace: str, name: str, directory: Path) -> str:
-    kubectl("create", "serviceaccount", name, "-n", namespace)
-    token = kubectl("create", "token", name, "-n", namespace).stdout.strip()
-    raw = json.loads(kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
-    cluster = raw["clusters"][0]
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [cluster],
-        "users": [{"name": name, "user": {"token": token}}],
-        "contexts": [
-            {
-                "name": name,
-                "context": {"cluster": cluster["name"], "user": name, "namespace": namespace},
-            }
-        ],
-        "current-context": name,
-    }
-    path = directory / f"{name}.kubeconfig"
-    path.write_text(json.dumps(config))
-    path.chmod(0o600)
-    return str(path)
-
-
 async def test_only_users_who_can_read_the_token_can_signal(
     api: KubeApi, namespace: str, kubectl: Any, start_operator: Any, tmp_path: Path
 ) -> None:
@@ -309,8 +286,8 @@ async def test_only_users_who_can_read_the_token_can_signal(
     }
     for manifest in (role, reader):
         kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
-    outsider = _service_account_kubeconfig(kubectl, namespace, "outsider", tmp_path)
-    reviewer = _service_account_kubeconfig(kubectl, namespace, "reviewer", tmp_path)
+    outsider = service_account_kubeconfig(kubectl, namespace, "outsider", tmp_path)
+    reviewer = service_account_kubeconfig(kubectl, namespace, "reviewer", tmp_path)
     for sa in ("outsider", "reviewer"):
         kubectl(
             "create",

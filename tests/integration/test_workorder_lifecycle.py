@@ -20,6 +20,7 @@ from tests.integration.conftest import (
     finish_build_run,
     get_workorder,
     list_items,
+    service_account_kubeconfig,
     wait_for,
     wait_phase,
     workorder,
@@ -80,7 +81,15 @@ async def test_success_path_with_kubectl(
     )
     assert {"Claimed", "Succeeded"} <= {e["reason"] for e in events}
     table = kubectl("get", "wo", "-n", namespace).stdout
-    assert table.split()[:6] == ["NAME", "PHASE", "TYPE", "RETRIES", "CLAIMED-BY", "NEXT-RETRY"]
+    assert table.split()[:7] == [
+        "NAME",
+        "PHASE",
+        "TYPE",
+        "RETRIES",
+        "WAITING-ON",
+        "CLAIMED-BY",
+        "NEXT-RETRY",
+    ]
     assert "SUCCEEDED" in table
 
 
@@ -428,3 +437,82 @@ async def test_operator_killed_at_random_points_converges(
     assert mid_flight >= 4, "most kills must land while WorkOrders are still in flight"
     leases = await list_items(api, LEASES.path(namespace))
     assert leases == []
+
+
+async def test_a_work_order_cannot_create_what_its_author_cannot(
+    api: KubeApi, namespace: str, kubectl: Any, start_operator: Any, tmp_path: Path
+) -> None:
+    op = start_operator(namespace, webhook=True)
+    path = (
+        f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{op.webhook_config}"
+    )
+    await wait_for(lambda: api.get(path), what="webhook registered")
+    author = service_account_kubeconfig(kubectl, namespace, "author", tmp_path)
+    builder = service_account_kubeconfig(kubectl, namespace, "builder", tmp_path)
+    kubectl(
+        "create",
+        "role",
+        "wo-author",
+        "--verb=create,get",
+        "--resource=workorders.workgate.io",
+        "-n",
+        namespace,
+    )
+    kubectl(
+        "create",
+        "role",
+        "build-author",
+        "--verb=create,patch",
+        "--resource=builds.shipwright.io",
+        "-n",
+        namespace,
+    )
+    for sa in ("author", "builder"):
+        kubectl(
+            "create",
+            "rolebinding",
+            f"{sa}-wo",
+            "--role=wo-author",
+            f"--serviceaccount={namespace}:{sa}",
+            "-n",
+            namespace,
+        )
+    kubectl(
+        "create",
+        "rolebinding",
+        "builder-builds",
+        "--role=build-author",
+        f"--serviceaccount={namespace}:builder",
+        "-n",
+        namespace,
+    )
+
+    def apply_as(kubeconfig: str, name: str) -> Any:
+        return subprocess.run(
+            ["kubectl", "--kubeconfig", kubeconfig, "create", "-n", namespace, "-f", "-"],
+            input=json.dumps(workorder(name)),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    refused = apply_as(author, "sneaky")
+    assert refused.returncode != 0
+    assert (
+        f"system:serviceaccount:{namespace}:author may not create builds.shipwright.io"
+        in refused.stderr
+    )
+    accepted = apply_as(builder, "honest")
+    assert accepted.returncode == 0, accepted.stderr
+    await build_run(api, namespace, "honest-a1")
+    # Malformed embedded YAML is refused at admission too, with the field named.
+    bad = kubectl(
+        "create",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        check=False,
+        input=json.dumps(workorder("broken", yaml="kind: [")),
+    )
+    assert bad.returncode != 0 and "spec.yamlContent: InvalidYAML" in bad.stderr
