@@ -131,8 +131,8 @@ def _kubeconfig(request: pytest.FixtureRequest) -> str:
         return path
 
 
-@pytest.fixture(scope="module")
-def cluster(request: pytest.FixtureRequest) -> Cluster:
+def connect(request: pytest.FixtureRequest) -> Cluster:
+    """The test cluster, or skip: the session's `kubeconfig` fixture, else KUBECONFIG."""
     kubeconfig = _kubeconfig(request)
     binary = shutil.which("kubectl")  # the cluster fixture puts its kubectl first on PATH
     if binary is None:
@@ -145,6 +145,11 @@ def cluster(request: pytest.FixtureRequest) -> Cluster:
         pytest.skip("the API server does not answer")
     view = kubectl.json("config", "view", "--raw", "--minify", "--flatten")
     return Cluster(kubeconfig, kubectl, view["clusters"][0]["cluster"])
+
+
+@pytest.fixture(scope="module")
+def cluster(request: pytest.FixtureRequest) -> Cluster:
+    return connect(request)
 
 
 @pytest.fixture(scope="module")
@@ -272,7 +277,8 @@ MWC = "mutatingwebhookconfigurations.admissionregistration.k8s.io"
 
 ALLOWED: dict[str, list[Check]] = {
     "operator": [
-        Check("list", WO, "all"), Check("watch", WO, "all"), Check("patch", WO, sub="status"),
+        Check("get", WO), Check("list", WO, "all"), Check("watch", WO, "all"),
+        Check("patch", WO, sub="status"),
         Check("create", LEASE), Check("patch", LEASE), Check("delete", LEASE),
         Check("list", LEASE, "all"), Check("watch", LEASE, "all"),
         Check("create", BUILD), Check("patch", BUILD),
@@ -447,7 +453,7 @@ class Operator:
         base = {k: v for k, v in os.environ.items() if not k.startswith("WORKGATE_")}
         with log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "workgate.cli.main", "run", "--log-level=debug"],
+                [sys.executable, "-m", "workgate.cli.main", "run", "--log-level=info"],
                 env={**base, **env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -546,8 +552,9 @@ def operator(
 
 
 def assert_no_refusals(op: Operator) -> None:
+    """Nothing in the log says the API server refused the operator (ApiError or Kopf)."""
     log = op.log
-    for sign in ("Forbidden", "forbidden", "403", "Not enough permissions", "Not enough RBAC"):
+    for sign in ("403 Forbidden", "APIForbiddenError", "Not enough permissions", "Not enough RBAC"):
         assert sign not in log, f"the operator was refused something ({sign!r}):\n{log[-6000:]}"
 
 
