@@ -241,9 +241,14 @@ def wp(key: str, state: str | None, reason: str | None = None) -> lc.WaitpointVi
         close_reason=CloseReason(reason) if reason else None,
         uid="u",
         resource_version="1",
+        **SPECS[key],  # type: ignore[arg-type]
     )
 
 
+SPECS: dict[str, dict[str, object]] = {
+    "approve": {"stage": "BeforeExecution", "required_signal_names": ("ok",)},
+    "verify": {"stage": "AfterSuccess", "timeout_seconds": 5, "on_timeout": "Continue"},
+}
 GATES = [
     {"key": "approve", "stage": "BeforeExecution", "requiredSignalNames": ["ok"]},
     {"key": "verify", "stage": "AfterSuccess", "timeoutSeconds": 5, "onTimeout": "Continue"},
@@ -328,3 +333,58 @@ def test_success_stops_at_after_success_gate_and_continue_policy_completes() -> 
     views["verify"] = wp("verify", "closed", "Expired")
     done = lc.decide(gated(d.status, waitpoints=views), POLICY)
     assert done.status.phase == Phase.SUCCEEDED
+
+
+def test_a_waitpoint_that_lowers_the_declared_bar_is_not_trusted() -> None:
+    waiting = lc.decide(gated(), POLICY).status
+    forged = lc.WaitpointView(
+        name="wo1-approve",
+        key="approve",
+        state=None,
+        close_reason=None,
+        uid="x",
+        resource_version="1",
+        stage="BeforeExecution",
+        required_signal_names=(),
+    )
+    d = lc.decide(gated(waiting, waitpoints={"approve": forged}), POLICY)
+    assert d.status.phase == Phase.FAILED and d.status.last_error_reason == "WaitpointConflict"
+
+
+def test_dynamic_suspension_waits_at_the_claimants_waitpoint_then_requeues() -> None:
+    claimed = WorkOrderStatus(phase=Phase.CLAIMED, attempt=1, claimed_by="agent-1")
+    suspended = LeaseView(
+        name="wo1-claim",
+        holder="agent-1",
+        attempt=1,
+        acquire_time=NOW,
+        renew_time=NOW,
+        duration_seconds=30,
+        resource_version="7",
+        uid="u",
+        outcome=Outcome.SUSPENDED,
+        waitpoint_key="review",
+    )
+    d = lc.decide(observe(claimed, work_type="test", lease=suspended), POLICY)
+    assert d.status.phase == Phase.WAITING and d.status.waiting_on == "review"
+    assert d.status.waiting_stage == "Dynamic" and d.status.retry_count == 0
+    assert kinds(d) == ["ReleaseLease"]
+    review = lc.WaitpointView(
+        name="wo1-review",
+        key="review",
+        state=None,
+        close_reason=None,
+        uid="w",
+        resource_version="1",
+        stage="Dynamic",
+        required_signal_names=("go",),
+    )
+    pending = lc.decide(observe(d.status, work_type="test", waitpoints={"review": review}), POLICY)
+    assert pending.status.phase == Phase.WAITING and pending.actions == []
+    from dataclasses import replace
+
+    from workgate.api.waitpoint import CloseReason, WaitpointState
+
+    done = replace(review, state=WaitpointState.CLOSED, close_reason=CloseReason.SATISFIED)
+    resumed = lc.decide(observe(d.status, work_type="test", waitpoints={"review": done}), POLICY)
+    assert resumed.status.phase == Phase.PENDING and resumed.status.retry_count == 0

@@ -8,6 +8,7 @@ that Lease. The operator turns all of that into status.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import random
@@ -20,15 +21,30 @@ from typing import Any
 from workgate.api.common import now_utc
 from workgate.api.workorder import Phase
 from workgate.core.claims import LeaseView, Outcome
-from workgate.core.naming import lease_name
-from workgate.k8s import claims
-from workgate.k8s.api import WORKORDERS, ApiError, Body, KubeApi
+from workgate.core.naming import lease_name, waitpoint_name
+from workgate.k8s import claims, waitpoints
+from workgate.k8s.api import SECRETS, WAITPOINTS, WORKORDERS, ApiError, Body, KubeApi
 
 log = logging.getLogger(__name__)
 
 
 def default_identity() -> str:
     return f"agent/{socket.gethostname()}/{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class Suspension:
+    namespace: str
+    waitpoint: str
+    token: str = field(repr=False)  # never printed: repr leaves it out
+
+
+async def whoami(api: KubeApi) -> str:
+    review = await api.create(
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+    )
+    return str(review["status"]["userInfo"]["username"])
 
 
 class ClaimLost(Exception):
@@ -89,6 +105,51 @@ class Claim:
 
     async def fail(self, error: str, reason: str = "AgentReportedFailure") -> None:
         await self._report(Outcome.FAILED, error=error, reason=reason)
+
+    async def suspend(
+        self,
+        key: str,
+        required_signal_names: list[str] | None = None,
+        *,
+        timeout_seconds: int | None = None,
+        on_timeout: str = "Fail",
+        token_wait_seconds: float = 30.0,
+    ) -> Suspension:
+        """Park this attempt at a new waitpoint until its signals arrive.
+
+        Creates an active-to-be Waitpoint naming us as the only reader of its token, hands
+        the claim back (the operator marks the WorkOrder WAITING, and PENDING again once
+        the waitpoint closes, for a claimant to resume), and returns the token, which the
+        operator mints into a Secret only we may read.
+        """
+        username = await whoami(self.api)
+        name = waitpoint_name(self.name, key)
+        body = waitpoints.build_dynamic_waitpoint(
+            self.workorder,
+            name,
+            key=key,
+            required_signal_names=list(required_signal_names or []),
+            timeout_seconds=timeout_seconds,
+            on_timeout=on_timeout,
+            recipient=username,
+        )
+        await self.api.create(WAITPOINTS.path(self.namespace), body)
+        await self._report(Outcome.SUSPENDED, waitpoint_key=key)
+        deadline = asyncio.get_running_loop().time() + token_wait_seconds
+        while True:
+            try:
+                wp = await self.api.get(WAITPOINTS.path(self.namespace, name))
+                secret_name = (wp.get("status") or {}).get("tokenSecretName")
+                if secret_name:
+                    secret = await self.api.get(SECRETS.path(self.namespace, secret_name))
+                    token = base64.b64decode(secret["data"][waitpoints.TOKEN_KEY]).decode()
+                    return Suspension(self.namespace, name, token)
+            except ApiError as exc:
+                if exc.status not in (403, 404):  # the Role granting us the Secret may lag
+                    raise
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"no token for waitpoint {name} within {token_wait_seconds}s")
+            await asyncio.sleep(0.1)
 
     async def _report(self, outcome: Outcome, **details: Any) -> None:
         if self._lost:

@@ -7,7 +7,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from workgate.api.common import CamelModel, Condition, Timestamp
-from workgate.api.waitpoint import SignalName, TimeoutPolicy
+from workgate.api.waitpoint import SignalName, TimeoutPolicy, WaitpointStage
 
 # Admission refuses anything larger; the operator enforces per-document limits too.
 MAX_YAML_CONTENT_BYTES = 256 * 1024
@@ -151,8 +151,12 @@ class WorkOrderStatus(CamelModel):
     waiting_on: str | None = Field(
         default=None, description="Keys of the gates the WorkOrder waits at, comma-separated."
     )
-    waiting_stage: GateStage | None = Field(
-        default=None, description="Stage of the gates it waits at (or last waited at)."
+    waiting_stage: WaitpointStage | None = Field(
+        default=None,
+        description=(
+            "Stage of the gates it waits at (or last waited at): BeforeExecution, "
+            "AfterSuccess, or Dynamic (suspended by its claimant)."
+        ),
     )
     attempt: int = Field(
         default=0, ge=0, description="Number of the current (or last) attempt, from 1."

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 from workgate.agent.client import Agent, Claim, ClaimLost
 from workgate.k8s.api import KubeApi
@@ -22,9 +25,10 @@ log = logging.getLogger("workgate.agent")
 STDERR_TAIL = 2048
 
 
-async def run_command(claim: Claim, command: list[str]) -> tuple[int, str]:
+async def run_command(claim: Claim, command: list[str], suspend_file: Path) -> tuple[int, str]:
     env = {
         **os.environ,
+        "WORKGATE_SUSPEND_FILE": str(suspend_file),
         "WORKGATE_WORKORDER": claim.name,
         "WORKGATE_NAMESPACE": claim.namespace,
         "WORKGATE_ATTEMPT": str(claim.attempt),
@@ -49,10 +53,13 @@ async def serve(args: argparse.Namespace) -> int:
         log.info("agent %s waiting for %s work", agent.identity, args.work_type)
         while True:
             claim = await agent.wait_for_claim(args.poll_seconds)
+            suspend_file = Path(tempfile.mkdtemp(prefix="workgate-agent-")) / "suspend.json"
             try:
                 async with claim.kept_alive():
-                    code, error = await run_command(claim, args.command)
-                if code == 0:
+                    code, error = await run_command(claim, args.command, suspend_file)
+                if code == 0 and suspend_file.exists():
+                    await suspend(claim, suspend_file, Path(args.token_dir))
+                elif code == 0:
                     await claim.succeed()
                 else:
                     await claim.fail(error or f"command exited with status {code}", "CommandFailed")
@@ -65,6 +72,33 @@ async def serve(args: argparse.Namespace) -> int:
                 return 0
 
 
+async def suspend(claim: Claim, request_file: Path, token_dir: Path) -> None:
+    """The command asked to suspend, writing to $WORKGATE_SUSPEND_FILE a JSON object:
+    {"key": ..., "requiredSignalNames": [...], "timeoutSeconds": N, "onTimeout": "Fail"}."""
+    request = json.loads(await asyncio.to_thread(request_file.read_text))
+    suspension = await claim.suspend(
+        str(request["key"]),
+        list(request.get("requiredSignalNames") or []),
+        timeout_seconds=request.get("timeoutSeconds"),
+        on_timeout=str(request.get("onTimeout", "Fail")),
+    )
+    path = token_dir / f"{suspension.namespace}.{suspension.waitpoint}.token"
+    await asyncio.to_thread(_write_private, path, suspension.token)
+    log.info(
+        "suspended %s/%s at waitpoint %s; its token is in %s",
+        claim.namespace,
+        claim.name,
+        suspension.waitpoint,
+        path,
+    )
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.touch(mode=0o600)
+    path.write_text(text)
+
+
 def add_agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("agent", help="claim and execute WorkOrders of one work type")
     parser.add_argument("--work-type", required=True)
@@ -72,6 +106,11 @@ def add_agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser.add_argument("--identity", default=None, help="claimant id (default: host + random)")
     parser.add_argument("--poll-seconds", type=float, default=1.0)
     parser.add_argument("--once", action="store_true", help="exit after one WorkOrder")
+    parser.add_argument(
+        "--token-dir",
+        default=str(Path.home() / ".workgate" / "tokens"),
+        help="where the tokens of waitpoints this agent suspends at are written (0600)",
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     parser.set_defaults(func=_main)
 

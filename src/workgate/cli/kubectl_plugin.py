@@ -18,19 +18,12 @@ import secrets
 import sys
 import time
 
+from workgate.agent.client import whoami
 from workgate.api.common import API_VERSION, LABEL_WORKORDER
 from workgate.core.naming import label_value
 from workgate.core.signals import signal_proof
 from workgate.k8s.api import SECRETS, SIGNALS, WAITPOINTS, ApiError, Body, KubeApi
 from workgate.k8s.waitpoints import ANNOTATION_SENDER, TOKEN_KEY
-
-
-async def whoami(api: KubeApi) -> str:
-    review = await api.create(
-        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
-        {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
-    )
-    return str(review["status"]["userInfo"]["username"])
 
 
 def build_signal(

@@ -18,11 +18,13 @@ ANNOTATION_ATTEMPT = f"{GROUP}/attempt"
 ANNOTATION_RESULT = f"{GROUP}/result"
 ANNOTATION_ERROR = f"{GROUP}/error"
 ANNOTATION_ERROR_REASON = f"{GROUP}/error-reason"
+ANNOTATION_WAITPOINT = f"{GROUP}/waitpoint"
 
 
 class Outcome(StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
+    SUSPENDED = "Suspended"  # the claimant waits at a waitpoint it created (dynamic suspension)
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class LeaseView:
     outcome: Outcome | None = None
     error: str | None = None
     error_reason: str | None = None
+    waitpoint_key: str | None = None
 
     @property
     def expires_at(self) -> datetime | None:
@@ -71,6 +74,7 @@ class LeaseView:
             outcome=outcome,
             error=annotations.get(ANNOTATION_ERROR),
             error_reason=annotations.get(ANNOTATION_ERROR_REASON),
+            waitpoint_key=annotations.get(ANNOTATION_WAITPOINT),
         )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from workgate.api.common import ConditionStatus
-from workgate.api.waitpoint import CloseReason, TimeoutPolicy, WaitpointState
+from workgate.api.waitpoint import CloseReason, TimeoutPolicy, WaitpointStage, WaitpointState
 from workgate.api.workorder import (
     MAX_ERROR_LENGTH,
     TERMINAL_PHASES,
@@ -54,6 +54,19 @@ class WaitpointView:
     close_reason: CloseReason | None
     uid: str
     resource_version: str
+    stage: str = ""
+    required_signal_names: tuple[str, ...] = ()
+    timeout_seconds: int | None = None
+    on_timeout: str = TimeoutPolicy.FAIL
+
+    def matches(self, gate: Gate) -> bool:
+        """Is this the gate's waitpoint as declared (not one pre-created with a lower bar)?"""
+        return (
+            self.stage == str(gate.stage)
+            and set(self.required_signal_names) == set(gate.required_signal_names)
+            and self.timeout_seconds == gate.timeout_seconds
+            and self.on_timeout == gate.on_timeout
+        )
 
 
 @dataclass(frozen=True)
@@ -197,9 +210,9 @@ class _Machine:
     def succeed(self) -> None:
         self.release()
         self.clear_claim()
-        if self.gates(GateStage.AFTER_SUCCESS):
+        if self.gates(WaitpointStage.AFTER_SUCCESS):
             self.event("Normal", "WorkSucceeded", f"attempt {self.st.attempt} succeeded")
-            self.wait_at(GateStage.AFTER_SUCCESS)
+            self.wait_at(WaitpointStage.AFTER_SUCCESS)
             return
         self.complete()
 
@@ -209,8 +222,25 @@ class _Machine:
         self.event("Normal", "Succeeded", f"attempt {self.st.attempt} succeeded")
 
     # gates
-    def gates(self, stage: GateStage) -> list[Gate]:
-        return [gate for gate in self.obs.spec.gates if gate.stage == stage]
+    def gates(self, stage: WaitpointStage) -> list[Gate]:
+        if stage == WaitpointStage.DYNAMIC:
+            # A claimant's suspension: its waitpoint is the gate, with the bar it asked for.
+            key = self.st.waiting_on or ""
+            view = self.obs.waitpoints.get(key)
+            return (
+                [
+                    Gate(
+                        key=key,
+                        stage=GateStage.BEFORE_EXECUTION,  # placeholder: not compared for Dynamic
+                        required_signal_names=list(view.required_signal_names) if view else [],
+                        timeout_seconds=view.timeout_seconds if view else None,
+                        on_timeout=TimeoutPolicy(view.on_timeout) if view else TimeoutPolicy.FAIL,
+                    )
+                ]
+                if key
+                else []
+            )
+        return [gate for gate in self.obs.spec.gates if str(gate.stage) == str(stage)]
 
     def ensure_waitpoints(self) -> None:
         for gate in self.obs.spec.gates:
@@ -218,7 +248,7 @@ class _Machine:
                 name = waitpoint_name(self.obs.name, gate.key)
                 self.decision.actions.append(CreateWaitpoint(name, gate))
 
-    def wait_at(self, stage: GateStage) -> None:
+    def wait_at(self, stage: WaitpointStage) -> None:
         self.st.phase = Phase.WAITING
         self.st.waiting_stage = stage
         self.st.waiting_on = ",".join(gate.key for gate in self.gates(stage))
@@ -227,10 +257,17 @@ class _Machine:
 
     def waiting(self) -> None:
         """Activate this stage's gates; move on once all are closed."""
-        stage = GateStage(self.st.waiting_stage or GateStage.BEFORE_EXECUTION)
+        stage = WaitpointStage(self.st.waiting_stage or WaitpointStage.BEFORE_EXECUTION)
         open_keys = []
         for gate in self.gates(stage):
             view = self.obs.waitpoints.get(gate.key)
+            if view is not None and stage != WaitpointStage.DYNAMIC and not view.matches(gate):
+                self.fail(
+                    "WaitpointConflict",
+                    f"waitpoint {view.name} does not match gate {gate.key} as declared",
+                    retryable=False,
+                )
+                return
             if view is None or view.state is None:
                 open_keys.append(gate.key)  # token not minted yet: the Waitpoint's event wakes us
             elif view.state == WaitpointState.PENDING:
@@ -249,7 +286,9 @@ class _Machine:
             return
         self.st.waiting_on = None
         self.event("Normal", "GatesPassed", f"{stage} gates passed")
-        if stage == GateStage.AFTER_SUCCESS:
+        if stage == WaitpointStage.DYNAMIC:
+            self.st.phase = Phase.PENDING  # the suspended attempt is claimed again to resume
+        elif stage == WaitpointStage.AFTER_SUCCESS:
             self.complete()
         else:
             self.st.phase = Phase.PENDING
@@ -315,8 +354,8 @@ class _Machine:
             self.event("Normal", "Queued", f"queued as {self.obs.spec.work_type} work")
             if self.local and self.build_work() is None:
                 return self.finish()
-            if self.gates(GateStage.BEFORE_EXECUTION):
-                self.wait_at(GateStage.BEFORE_EXECUTION)
+            if self.gates(WaitpointStage.BEFORE_EXECUTION):
+                self.wait_at(WaitpointStage.BEFORE_EXECUTION)
         elif self.st.phase == Phase.WAITING:
             self.waiting()
         if self.st.phase == Phase.RETRY_PENDING:
@@ -391,6 +430,8 @@ class _Machine:
             return
         if lease.outcome == Outcome.SUCCEEDED:
             self.succeed()
+        elif lease.outcome == Outcome.SUSPENDED and lease.waitpoint_key:
+            self.suspend(lease.waitpoint_key)
         elif lease.outcome == Outcome.FAILED:
             self.fail(
                 lease.error_reason or "AttemptFailed",
@@ -403,6 +444,16 @@ class _Machine:
             if lease.holder and lease.holder != self.st.claimed_by:
                 self.st.claimed_by = lease.holder
             self.decision.wake_at(lease.expires_at)
+
+    def suspend(self, key: str) -> None:
+        """The claimant parked its attempt at a waitpoint it created: not a failure."""
+        self.release()
+        self.clear_claim()
+        self.event("Normal", "Suspended", f"attempt {self.st.attempt} suspended at {key}")
+        self.st.phase = Phase.WAITING
+        self.st.waiting_stage = WaitpointStage.DYNAMIC
+        self.st.waiting_on = key
+        self.waiting()
 
     def fail_timed_out(self, lease: LeaseView) -> None:
         self.fail(

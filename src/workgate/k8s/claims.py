@@ -11,6 +11,7 @@ from workgate.core.claims import (
     ANNOTATION_ERROR,
     ANNOTATION_ERROR_REASON,
     ANNOTATION_RESULT,
+    ANNOTATION_WAITPOINT,
     LeaseView,
     Outcome,
     micro_time,
@@ -95,9 +96,12 @@ async def report_outcome(
     *,
     error: str | None = None,
     reason: str | None = None,
+    waitpoint_key: str | None = None,
 ) -> Body:
     """Record the attempt's outcome on the held Lease, conditioned on still holding it."""
     annotations: dict[str, str | None] = {ANNOTATION_RESULT: outcome.value}
+    if waitpoint_key is not None:
+        annotations[ANNOTATION_WAITPOINT] = waitpoint_key
     if error is not None:
         annotations[ANNOTATION_ERROR] = error[:4096]
     if reason is not None:

@@ -15,6 +15,8 @@ from workgate.k8s.api import NAMESPACES, SECRETS, SIGNALS, WAITPOINTS, ApiError,
 from workgate.k8s.claims import child_labels, owner_reference
 
 ANNOTATION_SENDER = f"{GROUP}/sender"
+# On a Dynamic waitpoint: the user (the suspending agent) who alone may read its token.
+ANNOTATION_TOKEN_RECIPIENT = f"{GROUP}/token-recipient"
 LABEL_WAITPOINT = f"{GROUP}/waitpoint"
 TOKEN_KEY = "token"
 OPERATOR_KEY_SECRET = "workgate-token-key"
@@ -31,6 +33,10 @@ def waitpoint_view(body: Body) -> WaitpointView:
         close_reason=CloseReason(reason) if reason in set(CloseReason) else None,
         uid=body["metadata"].get("uid", ""),
         resource_version=body["metadata"].get("resourceVersion", ""),
+        stage=str(body["spec"].get("stage", "")),
+        required_signal_names=tuple(body["spec"].get("requiredSignalNames") or ()),
+        timeout_seconds=body["spec"].get("timeoutSeconds"),
+        on_timeout=str(body["spec"].get("onTimeout", "Fail")),
     )
 
 
@@ -171,6 +177,97 @@ async def ensure_operator_key(api: KubeApi, namespace: str) -> bytes:
                 raise
             secret = await api.get(path)
     return base64.b64decode(secret["data"]["key"])
+
+
+def build_dynamic_waitpoint(
+    workorder: Body,
+    name: str,
+    *,
+    key: str,
+    required_signal_names: list[str],
+    timeout_seconds: int | None,
+    on_timeout: str,
+    recipient: str,
+) -> Body:
+    """The Waitpoint an agent creates to suspend the WorkOrder it holds."""
+    spec: dict[str, Any] = {
+        "workOrderName": workorder["metadata"]["name"],
+        "key": key,
+        "stage": "Dynamic",
+        "requiredSignalNames": required_signal_names,
+        "onTimeout": on_timeout,
+    }
+    if timeout_seconds is not None:
+        spec["timeoutSeconds"] = timeout_seconds
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Waitpoint",
+        "metadata": {
+            "name": name,
+            "namespace": workorder["metadata"]["namespace"],
+            "labels": child_labels(workorder["metadata"]["name"]),
+            "annotations": {ANNOTATION_TOKEN_RECIPIENT: recipient},
+            "ownerReferences": [owner_reference(workorder)],
+        },
+        "spec": spec,
+    }
+
+
+def _subject(username: str) -> dict[str, str]:
+    parts = username.split(":")
+    if len(parts) == 4 and parts[:2] == ["system", "serviceaccount"]:
+        return {"kind": "ServiceAccount", "name": parts[3], "namespace": parts[2]}
+    return {"kind": "User", "name": username, "apiGroup": "rbac.authorization.k8s.io"}
+
+
+async def grant_token_access(
+    api: KubeApi, waitpoint: Body, secret_name: str, username: str
+) -> None:
+    """Let exactly `username` read exactly this token Secret (a Role with resourceNames)."""
+    meta = waitpoint["metadata"]
+    namespace = meta["namespace"]
+    owner = {
+        "apiVersion": API_VERSION,
+        "kind": "Waitpoint",
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+    }
+    common = {
+        "name": secret_name,
+        "namespace": namespace,
+        "ownerReferences": [owner],
+        "labels": {LABEL_WAITPOINT: meta["name"][:63]},
+    }
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": common,
+        "rules": [
+            {
+                "apiGroups": [""],
+                "resources": ["secrets"],
+                "resourceNames": [secret_name],
+                "verbs": ["get"],
+            }
+        ],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": common,
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": secret_name},
+        "subjects": [_subject(username)],
+    }
+    for path, body in (
+        (f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles", role),
+        (f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings", binding),
+    ):
+        try:
+            await api.create(path, body)
+        except ApiError as exc:
+            if not exc.conflict:
+                raise
 
 
 def signal_path(namespace: str, name: str) -> str:

@@ -15,10 +15,11 @@ from typing import Any
 import kopf
 
 from workgate.api.common import GROUP, VERSION
+from workgate.api.waitpoint import WaitpointStage
 from workgate.core import signals as rules
 from workgate.core.manifests import ManifestError, parse_documents, validate_objects
-from workgate.k8s.api import SUBJECT_ACCESS_REVIEWS, WAITPOINTS, ApiError, KubeApi
-from workgate.k8s.waitpoints import ANNOTATION_SENDER
+from workgate.k8s.api import SUBJECT_ACCESS_REVIEWS, WAITPOINTS, WORKORDERS, ApiError, KubeApi
+from workgate.k8s.waitpoints import ANNOTATION_SENDER, ANNOTATION_TOKEN_RECIPIENT
 from workgate.operator.config import OperatorConfig
 
 
@@ -68,6 +69,34 @@ def register_admission(
         if refusal is not None:
             reason, message = refusal
             raise kopf.AdmissionError(f"{reason}: {message}", code=403)
+
+    @kopf.on.validate(
+        GROUP, VERSION, "waitpoints", id="waitpoints", operations=["CREATE"], registry=registry
+    )
+    async def validate_waitpoint(body: kopf.Body, userinfo: kopf.UserInfo, **_: Any) -> None:
+        spec = body.get("spec") or {}
+        if spec.get("stage") != WaitpointStage.DYNAMIC:
+            return
+        recipient = (body["metadata"].get("annotations") or {}).get(ANNOTATION_TOKEN_RECIPIENT)
+        if recipient != userinfo.get("username"):
+            raise kopf.AdmissionError(
+                f"metadata.annotations[{ANNOTATION_TOKEN_RECIPIENT}] must name the creator "
+                f"({userinfo.get('username')}): only the suspending claimant receives the token",
+                code=403,
+            )
+        namespace = body["metadata"].get("namespace", "")
+        try:
+            wo = await api.get(WORKORDERS.path(namespace, str(spec.get("workOrderName", ""))))
+        except ApiError as exc:
+            if exc.not_found:
+                raise kopf.AdmissionError(
+                    "spec.workOrderName: no such WorkOrder", code=404
+                ) from None
+            raise
+        if (wo.get("status") or {}).get("phase") != "CLAIMED":
+            raise kopf.AdmissionError(
+                "only a claimed WorkOrder can be suspended (its claimant suspends it)", code=409
+            )
 
     @kopf.on.validate(
         GROUP, VERSION, "workorders", id="workorders", operations=["CREATE"], registry=registry

@@ -20,6 +20,7 @@ from workgate.api.waitpoint import (
     SignalPhase,
     SignalSpec,
     WaitpointSpec,
+    WaitpointStage,
     WaitpointState,
     WaitpointStatus,
 )
@@ -109,6 +110,11 @@ class WaitpointReconciler:
         if status.state is None:
             secret_name = token_secret_name(name)
             await io.ensure_token_secret(self.api, body, secret_name, self.token_for(body))
+            recipient = (body["metadata"].get("annotations") or {}).get(
+                io.ANNOTATION_TOKEN_RECIPIENT
+            )
+            if spec.stage == WaitpointStage.DYNAMIC and recipient:
+                await io.grant_token_access(self.api, body, secret_name, recipient)
             status.state = WaitpointState.PENDING
             status.created_at = parse_time(body["metadata"].get("creationTimestamp")) or now
             status.token_secret_name = secret_name
