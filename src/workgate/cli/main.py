@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import sys
 from pathlib import Path
 
 from workgate.api import crdgen
 from workgate.cli.agent import add_agent_parser
-from workgate.logs import setup_logging
-
-try:  # the embedded control plane needs Go only when it is used
-    from workgate.cli.dev import add_dev_parser
-except ImportError:  # pragma: no cover
-    add_dev_parser = None
+from workgate.cli.dev import add_dev_parser
+from workgate.cli.up import add_up_parser, run_operator_until_stopped
 
 
 def _cmd_crds(args: argparse.Namespace) -> int:
@@ -31,14 +25,7 @@ def _cmd_crds(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from workgate.operator.config import OperatorConfig
-    from workgate.operator.main import run_operator
-
-    setup_logging(args.log_level, args.log_format)
-    config = OperatorConfig.from_env()
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_operator(config))
-    return 0
+    return run_operator_until_stopped(args.log_level, args.log_format)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,9 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=_cmd_run)
 
+    add_up_parser(sub)
     add_agent_parser(sub)
-    if add_dev_parser is not None:
-        add_dev_parser(sub)
+    add_dev_parser(sub)
 
     crds = sub.add_parser("crds", help="generate the CRD YAML from the API models")
     crds.add_argument("--dir", default="crds", help="output directory (default: crds)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import kopf
 
@@ -33,6 +34,13 @@ async def run_operator(
         asyncio.create_task(reconciler.queue.run(), name="workgate-workorders"),
         asyncio.create_task(gates.queue.run(), name="workgate-waitpoints"),
     ]
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_queues(**_: Any) -> None:
+        # Kopf waits a while for tasks it did not start; ours end with its watches.
+        for queue in queues:
+            queue.cancel()
+
     log.info(
         "workgate operator %s starting (local work types: %s)",
         config.identity,
