@@ -97,7 +97,7 @@ def start_operator(kubeconfig: str, tmp_path: Path) -> Iterator[Callable[..., Op
     started: list[OperatorProcess] = []
 
     def start(*namespaces: str, webhook: bool = False, **env: str) -> OperatorProcess:
-        env = {"WORKGATE_WEBHOOK": "off", **env}
+        env = {"WORKGATE_WEBHOOK": "off", "WORKGATE_METRICS_PORT": "off", **env}
         if webhook:
             env.update(
                 WORKGATE_WEBHOOK="on",

@@ -21,13 +21,24 @@ from workgate.core.manifests import ManifestError, parse_documents, validate_obj
 from workgate.k8s.api import SUBJECT_ACCESS_REVIEWS, WAITPOINTS, WORKORDERS, ApiError, KubeApi
 from workgate.k8s.waitpoints import ANNOTATION_SENDER, ANNOTATION_TOKEN_RECIPIENT
 from workgate.operator.config import OperatorConfig
+from workgate.operator.metrics import OperatorMetrics
 
 
 def register_admission(
-    registry: kopf.OperatorRegistry, api: KubeApi, config: OperatorConfig, operator_key: bytes
+    registry: kopf.OperatorRegistry,
+    api: KubeApi,
+    config: OperatorConfig,
+    operator_key: bytes,
+    metrics: OperatorMetrics,
 ) -> None:
     @kopf.on.validate(
-        GROUP, VERSION, "signals", id="signals", operations=["CREATE"], registry=registry
+        GROUP,
+        VERSION,
+        "signals",
+        id="signals",
+        operations=["CREATE"],
+        persistent=True,
+        registry=registry,
     )
     async def validate_signal(body: kopf.Body, userinfo: kopf.UserInfo, **_: Any) -> None:
         namespace = body["metadata"].get("namespace", "")
@@ -68,10 +79,17 @@ def register_admission(
         )
         if refusal is not None:
             reason, message = refusal
+            metrics.record_signal(False, reason)
             raise kopf.AdmissionError(f"{reason}: {message}", code=403)
 
     @kopf.on.validate(
-        GROUP, VERSION, "waitpoints", id="waitpoints", operations=["CREATE"], registry=registry
+        GROUP,
+        VERSION,
+        "waitpoints",
+        id="waitpoints",
+        operations=["CREATE"],
+        persistent=True,
+        registry=registry,
     )
     async def validate_waitpoint(body: kopf.Body, userinfo: kopf.UserInfo, **_: Any) -> None:
         spec = body.get("spec") or {}
@@ -99,7 +117,13 @@ def register_admission(
             )
 
     @kopf.on.validate(
-        GROUP, VERSION, "workorders", id="workorders", operations=["CREATE"], registry=registry
+        GROUP,
+        VERSION,
+        "workorders",
+        id="workorders",
+        operations=["CREATE"],
+        persistent=True,
+        registry=registry,
     )
     async def validate_workorder(body: kopf.Body, userinfo: kopf.UserInfo, **_: Any) -> None:
         spec = body.get("spec") or {}

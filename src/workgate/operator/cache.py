@@ -51,6 +51,9 @@ class ObjectCache(Generic[K]):
             del self._items[key]
         self._gone.add(uid)
 
+    def values(self) -> list[Body]:
+        return list(self._items.values())
+
     def get(self, key: K) -> Body | None:
         return self._items.get(key)
 

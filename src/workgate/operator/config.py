@@ -25,6 +25,10 @@ def _kinds(value: str) -> frozenset[tuple[str, str]]:
     return frozenset(kinds)
 
 
+def _port_or_off(value: str) -> int | None:
+    return None if value.lower() in ("off", "none", "") else int(value)
+
+
 def _algorithm(value: str) -> str:
     if value not in ("sha256", "sha1"):
         raise ValueError(f"WORKGATE_TOKEN_ALGORITHM must be sha256 or sha1, not {value!r}")
@@ -47,6 +51,9 @@ class OperatorConfig:
     webhook_host: str | None = None  # the name the API server calls; default: webhook_addr
     webhook_cert_dir: str | None = None  # tls.crt, tls.key (+ ca.crt) from cert-manager
     webhook_config_name: str = "workgate.io"
+    webhook_service: str | None = None  # "namespace/name:port": in-cluster, via a Service
+    metrics_port: int | None = 9090  # None: no metrics endpoint
+    liveness_endpoint: str | None = None  # e.g. http://0.0.0.0:8080/healthz (Kopf's probe)
     workers: int = 8
 
     @property
@@ -87,4 +94,7 @@ class OperatorConfig:
             webhook_host=env.get("WORKGATE_WEBHOOK_HOST") or None,
             webhook_cert_dir=env.get("WORKGATE_WEBHOOK_CERT_DIR") or None,
             webhook_config_name=env.get("WORKGATE_WEBHOOK_CONFIG", default.webhook_config_name),
+            webhook_service=env.get("WORKGATE_WEBHOOK_SERVICE") or None,
+            metrics_port=_port_or_off(env.get("WORKGATE_METRICS_PORT", str(default.metrics_port))),
+            liveness_endpoint=env.get("WORKGATE_LIVENESS_ENDPOINT") or None,
         )

@@ -8,6 +8,7 @@ in the reconciler, keyed by WorkOrder, whatever kind of object the event was abo
 from __future__ import annotations
 
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -33,6 +34,24 @@ def _owner_workorder(body: dict[str, Any]) -> str | None:
     return None
 
 
+class ServiceWebhookServer(kopf.WebhookServer):
+    """Serves as Kopf's WebhookServer does, but has the API server call it via a Service
+    (in a cluster, the API server reaches pods through Services, not pod addresses)."""
+
+    def __init__(self, service: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        namespace, _, rest = service.partition("/")
+        name, _, port = rest.partition(":")
+        self.service = {"namespace": namespace, "name": name, "port": int(port or 443), "path": ""}
+
+    async def __call__(self, fn: Any) -> AsyncIterator[Any]:
+        async for config in super().__call__(fn):
+            routed: dict[str, Any] = {"service": dict(self.service)}
+            if "caBundle" in config:
+                routed["caBundle"] = config["caBundle"]
+            yield routed
+
+
 def webhook_server(config: OperatorConfig) -> kopf.WebhookServer:
     host = config.webhook_host or config.webhook_addr
     cert_dir = Path(config.webhook_cert_dir) if config.webhook_cert_dir else None
@@ -43,6 +62,16 @@ def webhook_server(config: OperatorConfig) -> kopf.WebhookServer:
         )
     else:
         cert = issue_serving_cert(Path(tempfile.mkdtemp(prefix="workgate-webhook-")), [host])
+    if config.webhook_service:
+        return ServiceWebhookServer(
+            config.webhook_service,
+            addr=config.webhook_addr,
+            port=config.webhook_port,
+            host=host,
+            certfile=str(cert.cert_path),
+            pkeyfile=str(cert.key_path),
+            cadata=cert.ca_pem or None,
+        )
     return kopf.WebhookServer(
         addr=config.webhook_addr,
         port=config.webhook_port,
@@ -59,7 +88,7 @@ def build_registry(
     registry = kopf.OperatorRegistry()
     config = reconciler.config
     if config.webhook:
-        register_admission(registry, reconciler.api, config, gates.operator_key)
+        register_admission(registry, reconciler.api, config, gates.operator_key, gates.metrics)
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:

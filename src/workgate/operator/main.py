@@ -13,6 +13,7 @@ from workgate.k8s.api import KubeApi
 from workgate.k8s.waitpoints import ensure_operator_key
 from workgate.operator.config import OperatorConfig
 from workgate.operator.handlers import build_registry
+from workgate.operator.metrics import OperatorMetrics, serve_metrics
 from workgate.operator.waitpoints import WaitpointReconciler
 from workgate.operator.workorders import WorkOrderReconciler
 
@@ -27,8 +28,15 @@ async def run_operator(
 ) -> None:
     api = KubeApi()
     operator_key = await ensure_operator_key(api, config.operator_namespace)
-    gates = WaitpointReconciler(api, config, operator_key)
-    reconciler = WorkOrderReconciler(api, config, gates)
+    metrics = OperatorMetrics()
+    gates = WaitpointReconciler(api, config, operator_key, metrics)
+    reconciler = WorkOrderReconciler(api, config, gates, metrics)
+    metrics.set_workorder_source(reconciler.workorder_rows)
+    metrics_runner = (
+        await serve_metrics(config.metrics_port, metrics.registry)
+        if config.metrics_port is not None
+        else None
+    )
     registry = build_registry(reconciler, gates)
     queues = [
         asyncio.create_task(reconciler.queue.run(), name="workgate-workorders"),
@@ -54,10 +62,13 @@ async def run_operator(
             namespaces=list(config.namespaces),
             stop_flag=stop,
             ready_flag=ready,
+            liveness_endpoint=config.liveness_endpoint,
         )
     finally:
         for queue in queues:
             queue.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await queue
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await api.aclose()

@@ -32,6 +32,7 @@ from workgate.k8s.api import SIGNALS, WAITPOINTS, Body, KubeApi
 from workgate.k8s.events import post_event
 from workgate.operator.cache import ObjectCache
 from workgate.operator.config import OperatorConfig
+from workgate.operator.metrics import OperatorMetrics
 from workgate.operator.queue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,15 @@ def sender_of(signal: Body) -> str | None:
 
 
 class WaitpointReconciler:
-    def __init__(self, api: KubeApi, config: OperatorConfig, operator_key: bytes) -> None:
+    def __init__(
+        self,
+        api: KubeApi,
+        config: OperatorConfig,
+        operator_key: bytes,
+        metrics: OperatorMetrics | None = None,
+    ) -> None:
         self.api = api
+        self.metrics = metrics or OperatorMetrics()
         self.config = config
         self.operator_key = operator_key
         self.waitpoints: ObjectCache[Key] = ObjectCache()
@@ -94,6 +102,10 @@ class WaitpointReconciler:
         )
 
     async def reconcile(self, key: Key) -> None:
+        with self.metrics.time_reconcile("waitpoint"):
+            await self._reconcile(key)
+
+    async def _reconcile(self, key: Key) -> None:
         body = self.waitpoints.get(key)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return
@@ -149,8 +161,11 @@ class WaitpointReconciler:
                 return
             self.observe_waitpoint(written)
             body = written
+            if status.close_reason and status.close_reason != before.close_reason:
+                self.metrics.record_waitpoint_closed(status.close_reason, status.activated_at, now)
         for signal_name, phase, reason, message in verdicts:
             await self.mark_signal(namespace, signal_name, phase, reason, message)
+            self.metrics.record_signal(phase == SignalPhase.ACCEPTED, reason)
             kind = "Normal" if phase == SignalPhase.ACCEPTED else "Warning"
             events.append((kind, f"Signal{phase}", f"signal {signal_name}: {message}"))
         for type_, reason, message in events:

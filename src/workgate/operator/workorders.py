@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Iterator
 
 from pydantic import ValidationError
 
-from workgate.api.common import now_utc
-from workgate.api.workorder import WorkOrderSpec, WorkOrderStatus
+from workgate.api.common import now_utc, parse_time
+from workgate.api.workorder import Phase, WorkOrderSpec, WorkOrderStatus
 from workgate.core import lifecycle
 from workgate.core.claims import LeaseView
 from workgate.core.naming import build_run_name
@@ -17,6 +18,7 @@ from workgate.k8s.api import WORKORDERS, ApiError, Body, KubeApi
 from workgate.k8s.events import post_event
 from workgate.operator.cache import ObjectCache
 from workgate.operator.config import OperatorConfig
+from workgate.operator.metrics import OperatorMetrics
 from workgate.operator.queue import WorkQueue
 from workgate.operator.waitpoints import WaitpointReconciler
 
@@ -40,9 +42,16 @@ def _classify(exc: ApiError, what: str) -> ActionFailed:
 
 
 class WorkOrderReconciler:
-    def __init__(self, api: KubeApi, config: OperatorConfig, gates: WaitpointReconciler) -> None:
+    def __init__(
+        self,
+        api: KubeApi,
+        config: OperatorConfig,
+        gates: WaitpointReconciler,
+        metrics: OperatorMetrics | None = None,
+    ) -> None:
         self.api = api
         self.gates = gates
+        self.metrics = metrics or OperatorMetrics()
         self.config = config
         self.policy = config.policy
         self.workorders: ObjectCache[Key] = ObjectCache()
@@ -51,7 +60,22 @@ class WorkOrderReconciler:
         self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=config.workers)
         self.writes = 0
 
+    def workorder_rows(self) -> Iterator[tuple[str, str, str, str]]:
+        """(namespace, name, work type, phase) of every cached WorkOrder, for the gauge."""
+        for body in self.workorders.values():
+            meta = body["metadata"]
+            yield (
+                meta["namespace"],
+                meta["name"],
+                str((body.get("spec") or {}).get("workType", "")),
+                str((body.get("status") or {}).get("phase") or "PENDING"),
+            )
+
     async def reconcile(self, key: Key) -> None:
+        with self.metrics.time_reconcile("workorder"):
+            await self._reconcile(key)
+
+    async def _reconcile(self, key: Key) -> None:
         body = self.workorders.get(key)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return  # deleted: the garbage collector removes the Lease and BuildRuns
@@ -81,6 +105,7 @@ class WorkOrderReconciler:
             if written is None:
                 self.queue.add_after(key, 0.2)
                 return
+            self.record(body, status, decision.status)
             body = written
         if not await self.execute(body, list(release)):
             self.queue.add_after(key, 0.2)
@@ -186,6 +211,23 @@ class WorkOrderReconciler:
                     except ApiError as exc:
                         raise _classify(exc, f"creating BuildRun {action.name}") from None
         return True
+
+    def record(self, body: Body, old: WorkOrderStatus, new: WorkOrderStatus) -> None:
+        entering_claim = new.phase == Phase.CLAIMED and old.phase != Phase.CLAIMED
+        claimable_since = (
+            old.next_retry_after
+            if old.retry_count
+            else parse_time(body["metadata"].get("creationTimestamp"))
+        )
+        self.metrics.record_transition(
+            str(body["spec"].get("workType", "")),
+            old.phase,
+            new.phase,
+            claimable_since,
+            new.claimed_at if entering_claim else old.claimed_at,
+            now_utc(),
+            reason=new.last_error_reason,
+        )
 
     async def write_status(self, workorder: Body, status: WorkOrderStatus) -> Body | None:
         meta = workorder["metadata"]
