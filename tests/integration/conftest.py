@@ -20,8 +20,6 @@ import pytest
 from workgate.api.common import format_time, now_utc
 from workgate.k8s.api import BUILDRUNS, WORKORDERS, ApiError, Body, KubeApi, load_config
 
-pytestmark = pytest.mark.integration
-
 
 def free_port() -> int:
     with socket.socket() as sock:

@@ -11,16 +11,23 @@ from workgate.cli.agent import add_agent_parser
 from workgate.cli.dev import add_dev_parser
 from workgate.cli.up import add_up_parser, run_operator_until_stopped
 
+# The generated CRDs, and their copy inside the kustomize tree (kustomize will not load
+# files from outside its root).
+CRD_DIRS = ("crds", "deploy/crds")
+
 
 def _cmd_crds(args: argparse.Namespace) -> int:
-    directory = Path(args.dir)
+    directories = [Path(d) for d in args.dir or CRD_DIRS]
     if args.check:
-        drifted = crdgen.drifted(directory)
-        for name in drifted:
-            print(f"{directory / name} differs from the models", file=sys.stderr)
+        drifted = [
+            directory / name for directory in directories for name in crdgen.drifted(directory)
+        ]
+        for path in drifted:
+            print(f"{path} differs from the models: run `workgate crds`", file=sys.stderr)
         return 1 if drifted else 0
-    for path in crdgen.write_all(directory):
-        print(path)
+    for directory in directories:
+        for path in crdgen.write_all(directory):
+            print(path)
     return 0
 
 
@@ -47,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_dev_parser(sub)
 
     crds = sub.add_parser("crds", help="generate the CRD YAML from the API models")
-    crds.add_argument("--dir", default="crds", help="output directory (default: crds)")
+    crds.add_argument(
+        "--dir",
+        action="append",
+        help=f"output directory, repeatable (default: {' and '.join(CRD_DIRS)})",
+    )
     crds.add_argument(
         "--check", action="store_true", help="fail if the files differ from the models"
     )
