@@ -26,6 +26,7 @@ from tests.integration.conftest import (
 )
 from workgate.agent.client import Agent
 from workgate.cli.kubectl_plugin import build_signal, whoami
+from workgate.core.signals import recipient_keypair
 from workgate.k8s.api import (
     BUILDRUNS,
     LEASES,
@@ -472,19 +473,8 @@ async def test_agent_suspends_its_work_order_and_alone_receives_the_token(
     assert token_file.stat().st_mode & 0o777 == 0o600
     assert token_file.read_text() == await token_of(api, namespace, "job-review")
     assert token_file.read_text() not in first.stderr + first.stdout
-    secret = (await waitpoint(api, namespace, "job-review"))["status"]["tokenSecretName"]
-    can = kubectl(
-        "auth",
-        "can-i",
-        "get",
-        f"secret/{secret}",
-        "-n",
-        namespace,
-        f"--as=system:serviceaccount:{namespace}:agent",
-        check=False,
-    )
-    assert can.stdout.strip() == "yes"
-    other = kubectl(
+    # The agent reads no Secret at all: the token reached it sealed to its own key.
+    cannot = kubectl(
         "auth",
         "can-i",
         "get",
@@ -494,7 +484,9 @@ async def test_agent_suspends_its_work_order_and_alone_receives_the_token(
         f"--as=system:serviceaccount:{namespace}:agent",
         check=False,
     )
-    assert other.stdout.strip() == "no"  # only its own waitpoint's Secret, not the rest
+    assert cannot.stdout.strip() == "no"
+    sealed = (await waitpoint(api, namespace, "job-review"))["status"]["sealedToken"]
+    assert sealed and token_file.read_text() not in sealed
 
     signal(kubectl, namespace, "job-review", "go")
     resumed = await wait_phase(api, namespace, "job", "PENDING")
@@ -505,19 +497,27 @@ async def test_agent_suspends_its_work_order_and_alone_receives_the_token(
     assert done["status"]["attempt"] == 1
 
 
-async def test_only_the_claimant_identity_can_be_named_token_recipient(
+async def test_a_dynamic_waitpoint_needs_a_recipient_key_and_a_claimed_work_order(
     api: KubeApi, namespace: str, kubectl: Any, start_operator: Any
 ) -> None:
     await start_with_webhook(start_operator, api, namespace)
     await create_workorder(api, namespace, workorder("held", "migrate", yaml="a: 1\n"))
-    wp = {
+    await wait_phase(api, namespace, "held", "PENDING")
+    wp: Body = {
         "apiVersion": "workgate.io/v1alpha1",
         "kind": "Waitpoint",
         "metadata": {
             "name": "held-steal",
-            "annotations": {"workgate.io/token-recipient": "mallory"},
+            "annotations": {"workgate.io/token-recipient-key": "bm9wZQ=="},
         },
         "spec": {"workOrderName": "held", "key": "steal", "stage": "Dynamic"},
     }
-    result = kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(wp), check=False)
-    assert result.returncode != 0 and "must name the creator" in result.stderr
+    bad_key = kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(wp), check=False)
+    assert bad_key.returncode != 0 and "X25519 public key" in bad_key.stderr
+    _, public = recipient_keypair()
+    wp["metadata"]["annotations"]["workgate.io/token-recipient-key"] = public
+    unclaimed = kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(wp), check=False)
+    assert (
+        unclaimed.returncode != 0
+        and "only a claimed WorkOrder can be suspended" in unclaimed.stderr
+    )

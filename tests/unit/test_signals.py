@@ -85,3 +85,28 @@ def test_resume_conditions() -> None:
     assert rules.is_satisfied([], ["anything"])
     assert not rules.is_satisfied(["a", "b"], ["a", "a"])
     assert rules.is_satisfied(["a", "b"], ["b", "c", "a"])
+
+
+def test_sealed_token_opens_only_with_the_recipient_key_and_waitpoint() -> None:
+    import base64
+
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    def keypair() -> tuple[bytes, str]:
+        key = X25519PrivateKey.generate()
+        raw = key.private_bytes_raw()
+        public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        return raw, base64.b64encode(public).decode()
+
+    mine, my_public = keypair()
+    theirs, _ = keypair()
+    token = rules.mint_token(KEY, "ns", "wp", "uid-1")
+    sealed = rules.seal_token(token, my_public, "uid-1")
+    assert token not in sealed and sealed != rules.seal_token(token, my_public, "uid-1")
+    assert rules.open_sealed_token(sealed, mine, "uid-1") == token
+    with pytest.raises(InvalidTag):
+        rules.open_sealed_token(sealed, theirs, "uid-1")
+    with pytest.raises(InvalidTag):
+        rules.open_sealed_token(sealed, mine, "uid-2")  # bound to its waitpoint

@@ -8,7 +8,6 @@ that Lease. The operator turns all of that into status.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import random
@@ -20,10 +19,11 @@ from typing import Any
 
 from workgate.api.common import now_utc
 from workgate.api.workorder import Phase
+from workgate.core import signals as signal_rules
 from workgate.core.claims import LeaseView, Outcome
 from workgate.core.naming import lease_name, waitpoint_name
 from workgate.k8s import claims, waitpoints
-from workgate.k8s.api import SECRETS, WAITPOINTS, WORKORDERS, ApiError, Body, KubeApi
+from workgate.k8s.api import WAITPOINTS, WORKORDERS, ApiError, Body, KubeApi
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +117,12 @@ class Claim:
     ) -> Suspension:
         """Park this attempt at a new waitpoint until its signals arrive.
 
-        Creates an active-to-be Waitpoint naming us as the only reader of its token, hands
-        the claim back (the operator marks the WorkOrder WAITING, and PENDING again once
-        the waitpoint closes, for a claimant to resume), and returns the token, which the
-        operator mints into a Secret only we may read.
+        Creates the Waitpoint with a fresh public key of ours, hands the claim back (the
+        operator marks the WorkOrder WAITING, and PENDING again once the waitpoint closes,
+        for a claimant to resume), and returns the token, which the operator mints into
+        the waitpoint's Secret and seals to our key: no one else can open that copy.
         """
-        username = await whoami(self.api)
+        private_key, public_key = signal_rules.recipient_keypair()
         name = waitpoint_name(self.name, key)
         body = waitpoints.build_dynamic_waitpoint(
             self.workorder,
@@ -131,22 +131,17 @@ class Claim:
             required_signal_names=list(required_signal_names or []),
             timeout_seconds=timeout_seconds,
             on_timeout=on_timeout,
-            recipient=username,
+            recipient_key=public_key,
         )
         await self.api.create(WAITPOINTS.path(self.namespace), body)
         await self._report(Outcome.SUSPENDED, waitpoint_key=key)
         deadline = asyncio.get_running_loop().time() + token_wait_seconds
         while True:
-            try:
-                wp = await self.api.get(WAITPOINTS.path(self.namespace, name))
-                secret_name = (wp.get("status") or {}).get("tokenSecretName")
-                if secret_name:
-                    secret = await self.api.get(SECRETS.path(self.namespace, secret_name))
-                    token = base64.b64decode(secret["data"][waitpoints.TOKEN_KEY]).decode()
-                    return Suspension(self.namespace, name, token)
-            except ApiError as exc:
-                if exc.status not in (403, 404):  # the Role granting us the Secret may lag
-                    raise
+            wp = await self.api.get(WAITPOINTS.path(self.namespace, name))
+            sealed = (wp.get("status") or {}).get("sealedToken")
+            if sealed:
+                token = signal_rules.open_sealed_token(sealed, private_key, wp["metadata"]["uid"])
+                return Suspension(self.namespace, name, token)
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"no token for waitpoint {name} within {token_wait_seconds}s")
             await asyncio.sleep(0.1)

@@ -117,6 +117,14 @@ class WaitpointStatus(CamelModel):
     token_algorithm: str | None = Field(
         default=None, description="HMAC algorithm the token was minted with: sha256 or sha1."
     )
+    sealed_token: str | None = Field(
+        default=None,
+        description=(
+            "Dynamic waitpoints only: the token sealed to the suspending claimant's public "
+            "key (X25519, AES-GCM). Only that claimant can open it; the token itself is "
+            "only in the Secret."
+        ),
+    )
     token_secret_name: str | None = Field(
         default=None,
         description="Secret holding the HMAC token a reviewer must prove to deliver a signal.",

@@ -9,12 +9,20 @@ of secret material is constant-time.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 TOKEN_ALGORITHMS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1}
 
@@ -129,3 +137,42 @@ def is_satisfied(required_signal_names: Sequence[str], received: Iterable[str]) 
     if not required_signal_names:
         return bool(names)
     return set(required_signal_names) <= names
+
+
+# --- handing a dynamic waitpoint's token to the claimant that suspended at it ---------
+# The claimant puts an X25519 public key on the Waitpoint it creates; the operator seals
+# the token to that key (ephemeral X25519 + HKDF-SHA256 + AES-256-GCM, bound to the
+# waitpoint's uid). Only the claimant's private key opens it: no RBAC on Secrets needed.
+
+_SEAL_INFO = b"workgate.io/waitpoint-token-seal/v1"
+
+
+def _seal_key(shared: bytes, uid: str) -> bytes:
+    return HKDF(hashes.SHA256(), 32, salt=uid.encode(), info=_SEAL_INFO).derive(shared)
+
+
+def seal_token(token: str, recipient_public_key: str, uid: str) -> str:
+    """Encrypt `token` so that only the holder of the recipient's private key can read it."""
+    recipient = X25519PublicKey.from_public_bytes(base64.b64decode(recipient_public_key))
+    ephemeral = X25519PrivateKey.generate()
+    key = _seal_key(ephemeral.exchange(recipient), uid)
+    nonce = os.urandom(12)
+    sealed = AESGCM(key).encrypt(nonce, token.encode(), uid.encode())
+    public = ephemeral.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return base64.b64encode(public + nonce + sealed).decode()
+
+
+def recipient_keypair() -> tuple[bytes, str]:
+    """A fresh X25519 key pair: (raw private bytes, base64 public key for the annotation)."""
+    key = X25519PrivateKey.generate()
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return key.private_bytes_raw(), base64.b64encode(public).decode()
+
+
+def open_sealed_token(sealed: str, private_key: bytes, uid: str) -> str:
+    """The claimant's side of `seal_token` (`private_key`: raw X25519 private bytes)."""
+
+    raw = base64.b64decode(sealed)
+    ephemeral, nonce, body = X25519PublicKey.from_public_bytes(raw[:32]), raw[32:44], raw[44:]
+    key = _seal_key(X25519PrivateKey.from_private_bytes(private_key).exchange(ephemeral), uid)
+    return AESGCM(key).decrypt(nonce, body, uid.encode()).decode()

@@ -15,8 +15,9 @@ from workgate.k8s.api import NAMESPACES, SECRETS, SIGNALS, WAITPOINTS, ApiError,
 from workgate.k8s.claims import child_labels, owner_reference
 
 ANNOTATION_SENDER = f"{GROUP}/sender"
-# On a Dynamic waitpoint: the user (the suspending agent) who alone may read its token.
-ANNOTATION_TOKEN_RECIPIENT = f"{GROUP}/token-recipient"
+# On a Dynamic waitpoint: the suspending claimant's X25519 public key (base64); the
+# operator seals the token to it in status.sealedToken.
+ANNOTATION_RECIPIENT_KEY = f"{GROUP}/token-recipient-key"
 LABEL_WAITPOINT = f"{GROUP}/waitpoint"
 TOKEN_KEY = "token"
 OPERATOR_KEY_SECRET = "workgate-token-key"
@@ -187,7 +188,7 @@ def build_dynamic_waitpoint(
     required_signal_names: list[str],
     timeout_seconds: int | None,
     on_timeout: str,
-    recipient: str,
+    recipient_key: str,
 ) -> Body:
     """The Waitpoint an agent creates to suspend the WorkOrder it holds."""
     spec: dict[str, Any] = {
@@ -206,68 +207,11 @@ def build_dynamic_waitpoint(
             "name": name,
             "namespace": workorder["metadata"]["namespace"],
             "labels": child_labels(workorder["metadata"]["name"]),
-            "annotations": {ANNOTATION_TOKEN_RECIPIENT: recipient},
+            "annotations": {ANNOTATION_RECIPIENT_KEY: recipient_key},
             "ownerReferences": [owner_reference(workorder)],
         },
         "spec": spec,
     }
-
-
-def _subject(username: str) -> dict[str, str]:
-    parts = username.split(":")
-    if len(parts) == 4 and parts[:2] == ["system", "serviceaccount"]:
-        return {"kind": "ServiceAccount", "name": parts[3], "namespace": parts[2]}
-    return {"kind": "User", "name": username, "apiGroup": "rbac.authorization.k8s.io"}
-
-
-async def grant_token_access(
-    api: KubeApi, waitpoint: Body, secret_name: str, username: str
-) -> None:
-    """Let exactly `username` read exactly this token Secret (a Role with resourceNames)."""
-    meta = waitpoint["metadata"]
-    namespace = meta["namespace"]
-    owner = {
-        "apiVersion": API_VERSION,
-        "kind": "Waitpoint",
-        "name": meta["name"],
-        "uid": meta["uid"],
-        "controller": True,
-    }
-    common = {
-        "name": secret_name,
-        "namespace": namespace,
-        "ownerReferences": [owner],
-        "labels": {LABEL_WAITPOINT: meta["name"][:63]},
-    }
-    role = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": common,
-        "rules": [
-            {
-                "apiGroups": [""],
-                "resources": ["secrets"],
-                "resourceNames": [secret_name],
-                "verbs": ["get"],
-            }
-        ],
-    }
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": common,
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": secret_name},
-        "subjects": [_subject(username)],
-    }
-    for path, body in (
-        (f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles", role),
-        (f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings", binding),
-    ):
-        try:
-            await api.create(path, body)
-        except ApiError as exc:
-            if not exc.conflict:
-                raise
 
 
 def signal_path(namespace: str, name: str) -> str:

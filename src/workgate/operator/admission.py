@@ -10,6 +10,8 @@ admission just makes the error immediate and clear.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 import kopf
@@ -19,7 +21,7 @@ from workgate.api.waitpoint import WaitpointStage
 from workgate.core import signals as rules
 from workgate.core.manifests import ManifestError, parse_documents, validate_objects
 from workgate.k8s.api import SUBJECT_ACCESS_REVIEWS, WAITPOINTS, WORKORDERS, ApiError, KubeApi
-from workgate.k8s.waitpoints import ANNOTATION_SENDER, ANNOTATION_TOKEN_RECIPIENT
+from workgate.k8s.waitpoints import ANNOTATION_RECIPIENT_KEY, ANNOTATION_SENDER
 from workgate.operator.config import OperatorConfig
 from workgate.operator.metrics import OperatorMetrics
 
@@ -95,12 +97,16 @@ def register_admission(
         spec = body.get("spec") or {}
         if spec.get("stage") != WaitpointStage.DYNAMIC:
             return
-        recipient = (body["metadata"].get("annotations") or {}).get(ANNOTATION_TOKEN_RECIPIENT)
-        if recipient != userinfo.get("username"):
+        recipient = (body["metadata"].get("annotations") or {}).get(ANNOTATION_RECIPIENT_KEY, "")
+        try:
+            valid_key = len(base64.b64decode(recipient, validate=True)) == 32
+        except (ValueError, binascii.Error):
+            valid_key = False
+        if not valid_key:
             raise kopf.AdmissionError(
-                f"metadata.annotations[{ANNOTATION_TOKEN_RECIPIENT}] must name the creator "
-                f"({userinfo.get('username')}): only the suspending claimant receives the token",
-                code=403,
+                f"metadata.annotations[{ANNOTATION_RECIPIENT_KEY}] must be the suspending "
+                "claimant's X25519 public key (base64, 32 bytes): the token is sealed to it",
+                code=400,
             )
         namespace = body["metadata"].get("namespace", "")
         try:

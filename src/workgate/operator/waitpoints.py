@@ -7,6 +7,7 @@ resourceVersion precondition, so neither overwrites the other.
 
 from __future__ import annotations
 
+import binascii
 import logging
 from collections import defaultdict
 from datetime import datetime
@@ -122,11 +123,16 @@ class WaitpointReconciler:
         if status.state is None:
             secret_name = token_secret_name(name)
             await io.ensure_token_secret(self.api, body, secret_name, self.token_for(body))
-            recipient = (body["metadata"].get("annotations") or {}).get(
-                io.ANNOTATION_TOKEN_RECIPIENT
-            )
+            annotations = body["metadata"].get("annotations") or {}
+            recipient = annotations.get(io.ANNOTATION_RECIPIENT_KEY)
             if spec.stage == WaitpointStage.DYNAMIC and recipient:
-                await io.grant_token_access(self.api, body, secret_name, recipient)
+                try:
+                    status.sealed_token = rules.seal_token(
+                        self.token_for(body), recipient, body["metadata"]["uid"]
+                    )
+                except (ValueError, binascii.Error):
+                    message = "the token-recipient-key annotation is not an X25519 public key"
+                    events.append(("Warning", "InvalidRecipientKey", message))
             status.state = WaitpointState.PENDING
             status.created_at = parse_time(body["metadata"].get("creationTimestamp")) or now
             status.token_secret_name = secret_name
