@@ -109,6 +109,7 @@ def test_health_of_workorders_and_waitpoints_as_the_operator_writes_them(
             "WORKGATE_WEBHOOK": "on",
             "WORKGATE_WEBHOOK_CONFIG": webhook_config,
             "WORKGATE_WEBHOOK_PORT": str(free_port()),
+            "WORKGATE_METRICS_PORT": "off",
         },
     )
     try:

@@ -7,10 +7,9 @@ operator process runs with nothing but its ServiceAccount's token and takes a bu
 WorkOrder (behind a waitpoint that a reviewer signals) to SUCCEEDED, while an agent
 claims and finishes other work with its own token.
 
-Two objects of deploy/ are only ever applied with --dry-run=server here: the CRDs (the
-cluster fixture installs them from crds/, and deploy/crds must be identical, see
-test_deploy_crds_are_the_generated_ones) and nothing that would outlive the test and
-disturb others (the operator registers its webhook itself, and it is removed at the end).
+The CRDs of deploy/ are only applied with --dry-run=server here: the cluster fixture
+installs the same ones from crds/ (`workgate crds --check` keeps the copies identical), and
+a real apply must not disturb other tests sharing the cluster.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,15 +241,6 @@ def subjects(
 # --- manifests -------------------------------------------------------------------------
 
 
-def test_deploy_crds_are_the_generated_ones() -> None:
-    crds = sorted(p.name for p in (REPO / "crds").glob("*.yaml"))
-    assert crds
-    for name in crds:
-        assert (DEPLOY / "crds" / name).read_text() == (REPO / "crds" / name).read_text(), (
-            f"deploy/crds/{name} is stale: run `workgate crds --dir deploy/crds`"
-        )
-
-
 @pytest.mark.parametrize("kustomization", ["default", "overlays/local"])
 def test_the_api_server_accepts_the_install(
     cluster: Cluster, subjects: Subjects, kustomization: str
@@ -309,6 +300,7 @@ ALLOWED: dict[str, list[Check]] = {
     "agent": [
         Check("get", WO), Check("list", WO), Check("watch", WO),
         *(Check(verb, LEASE) for verb in ("create", "get", "update", "patch", "delete")),
+        Check("create", WP), Check("get", WP),
     ],
 }  # fmt: skip
 
@@ -340,7 +332,8 @@ REFUSED: dict[str, list[Check]] = {
     "agent": [
         Check("patch", WO, sub="status"), Check("create", WO), Check("create", BUILD),
         Check("get", "secrets"), Check("create", LEASE, "kube-system"),
-        Check("list", WO, "all"),
+        Check("list", WO, "all"), Check("list", WP), Check("delete", WP),
+        Check("patch", WP, sub="status"), Check("create", SIG),
     ],
 }  # fmt: skip
 
@@ -450,6 +443,7 @@ class Operator:
 
     def __init__(self, log_path: Path, env: dict[str, str]) -> None:
         self.log_path = log_path
+        self.env = env
         base = {k: v for k, v in os.environ.items() if not k.startswith("WORKGATE_")}
         with log_path.open("ab") as log:
             self.proc = subprocess.Popen(
@@ -533,6 +527,9 @@ def operator(
             "WORKGATE_WEBHOOK": "on",
             "WORKGATE_WEBHOOK_CONFIG": WEBHOOK_CONFIG,
             "WORKGATE_WEBHOOK_PORT": str(free_port()),
+            # Probes and metrics as the Deployment configures them, on free ports.
+            "WORKGATE_LIVENESS_ENDPOINT": f"http://127.0.0.1:{free_port()}/healthz",
+            "WORKGATE_METRICS_PORT": str(free_port()),
         },
     )
     try:
@@ -579,6 +576,15 @@ def test_the_operator_runs_a_build_on_its_service_account_alone(
     events = k.json("get", "events", "-n", ns, "--field-selector", "involvedObject.name=app")
     reasons = {e["reason"] for e in events["items"]}
     assert {"Claimed", "Succeeded"} <= reasons, reasons
+
+    # The endpoints the Deployment probes and Prometheus scrapes.
+    health = urllib.request.urlopen(operator.env["WORKGATE_LIVENESS_ENDPOINT"], timeout=5)
+    assert health.status == 200
+    port = operator.env["WORKGATE_METRICS_PORT"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as scraped:
+        text = scraped.read().decode()
+    assert 'workgate_workorders{phase="SUCCEEDED",work_type="build"} 1.0' in text, text
+    assert 'workgate_attempt_duration_seconds_count{outcome="succeeded",work_type="build"}' in text
     assert_no_refusals(operator)
 
 
@@ -620,14 +626,34 @@ def test_a_reviewer_opens_a_gate_and_an_agent_does_work_each_on_its_own_token(
     author = subjects.kubectl(cluster, "author")
     author("create", "-n", ns, "-f", "-", input=workorder_manifest("lint", "lint"))
     agent_run = subprocess.run(
-        [sys.executable, "-c", AGENT_SCRIPT, ns],
+        [sys.executable, "-c", AGENT_SCRIPT, ns, "suspend"],
         env={**os.environ, "KUBECONFIG": subjects.kubeconfigs["agent"]},
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert agent_run.returncode == 0, agent_run.stdout + agent_run.stderr
-    assert agent_run.stdout.strip() == "claimed lint"
+    assert agent_run.stdout.strip() == "suspended lint at lint-check"
+    wait_until(lambda: phase_of(k, ns, "lint") == "WAITING", "lint WAITING", operator=operator)
+    # The reviewer opens the agent's waitpoint; the agent claims the work again and finishes.
+    signalled = subprocess.run(
+        [str(plugin), "signal", "lint-check", "ok", "-n", ns],
+        env={**os.environ, "KUBECONFIG": subjects.kubeconfigs["reviewer"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert signalled.returncode == 0, signalled.stdout + signalled.stderr
+    wait_until(lambda: phase_of(k, ns, "lint") == "PENDING", "lint PENDING", operator=operator)
+    agent_run = subprocess.run(
+        [sys.executable, "-c", AGENT_SCRIPT, ns, "finish"],
+        env={**os.environ, "KUBECONFIG": subjects.kubeconfigs["agent"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert agent_run.returncode == 0, agent_run.stdout + agent_run.stderr
+    assert agent_run.stdout.strip() == "finished lint"
     wait_until(lambda: phase_of(k, ns, "lint") == "SUCCEEDED", "lint SUCCEEDED", operator=operator)
 
     # Build work makes the operator create Builds, so admission asks whether the author
@@ -637,23 +663,31 @@ def test_a_reviewer_opens_a_gate_and_an_agent_does_work_each_on_its_own_token(
     assert_no_refusals(operator)
 
 
-# The agent in a process of its own, so that its KUBECONFIG is the agent's token.
+# The agent in a process of its own, so that its KUBECONFIG is the agent's token. Mode
+# "suspend" parks the claimed attempt at a waitpoint (receiving its sealed token),
+# "finish" reports success.
 AGENT_SCRIPT = """
 import asyncio, sys
 from workgate.agent.client import Agent
 from workgate.k8s.api import KubeApi
 
-async def main(namespace):
+async def main(namespace, mode):
     async with KubeApi() as api:
         agent = Agent(api, "lint", namespace=namespace, identity="agent-rbac-test")
         for _ in range(100):
             claim = await agent.claim_next()
             if claim is not None:
-                await claim.succeed()
-                print("claimed", claim.name)
-                return
+                break
             await asyncio.sleep(0.2)
-        sys.exit("nothing to claim")
+        else:
+            sys.exit("nothing to claim")
+        if mode == "suspend":
+            suspension = await claim.suspend("check", ["ok"])
+            assert suspension.token
+            print("suspended", claim.name, "at", suspension.waitpoint)
+        else:
+            await claim.succeed()
+            print("finished", claim.name)
 
-asyncio.run(main(sys.argv[1]))
+asyncio.run(main(*sys.argv[1:]))
 """
