@@ -101,3 +101,21 @@ def test_exactly_one_build() -> None:
     with pytest.raises(ManifestError, match="exactly one"):
         parse_build_work(BUILD + "---\n" + BUILD.replace("name: b", "name: c"), namespace="t")
     assert len(parse_documents(BUILD + "---\n")) == 1
+
+
+def test_condition_transition_time_moves_only_when_status_changes() -> None:
+    from workgate.api.common import ConditionStatus
+    from workgate.core.conditions import get_condition, set_condition
+
+    t0, t1 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
+    conds = set_condition([], "Ready", ConditionStatus.FALSE, "Queued", "", generation=1, now=t0)
+    conds = set_condition(
+        conds, "Ready", ConditionStatus.FALSE, "Claimed", "m", generation=2, now=t1
+    )
+    ready = get_condition(conds, "Ready")
+    assert ready is not None and ready.last_transition_time == t0 and ready.reason == "Claimed"
+    assert ready.observed_generation == 2 and len(conds) == 1
+    conds = set_condition(
+        conds, "Ready", ConditionStatus.TRUE, "Succeeded", "", generation=2, now=t1
+    )
+    assert get_condition(conds, "Ready").last_transition_time == t1  # type: ignore[union-attr]

@@ -18,36 +18,19 @@ def set_condition(
     now: datetime,
 ) -> list[Condition]:
     """Return `conditions` with `type_` set; the transition time moves only on a status change."""
-    result: list[Condition] = []
-    found = False
-    for existing in conditions:
-        if existing.type != type_:
-            result.append(existing)
-            continue
-        found = True
-        changed = existing.status != status
-        result.append(
-            Condition(
-                type=type_,
-                status=status,
-                reason=reason,
-                message=message,
-                observed_generation=generation,
-                last_transition_time=now if changed else existing.last_transition_time,
-            )
-        )
-    if not found:
-        result.append(
-            Condition(
-                type=type_,
-                status=status,
-                reason=reason,
-                message=message,
-                observed_generation=generation,
-                last_transition_time=now,
-            )
-        )
-    return result
+    existing = get_condition(conditions, type_)
+    unchanged = existing is not None and existing.status == status
+    updated = Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message,
+        observed_generation=generation,
+        last_transition_time=existing.last_transition_time if existing and unchanged else now,
+    )
+    if existing is None:
+        return [*conditions, updated]
+    return [updated if c.type == type_ else c for c in conditions]
 
 
 def get_condition(conditions: list[Condition], type_: str) -> Condition | None:

@@ -531,42 +531,17 @@ class _Machine:
             Phase.FAILED: st.last_error or "failed",
         }[phase]
         T, F, U = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
-        done = phase in TERMINAL_PHASES
-        succeeded = {Phase.SUCCEEDED: T, Phase.FAILED: F}.get(phase, U)
+        # kstatus reads Ready/Reconciling/Stalled; `kubectl wait` users read Succeeded.
+        wanted = {
+            "Succeeded": {Phase.SUCCEEDED: T, Phase.FAILED: F}.get(phase, U),
+            "Ready": T if phase == Phase.SUCCEEDED else F,
+            "Reconciling": F if phase in TERMINAL_PHASES else T,
+            "Stalled": T if phase == Phase.FAILED else F,
+            "Claimed": T if phase == Phase.CLAIMED else F,
+        }
         conds = st.conditions
-        conds = set_condition(
-            conds, "Succeeded", succeeded, reason, message, generation=gen, now=now
-        )
-        conds = set_condition(
-            conds,
-            "Ready",
-            T if phase == Phase.SUCCEEDED else F,
-            reason,
-            message,
-            generation=gen,
-            now=now,
-        )
-        conds = set_condition(
-            conds, "Reconciling", F if done else T, reason, message, generation=gen, now=now
-        )
-        conds = set_condition(
-            conds,
-            "Stalled",
-            T if phase == Phase.FAILED else F,
-            reason,
-            message,
-            generation=gen,
-            now=now,
-        )
-        conds = set_condition(
-            conds,
-            "Claimed",
-            T if phase == Phase.CLAIMED else F,
-            reason,
-            message,
-            generation=gen,
-            now=now,
-        )
+        for type_, value in wanted.items():
+            conds = set_condition(conds, type_, value, reason, message, generation=gen, now=now)
         st.conditions = conds
         st.observed_generation = gen
         return self.decision

@@ -41,27 +41,33 @@ def waitpoint_view(body: Body) -> WaitpointView:
     )
 
 
+def _waitpoint(
+    workorder: Body, name: str, spec: dict[str, Any], annotations: dict[str, str]
+) -> Body:
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": workorder["metadata"]["namespace"],
+        "labels": child_labels(workorder["metadata"]["name"]),
+        "ownerReferences": [owner_reference(workorder)],
+    }
+    if annotations:
+        metadata["annotations"] = annotations
+    spec = {"workOrderName": workorder["metadata"]["name"], **spec}
+    if spec.get("timeoutSeconds") is None:
+        spec.pop("timeoutSeconds", None)
+    return {"apiVersion": API_VERSION, "kind": "Waitpoint", "metadata": metadata, "spec": spec}
+
+
 def build_waitpoint(workorder: Body, name: str, gate: Gate) -> Body:
-    spec: dict[str, Any] = {
-        "workOrderName": workorder["metadata"]["name"],
+    """The Waitpoint of a declared gate."""
+    spec = {
         "key": gate.key,
         "stage": gate.stage,
         "requiredSignalNames": list(gate.required_signal_names),
+        "timeoutSeconds": gate.timeout_seconds,
         "onTimeout": gate.on_timeout,
     }
-    if gate.timeout_seconds is not None:
-        spec["timeoutSeconds"] = gate.timeout_seconds
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "Waitpoint",
-        "metadata": {
-            "name": name,
-            "namespace": workorder["metadata"]["namespace"],
-            "labels": child_labels(workorder["metadata"]["name"]),
-            "ownerReferences": [owner_reference(workorder)],
-        },
-        "spec": spec,
-    }
+    return _waitpoint(workorder, name, spec, {})
 
 
 async def create_waitpoint(api: KubeApi, body: Body) -> Body | None:
@@ -191,27 +197,14 @@ def build_dynamic_waitpoint(
     recipient_key: str,
 ) -> Body:
     """The Waitpoint an agent creates to suspend the WorkOrder it holds."""
-    spec: dict[str, Any] = {
-        "workOrderName": workorder["metadata"]["name"],
+    spec = {
         "key": key,
         "stage": "Dynamic",
         "requiredSignalNames": required_signal_names,
+        "timeoutSeconds": timeout_seconds,
         "onTimeout": on_timeout,
     }
-    if timeout_seconds is not None:
-        spec["timeoutSeconds"] = timeout_seconds
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "Waitpoint",
-        "metadata": {
-            "name": name,
-            "namespace": workorder["metadata"]["namespace"],
-            "labels": child_labels(workorder["metadata"]["name"]),
-            "annotations": {ANNOTATION_RECIPIENT_KEY: recipient_key},
-            "ownerReferences": [owner_reference(workorder)],
-        },
-        "spec": spec,
-    }
+    return _waitpoint(workorder, name, spec, {ANNOTATION_RECIPIENT_KEY: recipient_key})
 
 
 def signal_path(namespace: str, name: str) -> str:

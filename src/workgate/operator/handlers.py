@@ -17,6 +17,7 @@ import kopf
 from workgate.api.common import GROUP, LABEL_MANAGED_BY, MANAGED_BY, VERSION
 from workgate.k8s.api import BUILDRUNS, LEASES
 from workgate.operator.admission import register_admission
+from workgate.operator.cache import ObjectCache
 from workgate.operator.certs import ServingCert, issue_serving_cert
 from workgate.operator.config import OperatorConfig
 from workgate.operator.waitpoints import WaitpointReconciler
@@ -116,44 +117,36 @@ def build_registry(
         reconciler.workorders.observe(key, body)
         reconciler.queue.add(key)
 
-    @kopf.on.event(
-        LEASES.group,
-        LEASES.version,
-        LEASES.plural,
-        registry=registry,
-        labels={LABEL_MANAGED_BY: MANAGED_BY},
-    )
-    async def lease_event(event: kopf.RawEvent, **_: Any) -> None:
-        body = cast(dict[str, Any], event["object"])
-        owner = _owner_workorder(body)
-        if owner is None:
-            return
-        key = (body["metadata"]["namespace"], owner)
-        if event.get("type") == "DELETED":
-            reconciler.leases.deleted(key, body)
-        else:
-            reconciler.leases.observe(key, body)
-        reconciler.queue.add(key)
+    def children(cache: ObjectCache[tuple[str, str]], by_owner: bool) -> Any:
+        """A handler for Leases (cached by owner) or BuildRuns (cached by name)."""
 
-    @kopf.on.event(
-        BUILDRUNS.group,
-        BUILDRUNS.version,
-        BUILDRUNS.plural,
-        registry=registry,
-        labels={LABEL_MANAGED_BY: MANAGED_BY},
-    )
-    async def build_run_event(event: kopf.RawEvent, **_: Any) -> None:
-        body = cast(dict[str, Any], event["object"])
-        owner = _owner_workorder(body)
-        if owner is None:
-            return
-        namespace = body["metadata"]["namespace"]
-        key = (namespace, body["metadata"]["name"])
-        if event.get("type") == "DELETED":
-            reconciler.build_runs.deleted(key, body)
-        else:
-            reconciler.build_runs.observe(key, body)
-        reconciler.queue.add((namespace, owner))
+        async def on_child_event(event: kopf.RawEvent, **_: Any) -> None:
+            body = cast(dict[str, Any], event["object"])
+            owner = _owner_workorder(body)
+            if owner is None:
+                return
+            namespace = body["metadata"]["namespace"]
+            key = (namespace, owner if by_owner else body["metadata"]["name"])
+            if event.get("type") == "DELETED":
+                cache.deleted(key, body)
+            else:
+                cache.observe(key, body)
+            reconciler.queue.add((namespace, owner))
+
+        return on_child_event
+
+    for resource, cache, by_owner in (
+        (LEASES, reconciler.leases, True),
+        (BUILDRUNS, reconciler.build_runs, False),
+    ):
+        kopf.on.event(
+            resource.group,
+            resource.version,
+            resource.plural,
+            id=resource.plural,
+            registry=registry,
+            labels={LABEL_MANAGED_BY: MANAGED_BY},
+        )(children(cache, by_owner))
 
     @kopf.on.event(GROUP, VERSION, "waitpoints", registry=registry)
     async def waitpoint_event(event: kopf.RawEvent, **_: Any) -> None:
