@@ -18,7 +18,7 @@ run: install
 	$(BIN)/workgate up
 
 lint: install
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/workgate crds --check
 

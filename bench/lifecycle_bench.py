@@ -43,9 +43,8 @@ def free_port() -> int:
 
 
 async def write_counts(api: KubeApi) -> Counter[str]:
-    response = await api._http.get("/metrics")  # noqa: SLF001 - plain text, not JSON
     counts: Counter[str] = Counter()
-    for line in response.text.splitlines():
+    for line in (await api.get_text("/metrics")).splitlines():
         match = METRIC.match(line)
         if not match:
             continue
@@ -56,6 +55,11 @@ async def write_counts(api: KubeApi) -> Counter[str]:
                 resource += "/" + labels["subresource"]
             counts[f"{labels['verb']} {resource}"] += int(float(match["value"]))
     return counts
+
+
+def summary(seconds: list[float]) -> str:
+    median, p99 = statistics.median(seconds) * 1000, percentile(seconds, 0.99) * 1000
+    return f"median {median:.0f} ms, p99 {p99:.0f} ms, max {max(seconds) * 1000:.0f} ms"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -164,14 +168,9 @@ async def bench_workorders(api: KubeApi, namespace: str, total: int, rate: float
     print("API writes by the operator (server-side apiserver_request_total delta):")
     for key, value in sorted(operator.items()):
         print(f"  {key:40s} {value:6d}  ({value / total:.2f} per WorkOrder)")
-    print(
-        f"  {'total':40s} {sum(operator.values()):6d}  ({sum(operator.values()) / total:.2f} per WorkOrder)"
-    )
-    print(
-        "apply -> BuildRun created latency: "
-        f"median {statistics.median(latencies) * 1000:.0f} ms, p99 {percentile(latencies, 0.99) * 1000:.0f} ms, "
-        f"max {max(latencies) * 1000:.0f} ms"
-    )
+    writes = sum(operator.values())
+    print(f"  {'total':40s} {writes:6d}  ({writes / total:.2f} per WorkOrder)")
+    print(f"apply -> BuildRun created latency: {summary(latencies)}")
 
 
 async def bench_signals(api: KubeApi, namespace: str, total: int) -> None:
@@ -188,7 +187,7 @@ async def bench_signals(api: KubeApi, namespace: str, total: int) -> None:
             == total
         )
 
-    while not await all_active():
+    while not await all_active():  # noqa: ASYNC110 - polling the API server, not a local flag
         await asyncio.sleep(0.2)
     resumed: dict[str, float] = {}
     waiters: dict[str, asyncio.Event] = {}
@@ -215,13 +214,8 @@ async def bench_signals(api: KubeApi, namespace: str, total: int) -> None:
         await asyncio.wait_for(waiters[name].wait(), timeout=30)
         latencies.append(resumed[name] - sent)
     watcher.cancel()
-    print(
-        f"\n== {total} signals, one at a time (reviewer flow of `kubectl workgate signal`, webhook on)"
-    )
-    print(
-        f"signal -> resume latency: median {statistics.median(latencies) * 1000:.0f} ms, "
-        f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms"
-    )
+    print(f"\n== {total} signals, one at a time (`kubectl workgate signal`'s flow, webhook on)")
+    print(f"signal -> resume latency: {summary(latencies)}")
 
 
 async def main() -> None:
@@ -246,17 +240,11 @@ async def main() -> None:
                     await bench_signals(api, namespace, count)
             finally:
                 operator.terminate()
-                operator.wait(15)
-                subprocess.run(
-                    [
-                        "kubectl",
-                        "delete",
-                        "validatingwebhookconfiguration",
-                        f"{namespace}.bench.workgate.io",
-                        "--ignore-not-found",
-                    ],
-                    capture_output=True,
-                    check=False,
+                await asyncio.to_thread(operator.wait, 15)
+                await api.request(
+                    "DELETE",
+                    "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/"
+                    f"{namespace}.bench.workgate.io",
                 )
                 await api.request("DELETE", NAMESPACES.path(None, namespace))
     print(f"\noperator logs: {logs}")

@@ -133,6 +133,13 @@ class KubeApi:
         result: Body = response.json()
         return result
 
+    async def get_text(self, path: str) -> str:
+        """A plain-text endpoint, such as the API server's /metrics."""
+        response = await self._http.get(path)
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, response.reason_phrase, response.text[:500])
+        return str(response.text)
+
     async def get(self, path: str, params: dict[str, str] | None = None) -> Body:
         return await self.request("GET", path, params=params)
 
