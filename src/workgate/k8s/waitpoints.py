@@ -156,33 +156,41 @@ async def ensure_token_secret(api: KubeApi, waitpoint: Body, name: str, token: s
             raise
 
 
-async def ensure_operator_key(api: KubeApi, namespace: str) -> bytes:
-    """The operator's HMAC key for minting tokens, kept in a Secret (created on first start)."""
-    path = SECRETS.path(namespace, OPERATOR_KEY_SECRET)
+async def get_or_create_secret(api: KubeApi, namespace: str, name: str, make: Any) -> Body:
+    """The Secret `name`, created from `make()` (a `data` dict) if absent: first writer wins."""
+    path = SECRETS.path(namespace, name)
     try:
-        secret = await api.get(path)
+        return await api.get(path)
     except ApiError as exc:
         if not exc.not_found:
             raise
-        try:
-            await api.create(NAMESPACES.path(), {"metadata": {"name": namespace}})
-        except ApiError as ns_exc:
-            if not (ns_exc.conflict or ns_exc.status == 403):
-                raise
-        key = base64.b64encode(secrets.token_bytes(32)).decode()
-        body = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": "Opaque",
-            "metadata": {"name": OPERATOR_KEY_SECRET, "namespace": namespace},
-            "data": {"key": key},
-        }
-        try:
-            secret = await api.create(SECRETS.path(namespace), body)
-        except ApiError as create_exc:
-            if not create_exc.conflict:
-                raise
-            secret = await api.get(path)
+    body = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": make(),
+    }
+    try:
+        return await api.create(SECRETS.path(namespace), body)
+    except ApiError as exc:
+        if not exc.conflict:
+            raise
+        return await api.get(path)
+
+
+async def ensure_operator_key(api: KubeApi, namespace: str) -> bytes:
+    """The operator's HMAC key for minting tokens, kept in a Secret (created on first start)."""
+    try:
+        await api.create(NAMESPACES.path(), {"metadata": {"name": namespace}})
+    except ApiError as exc:
+        if not (exc.conflict or exc.status == 403):
+            raise
+
+    def make() -> dict[str, str]:
+        return {"key": base64.b64encode(secrets.token_bytes(32)).decode()}
+
+    secret = await get_or_create_secret(api, namespace, OPERATOR_KEY_SECRET, make)
     return base64.b64decode(secret["data"]["key"])
 
 

@@ -34,6 +34,25 @@ def _san(host: str) -> x509.GeneralName:
         return x509.DNSName(host)
 
 
+def load_serving_cert(directory: Path) -> ServingCert:
+    ca = directory / "ca.crt"
+    return ServingCert(
+        ca.read_bytes() if ca.exists() else b"", directory / "tls.crt", directory / "tls.key"
+    )
+
+
+def write_serving_cert(
+    directory: Path, ca_pem: bytes, cert_pem: bytes, key_pem: bytes
+) -> ServingCert:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "ca.crt").write_bytes(ca_pem)
+    (directory / "tls.crt").write_bytes(cert_pem)
+    key_path = directory / "tls.key"
+    key_path.touch(mode=0o600)
+    key_path.write_bytes(key_pem)
+    return load_serving_cert(directory)
+
+
 def issue_serving_cert(directory: Path, hosts: list[str], days: int = 365) -> ServingCert:
     """A fresh CA and a serving certificate for `hosts`, written to `directory` (0600)."""
     now = datetime.now(UTC)
@@ -62,15 +81,13 @@ def issue_serving_cert(directory: Path, hosts: list[str], days: int = 365) -> Se
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    directory.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.touch(mode=0o600)
-    key_path.write_bytes(
+    return write_serving_cert(
+        directory,
+        ca_cert.public_bytes(serialization.Encoding.PEM),
+        cert.public_bytes(serialization.Encoding.PEM),
         key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
-        )
+        ),
     )
-    return ServingCert(ca_cert.public_bytes(serialization.Encoding.PEM), cert_path, key_path)

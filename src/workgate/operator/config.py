@@ -52,6 +52,9 @@ class OperatorConfig:
     webhook_cert_dir: str | None = None  # tls.crt, tls.key (+ ca.crt) from cert-manager
     webhook_config_name: str = "workgate.io"
     webhook_service: str | None = None  # "namespace/name:port": in-cluster, via a Service
+    # Secret (in operator_namespace) holding the serving certificate every replica shares;
+    # the first replica to start creates it. None: each process signs its own.
+    webhook_cert_secret: str | None = None
     metrics_port: int | None = 9090  # None: no metrics endpoint
     liveness_endpoint: str | None = None  # e.g. http://0.0.0.0:8080/healthz (Kopf's probe)
     workers: int = 8
@@ -95,6 +98,7 @@ class OperatorConfig:
             webhook_cert_dir=env.get("WORKGATE_WEBHOOK_CERT_DIR") or None,
             webhook_config_name=env.get("WORKGATE_WEBHOOK_CONFIG", default.webhook_config_name),
             webhook_service=env.get("WORKGATE_WEBHOOK_SERVICE") or None,
+            webhook_cert_secret=env.get("WORKGATE_WEBHOOK_CERT_SECRET") or None,
             metrics_port=_port_or_off(env.get("WORKGATE_METRICS_PORT", str(default.metrics_port))),
             liveness_endpoint=env.get("WORKGATE_LIVENESS_ENDPOINT") or None,
         )

@@ -7,6 +7,7 @@ in the reconciler, keyed by WorkOrder, whatever kind of object the event was abo
 
 from __future__ import annotations
 
+import base64
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,10 +16,16 @@ from typing import Any, cast
 import kopf
 
 from workgate.api.common import GROUP, LABEL_MANAGED_BY, MANAGED_BY, VERSION
-from workgate.k8s.api import BUILDRUNS, LEASES
+from workgate.k8s.api import BUILDRUNS, LEASES, KubeApi
+from workgate.k8s.waitpoints import get_or_create_secret
 from workgate.operator.admission import register_admission
 from workgate.operator.cache import ObjectCache
-from workgate.operator.certs import ServingCert, issue_serving_cert
+from workgate.operator.certs import (
+    ServingCert,
+    issue_serving_cert,
+    load_serving_cert,
+    write_serving_cert,
+)
 from workgate.operator.config import OperatorConfig
 from workgate.operator.waitpoints import WaitpointReconciler
 from workgate.operator.workorders import WorkOrderReconciler
@@ -53,16 +60,35 @@ class ServiceWebhookServer(kopf.WebhookServer):
             yield routed
 
 
-def webhook_server(config: OperatorConfig) -> kopf.WebhookServer:
-    host = config.webhook_host or config.webhook_addr
+async def serving_cert(api: KubeApi, config: OperatorConfig, host: str) -> ServingCert:
+    """Mounted files (e.g. cert-manager's) first; else the Secret all replicas share, which
+    the first replica creates; else a certificate of this process's own."""
     cert_dir = Path(config.webhook_cert_dir) if config.webhook_cert_dir else None
     if cert_dir and (cert_dir / "tls.crt").exists():
-        ca = cert_dir / "ca.crt"
-        cert = ServingCert(
-            ca.read_bytes() if ca.exists() else b"", cert_dir / "tls.crt", cert_dir / "tls.key"
-        )
-    else:
-        cert = issue_serving_cert(Path(tempfile.mkdtemp(prefix="workgate-webhook-")), [host])
+        return load_serving_cert(cert_dir)
+    scratch = Path(tempfile.mkdtemp(prefix="workgate-webhook-"))
+    if not config.webhook_cert_secret:
+        return issue_serving_cert(scratch, [host])
+
+    def make() -> dict[str, str]:
+        cert = issue_serving_cert(scratch / "new", [host])
+        files = {
+            "ca.crt": cert.ca_pem,
+            "tls.crt": cert.cert_path.read_bytes(),
+            "tls.key": cert.key_path.read_bytes(),
+        }
+        return {k: base64.b64encode(v).decode() for k, v in files.items()}
+
+    secret = await get_or_create_secret(
+        api, config.operator_namespace, config.webhook_cert_secret, make
+    )
+    data = {k: base64.b64decode(v) for k, v in secret["data"].items()}
+    return write_serving_cert(scratch / "shared", data["ca.crt"], data["tls.crt"], data["tls.key"])
+
+
+async def webhook_server(api: KubeApi, config: OperatorConfig) -> kopf.WebhookServer:
+    host = config.webhook_host or config.webhook_addr
+    cert = await serving_cert(api, config, host)
     if config.webhook_service:
         return ServiceWebhookServer(
             config.webhook_service,
@@ -100,7 +126,7 @@ def build_registry(
         settings.watching.label_selectors[BUILDRUNS.group, BUILDRUNS.plural] = MANAGED_SELECTOR
         settings.watching.server_timeout = 300
         if config.webhook:
-            settings.admission.server = webhook_server(config)
+            settings.admission.server = await webhook_server(reconciler.api, config)
             settings.admission.managed = config.webhook_config_name
 
     @kopf.on.login(registry=registry)
