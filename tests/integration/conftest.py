@@ -97,11 +97,12 @@ def start_operator(kubeconfig: str, tmp_path: Path) -> Iterator[Callable[..., Op
     def start(*namespaces: str, webhook: bool = False, **env: str) -> OperatorProcess:
         env = {"WORKGATE_WEBHOOK": "off", "WORKGATE_METRICS_PORT": "off", **env}
         if webhook:
-            env.update(
-                WORKGATE_WEBHOOK="on",
-                WORKGATE_WEBHOOK_PORT=str(free_port()),
-                WORKGATE_WEBHOOK_CONFIG=f"{namespaces[0]}.test.workgate.io",
-            )
+            env = {
+                "WORKGATE_WEBHOOK_PORT": str(free_port()),
+                "WORKGATE_WEBHOOK_CONFIG": f"{namespaces[0]}.test.workgate.io",
+                **env,
+                "WORKGATE_WEBHOOK": "on",
+            }
         op = OperatorProcess(tmp_path / f"operator-{len(started)}.log", list(namespaces), env)
         op.start()
         started.append(op)
