@@ -286,11 +286,9 @@ class _Machine:
             return
         self.st.waiting_on = None
         self.event("Normal", "GatesPassed", f"{stage} gates passed")
-        if stage == WaitpointStage.DYNAMIC:
-            self.st.phase = Phase.PENDING  # the suspended attempt is claimed again to resume
-        elif stage == WaitpointStage.AFTER_SUCCESS:
+        if stage == WaitpointStage.AFTER_SUCCESS:
             self.complete()
-        else:
+        else:  # before execution, or a suspended attempt: claimable (again)
             self.st.phase = Phase.PENDING
 
     def cancel_open_waitpoints(self) -> None:
