@@ -568,6 +568,8 @@ def test_the_operator_runs_a_build_on_its_service_account_alone(
     assert build["metadata"]["ownerReferences"][0]["name"] == "app"
     lease = k.json("get", "-n", ns, "lease", "app-claim")
     assert lease["spec"]["holderIdentity"] == "workgate-operator/rbac-test"
+    claimed = scrape(operator)  # metrics move with the WorkOrder: CLAIMED now, SUCCEEDED later
+    assert 'workgate_workorders{phase="CLAIMED",work_type="build"} 1.0' in claimed, claimed
 
     finish_build_run(k, ns, "app-a1", succeeded=True)
     wait_until(lambda: phase_of(k, ns, "app") == "SUCCEEDED", "app SUCCEEDED", operator=operator)
@@ -580,12 +582,18 @@ def test_the_operator_runs_a_build_on_its_service_account_alone(
     # The endpoints the Deployment probes and Prometheus scrapes.
     health = urllib.request.urlopen(operator.env["WORKGATE_LIVENESS_ENDPOINT"], timeout=5)
     assert health.status == 200
-    port = operator.env["WORKGATE_METRICS_PORT"]
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as scraped:
-        text = scraped.read().decode()
+    text = scrape(operator)
     assert 'workgate_workorders{phase="SUCCEEDED",work_type="build"} 1.0' in text, text
+    assert 'workgate_workorders{phase="CLAIMED",work_type="build"} 0.0' in text, text
     assert 'workgate_attempt_duration_seconds_count{outcome="succeeded",work_type="build"}' in text
     assert_no_refusals(operator)
+
+
+def scrape(operator: Operator) -> str:
+    port = operator.env["WORKGATE_METRICS_PORT"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as scraped:
+        text: str = scraped.read().decode()
+    return text
 
 
 def test_a_reviewer_opens_a_gate_and_an_agent_does_work_each_on_its_own_token(
