@@ -9,7 +9,7 @@ can produce them, so the checks read the shape the operator actually writes.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import lupa.lua51 as lua51
 import pytest
 import yaml
 
+from tests.unit.samples import BUILD, NOW, POLICY
 from workgate.api.common import ConditionStatus
 from workgate.api.workorder import WorkOrderSpec, WorkOrderStatus
 from workgate.core import lifecycle as lc
@@ -61,19 +62,6 @@ def waitpoint_health(obj: dict[str, Any]) -> dict[str, str]:
 
 
 # --- WorkOrder: statuses from the real state machine ----------------------------------
-
-NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
-BUILD = """
-apiVersion: shipwright.io/v1beta1
-kind: Build
-metadata:
-  name: hello
-spec:
-  source: {type: Git, git: {url: https://example.invalid/repo}}
-  strategy: {name: buildah, kind: ClusterBuildStrategy}
-  output: {image: registry.invalid/hello:v1}
-"""
-POLICY = lc.Policy(identity="op", backoff_cap_seconds=1000)
 
 
 def decide(

@@ -1,27 +1,15 @@
 """The WorkOrder state machine, without a cluster."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
+from tests.unit.samples import BUILD, NOW, POLICY
 from workgate.api.common import ConditionStatus
 from workgate.api.workorder import Phase, WorkOrderSpec, WorkOrderStatus
 from workgate.core import lifecycle as lc
 from workgate.core.claims import LeaseView, Outcome
 from workgate.core.conditions import get_condition
-
-NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
-BUILD = """
-apiVersion: shipwright.io/v1beta1
-kind: Build
-metadata:
-  name: hello
-spec:
-  source: {type: Git, git: {url: https://example.invalid/repo}}
-  strategy: {name: buildah, kind: ClusterBuildStrategy}
-  output: {image: registry.invalid/hello:latest}
-"""
-POLICY = lc.Policy(identity="op", backoff_cap_seconds=1000)
 
 
 def observe(
