@@ -8,6 +8,7 @@ way `KUBECONFIG` is set and the built `kubectl` comes first on `PATH` (the machi
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import secrets
@@ -120,28 +121,8 @@ def kubeconfig(
 
 @pytest.fixture(scope="session")
 def kubectl(kubeconfig: str, control_plane_binaries: Binaries) -> Kubectl:
-    """`kubectl(*args, check=True, input=None, timeout=60)` with the built kubectl."""
-    binary = str(control_plane_binaries.kubectl)
-
-    def run(
-        *args: str, check: bool = True, input: str | None = None, timeout: float = 60
-    ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [binary, *args],
-            env={**os.environ, "KUBECONFIG": kubeconfig},
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"kubectl {' '.join(args)} exited {result.returncode}: {result.stderr.strip()}"
-            )
-        return result
-
-    return run
+    """`kubectl(*args, check=True, input=None, timeout=120)` with the built kubectl."""
+    return functools.partial(run_kubectl, control_plane_binaries.kubectl, Path(kubeconfig))
 
 
 @pytest.fixture
