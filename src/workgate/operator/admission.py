@@ -19,8 +19,18 @@ import kopf
 from workgate.api.common import GROUP, VERSION
 from workgate.api.waitpoint import WaitpointStage
 from workgate.core import signals as rules
+from workgate.core.claims import LeaseView
 from workgate.core.manifests import ManifestError, parse_documents, validate_objects
-from workgate.k8s.api import SUBJECT_ACCESS_REVIEWS, WAITPOINTS, WORKORDERS, ApiError, KubeApi
+from workgate.core.naming import lease_name
+from workgate.k8s.api import (
+    LEASES,
+    SUBJECT_ACCESS_REVIEWS,
+    WAITPOINTS,
+    WORKORDERS,
+    ApiError,
+    Body,
+    KubeApi,
+)
 from workgate.k8s.waitpoints import ANNOTATION_RECIPIENT_KEY, ANNOTATION_SENDER
 from workgate.operator.config import OperatorConfig
 from workgate.operator.metrics import OperatorMetrics
@@ -117,7 +127,7 @@ def register_admission(
                     "spec.workOrderName: no such WorkOrder", code=404
                 ) from None
             raise
-        if (wo.get("status") or {}).get("phase") != "CLAIMED":
+        if not await _claim_held(api, namespace, wo):
             raise kopf.AdmissionError(
                 "only a claimed WorkOrder can be suspended (its claimant suspends it)", code=409
             )
@@ -164,6 +174,20 @@ def register_admission(
                         "WorkOrder cannot do it for them",
                         code=403,
                     )
+
+
+async def _claim_held(api: KubeApi, namespace: str, workorder: Body) -> bool:
+    """Does a Lease hold the WorkOrder's current attempt? The Lease is the claim; status
+    may not record it yet when a claimant suspends right after claiming."""
+    try:
+        lease = await api.get(LEASES.path(namespace, lease_name(workorder["metadata"]["name"])))
+    except ApiError as exc:
+        if exc.not_found:
+            return False
+        raise
+    view = LeaseView.from_body(lease)
+    attempt = int((workorder.get("status") or {}).get("retryCount") or 0) + 1
+    return view.attempt == attempt and view.outcome is None
 
 
 async def _allowed(
