@@ -681,7 +681,7 @@ from workgate.k8s.api import KubeApi
 
 async def main(namespace, mode):
     async with KubeApi() as api:
-        agent = Agent(api, "lint", namespace=namespace, identity="agent-rbac-test")
+        agent = Agent(api, "lint", namespace=namespace, instance="agent-rbac-test")
         for _ in range(100):
             claim = await agent.claim_next()
             if claim is not None:

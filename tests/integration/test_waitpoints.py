@@ -447,8 +447,6 @@ async def test_agent_suspends_its_work_order_and_alone_receives_the_token(
                 "--namespace",
                 namespace,
                 "--once",
-                "--poll-seconds",
-                "0.2",
                 "--token-dir",
                 str(tokens),
                 "--",

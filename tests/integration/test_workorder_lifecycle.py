@@ -253,10 +253,8 @@ def _agent(
             work_type,
             "--namespace",
             namespace,
-            "--identity",
+            "--instance",
             identity,
-            "--poll-seconds",
-            "0.2",
             "--once",
             "--",
             *command,
@@ -344,7 +342,7 @@ async def test_twenty_agents_racing_for_two_hundred_work_orders(
 
     async def run_agent(index: int) -> None:
         async with KubeApi() as own_api:
-            agent = Agent(own_api, "race", namespace=namespace, identity=f"racer-{index}")
+            agent = Agent(own_api, "race", namespace=namespace, instance=f"racer-{index}")
             idle_since = asyncio.get_running_loop().time()
             while asyncio.get_running_loop().time() - idle_since < 3:
                 claim = await agent.claim_next()

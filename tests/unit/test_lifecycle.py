@@ -268,8 +268,8 @@ def test_new_gated_work_order_creates_its_waitpoints_and_waits() -> None:
     d = lc.decide(gated(), POLICY)
     assert d.status.phase == Phase.WAITING and d.status.waiting_on == "approve"
     assert [a.name for a in d.actions if isinstance(a, lc.CreateWaitpoint)] == [
-        "wo1-approve",
-        "wo1-verify",
+        "wo1.approve",
+        "wo1.verify",
     ]
 
 
@@ -326,7 +326,7 @@ def test_success_stops_at_after_success_gate_and_continue_policy_completes() -> 
 def test_a_waitpoint_that_lowers_the_declared_bar_is_not_trusted() -> None:
     waiting = lc.decide(gated(), POLICY).status
     forged = lc.WaitpointView(
-        name="wo1-approve",
+        name="wo1.approve",
         key="approve",
         state=None,
         close_reason=None,

@@ -1,8 +1,20 @@
 """The agent API: claim WorkOrders of a work type, keep the claim alive, report the outcome.
 
 An agent never writes a WorkOrder. It claims by creating the WorkOrder's Lease (atomic:
-exactly one creator wins), renews the Lease while it works, and reports the outcome on
-that Lease. The operator turns all of that into status.
+exactly one creator wins) as itself: `holderIdentity` is the user name the API server
+authenticated (the operator's admission webhook refuses any other). It renews the Lease
+while it works and reports the outcome on that Lease; the operator turns all of that
+into status.
+
+Fencing, as client-go's leader election does it: a claim that has not been renewed
+within its renew deadline (two thirds of `claimTimeoutSeconds`), or that is found taken
+over, is *lost*: `Claim.lost` is set, the work must stop (the `workgate agent` command
+terminates its command, then kills it after a grace period), and nothing is reported.
+The deadline plus the grace end before the Lease can go stale, so no other claimant can
+start the attempt while this one still runs. Transient API errors are retried.
+
+Only the standard library, the API client and the wire names are imported here, so an
+agent process stays small; dynamic suspension loads its cryptography when used.
 """
 
 from __future__ import annotations
@@ -12,24 +24,25 @@ import contextlib
 import logging
 import random
 import socket
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from workgate.api.common import now_utc
-from workgate.api.workorder import Phase
-from workgate.core import signals as signal_rules
-from workgate.core.claims import LeaseView, Outcome
+from workgate.agent.feed import Candidate, WorkFeed, spread_score
+from workgate.api.wire import Phase, now_utc
+from workgate.core.claims import Fencing, LeaseView, Outcome
 from workgate.core.naming import lease_name, waitpoint_name
-from workgate.k8s import claims, waitpoints
-from workgate.k8s.api import WAITPOINTS, WORKORDERS, ApiError, Body, KubeApi
+from workgate.k8s import claims
+from workgate.k8s.api import LEASES, WAITPOINTS, WORKORDERS, ApiError, Body, KubeApi, is_transient
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
-def default_identity() -> str:
-    return f"agent/{socket.gethostname()}/{uuid.uuid4().hex[:8]}"
+def default_instance() -> str:
+    return f"{socket.gethostname()}/{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True)
@@ -40,11 +53,36 @@ class Suspension:
 
 
 async def whoami(api: KubeApi) -> str:
+    """The user name the API server authenticates this client as."""
     review = await api.create(
         "/apis/authentication.k8s.io/v1/selfsubjectreviews",
         {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
     )
     return str(review["status"]["userInfo"]["username"])
+
+
+async def retrying(
+    call: Callable[[], Awaitable[T]], *, until: float | None = None, what: str = "request"
+) -> T:
+    """`call()` again after transient API errors, with jittered exponential backoff, until
+    the monotonic deadline `until` (then the last error is raised)."""
+    backoff = 0.1
+    while True:
+        try:
+            if until is None:
+                return await call()
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{what}: deadline passed")
+            return await asyncio.wait_for(call(), timeout=remaining)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            if until is not None and time.monotonic() + backoff >= until:
+                raise
+            log.info("%s failed (%s); retrying in %.1fs", what, exc or type(exc).__name__, backoff)
+        await asyncio.sleep(backoff * (0.5 + random.random()))
+        backoff = min(backoff * 2, 5.0)
 
 
 class ClaimLost(Exception):
@@ -57,7 +95,9 @@ class Claim:
     workorder: Body
     lease: LeaseView
     identity: str
-    _lost: bool = field(default=False, init=False)
+    instance: str = ""
+    lost: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _renewed_at: float = field(default_factory=time.monotonic, init=False)
 
     @property
     def namespace(self) -> str:
@@ -75,29 +115,89 @@ class Claim:
     def yaml_content(self) -> str:
         return str(self.workorder["spec"].get("yamlContent", ""))
 
-    async def renew(self) -> None:
+    @property
+    def fencing(self) -> Fencing:
+        return Fencing.for_duration(self.lease.duration_seconds)
+
+    @property
+    def deadline(self) -> float:
+        """Monotonic time by which the claim must have been renewed again, or be fenced."""
+        return self._renewed_at + self.fencing.renew_deadline
+
+    def _lose(self, why: str) -> ClaimLost:
+        if not self.lost.is_set():
+            log.warning(
+                "claim on %s/%s attempt %d lost: %s", self.namespace, self.name, self.attempt, why
+            )
+        self.lost.set()
+        return ClaimLost(f"{self.namespace}/{self.name} attempt {self.attempt}: {why}")
+
+    def _still_ours(self, body: Body) -> bool:
+        view = LeaseView.from_body(body)
+        return (
+            view.uid == self.lease.uid
+            and view.holder == self.identity
+            and view.attempt == self.lease.attempt
+        )
+
+    async def _reread(self) -> Body | None:
+        """After a conflict: the Lease as it is now, if it is still this claim's."""
         try:
-            body = await claims.renew_lease(self.api, self.namespace, self.lease, now_utc())
+            body = await self.api.get(LEASES.path(self.namespace, self.lease.name))
+        except ApiError as exc:
+            if exc.not_found:
+                return None
+            raise
+        return body if self._still_ours(body) else None
+
+    async def renew(self) -> None:
+        """Renew once (transient errors retried until the deadline); ClaimLost if lost."""
+        if self.lost.is_set():
+            raise ClaimLost(f"{self.namespace}/{self.name} attempt {self.attempt}")
+        sent = time.monotonic()
+
+        async def once() -> Body:
+            try:
+                return await claims.renew_lease(self.api, self.namespace, self.lease, now_utc())
+            except claims.ClaimTaken:
+                # A renewal whose answer was lost still moved the resourceVersion: look.
+                current = await self._reread()
+                if current is None or LeaseView.from_body(current).outcome is not None:
+                    raise
+                self.lease = LeaseView.from_body(current)
+                return await claims.renew_lease(self.api, self.namespace, self.lease, now_utc())
+
+        try:
+            body = await retrying(once, until=self.deadline, what="renewing the claim")
         except claims.ClaimTaken:
-            self._lost = True
-            raise ClaimLost(f"{self.namespace}/{self.name} attempt {self.attempt}") from None
+            raise self._lose("the Lease was taken over or deleted") from None
+        except Exception as exc:
+            if is_transient(exc):
+                raise self._lose("not renewed before the renew deadline") from None
+            raise
         self.lease = LeaseView.from_body(body)
+        self._renewed_at = sent
+
+    async def keep_alive(self) -> None:
+        """Renew every third of the duration until cancelled; returns once lost."""
+        while not self.lost.is_set():
+            wait = self._renewed_at + self.fencing.renew_every - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            try:
+                await self.renew()
+            except ClaimLost:
+                return
 
     @contextlib.asynccontextmanager
     async def kept_alive(self) -> AsyncIterator[Claim]:
-        """Renew the Lease in the background (every third of its duration) while inside."""
-
-        async def renew_forever() -> None:
-            while True:
-                await asyncio.sleep(max(self.lease.duration_seconds / 3, 0.2))
-                await self.renew()
-
-        task = asyncio.create_task(renew_forever())
+        """Renew the Lease in the background while inside; check `lost` to fence."""
+        task = asyncio.create_task(self.keep_alive())
         try:
             yield self
         finally:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ClaimLost):
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
 
     async def succeed(self) -> None:
@@ -122,6 +222,9 @@ class Claim:
         for a claimant to resume), and returns the token, which the operator mints into
         the waitpoint's Secret and seals to our key: no one else can open that copy.
         """
+        from workgate.core import signals as signal_rules
+        from workgate.k8s import waitpoints
+
         private_key, public_key = signal_rules.recipient_keypair()
         name = waitpoint_name(self.name, key)
         body = waitpoints.build_dynamic_waitpoint(
@@ -137,7 +240,9 @@ class Claim:
         await self._report(Outcome.SUSPENDED, waitpoint_key=key)
         deadline = asyncio.get_running_loop().time() + token_wait_seconds
         while True:
-            wp = await self.api.get(WAITPOINTS.path(self.namespace, name))
+            wp = await retrying(
+                lambda: self.api.get(WAITPOINTS.path(self.namespace, name)), what="token"
+            )
             sealed = (wp.get("status") or {}).get("sealedToken")
             if sealed:
                 token = signal_rules.open_sealed_token(sealed, private_key, wp["metadata"]["uid"])
@@ -147,15 +252,38 @@ class Claim:
             await asyncio.sleep(0.1)
 
     async def _report(self, outcome: Outcome, **details: Any) -> None:
-        if self._lost:
+        """Record the outcome on the held Lease; idempotent (a retry after a lost answer
+        finds its own report in place), and never after the claim is lost."""
+        if self.lost.is_set():
             raise ClaimLost(f"{self.namespace}/{self.name} attempt {self.attempt}")
+
+        async def once() -> Body:
+            try:
+                return await claims.report_outcome(
+                    self.api, self.namespace, self.lease, outcome, **details
+                )
+            except claims.ClaimTaken:
+                current = await self._reread()
+                if current is None:
+                    raise
+                reported = LeaseView.from_body(current).outcome
+                if reported == outcome:
+                    return current  # our earlier try landed
+                if reported is not None:
+                    raise
+                self.lease = LeaseView.from_body(current)  # a renewal moved it: try again
+                return await claims.report_outcome(
+                    self.api, self.namespace, self.lease, outcome, **details
+                )
+
         try:
-            body = await claims.report_outcome(
-                self.api, self.namespace, self.lease, outcome, **details
-            )
+            body = await retrying(once, until=self.deadline, what="reporting the outcome")
         except claims.ClaimTaken:
-            self._lost = True
-            raise ClaimLost(f"{self.namespace}/{self.name} attempt {self.attempt}") from None
+            raise self._lose("the Lease was taken over before the report") from None
+        except Exception as exc:
+            if is_transient(exc):
+                raise self._lose("the report did not land before the renew deadline") from None
+            raise
         self.lease = LeaseView.from_body(body)
 
 
@@ -177,34 +305,38 @@ def _attempt_open(workorder: Body, uid: str, attempt: int, identity: str) -> boo
 
 
 class Agent:
+    """Claims WorkOrders of one work type as the authenticated user of `api`.
+
+    `instance` names this process among others of the same identity (in the Lease's
+    `workgate.io/claimant-instance` annotation and the logs); `spread_seconds` bounds
+    how long an agent defers to others that rank a newly pending WorkOrder higher.
+    """
+
     def __init__(
         self,
         api: KubeApi,
         work_type: str,
         *,
         namespace: str | None = None,
-        identity: str | None = None,
+        instance: str | None = None,
+        spread_seconds: float = 0.05,
     ) -> None:
         self.api = api
         self.work_type = work_type
         self.namespace = namespace
-        self.identity = identity or default_identity()
+        self.instance = instance or default_instance()
+        self.spread_seconds = spread_seconds
+        self._identity: str | None = None
+        self._feed: WorkFeed | None = None
 
-    async def claimable(self) -> list[Body]:
-        """PENDING WorkOrders of our work type, oldest first."""
-        listing = await self.api.get(WORKORDERS.path(self.namespace))
-        items = [
-            wo
-            for wo in listing.get("items", [])
-            if wo.get("spec", {}).get("workType") == self.work_type
-            and (wo.get("status") or {}).get("phase") == Phase.PENDING
-            and not wo["metadata"].get("deletionTimestamp")
-        ]
-        items.sort(key=lambda wo: wo["metadata"].get("creationTimestamp", ""))
-        return items
+    async def identity(self) -> str:
+        if self._identity is None:
+            self._identity = await retrying(lambda: whoami(self.api), what="who am I")
+        return self._identity
 
     async def claim(self, workorder: Body) -> Claim | None:
         """Claim the WorkOrder's next attempt; None if someone else holds it or it moved on."""
+        identity = await self.identity()
         meta = workorder["metadata"]
         status = workorder.get("status") or {}
         attempt = int(status.get("retryCount") or 0) + 1
@@ -212,42 +344,104 @@ class Agent:
             workorder,
             lease_name(meta["name"]),
             attempt=attempt,
-            holder=self.identity,
+            holder=identity,
             duration_seconds=int(workorder["spec"].get("claimTimeoutSeconds") or 3600),
             now=now_utc(),
+            instance=self.instance,
         )
+        sent = time.monotonic()
         try:
-            created = LeaseView.from_body(await claims.create_lease(self.api, lease))
+            created = LeaseView.from_body(
+                await retrying(lambda: claims.create_lease(self.api, lease), what="claiming")
+            )
         except claims.ClaimTaken:
             return None
-        # The list we chose from may be stale: confirm that this attempt is still open now
+        except ApiError as exc:
+            if exc.status in (400, 403, 422):
+                log.warning("claim of %s/%s refused: %s", meta["namespace"], meta["name"], exc)
+                return None
+            raise
+        # The view we chose from may be stale: confirm that this attempt is still open now
         # that we hold the Lease (the operator ends an attempt in status before it deletes
         # the attempt's Lease, so this read sees any attempt that is over).
         try:
-            current = await self.api.get(WORKORDERS.path(meta["namespace"], meta["name"]))
+            current: Body | None = await retrying(
+                lambda: self.api.get(WORKORDERS.path(meta["namespace"], meta["name"])),
+                what="confirming the claim",
+            )
         except ApiError as exc:
             if not exc.not_found:
                 raise
             current = None
-        if current is None or not _attempt_open(current, meta["uid"], attempt, self.identity):
-            await claims.release_lease(self.api, meta["namespace"], created)
+        if current is None or not _attempt_open(current, meta["uid"], attempt, identity):
+            with contextlib.suppress(ApiError):
+                await claims.release_lease(self.api, meta["namespace"], created)
             return None
         log.info("claimed %s/%s attempt %d", meta["namespace"], meta["name"], attempt)
-        return Claim(self.api, current, created, self.identity)
+        claim = Claim(self.api, current, created, identity, self.instance)
+        claim._renewed_at = sent
+        return claim
 
     async def claim_next(self) -> Claim | None:
-        candidates = await self.claimable()
-        # Agents racing for one queue spread out instead of all colliding on its head.
-        random.shuffle(candidates)
+        """One look (a filtered list, no watch): claim any PENDING WorkOrder of our type."""
+        params = {"fieldSelector": f"spec.workType={self.work_type},status.phase={Phase.PENDING}"}
+        listing = await self.api.get(WORKORDERS.path(self.namespace), params=params)
+        candidates = [wo for wo in listing.get("items", []) if wo.get("spec")]
+        random.shuffle(candidates)  # racing agents spread out instead of all taking the head
         for workorder in candidates:
             claim = await self.claim(workorder)
             if claim is not None:
                 return claim
         return None
 
-    async def wait_for_claim(self, poll_seconds: float = 1.0) -> Claim:
+    async def _feed_started(self) -> WorkFeed:
+        if self._feed is None:
+            self._feed = WorkFeed(self.api, self.work_type, self.namespace)
+            await self._feed.start()
+        return self._feed
+
+    async def wait_for_claim(self) -> Claim:
+        """Watch for claimable work and claim one WorkOrder (transient errors retried).
+
+        Of the work it sees, an agent tries its own best-ranked first (a per-agent hash
+        order), oldest breaking ties, after a delay that grows with its rank: another agent
+        that ranks the WorkOrder higher has usually claimed it by then, and its Lease
+        (seen through the watch) takes it out of this agent's view without a collision.
+        """
+        identity = await self.identity()
+        feed = await self._feed_started()
         while True:
-            claim = await self.claim_next()
+            work = await feed.wait_for_work()
+            scored = sorted(
+                ((spread_score(identity + self.instance, c.uid), c.created, c) for c in work),
+                key=lambda item: (item[0], item[1]),
+            )
+            score, _, candidate = scored[0]
+            if score * self.spread_seconds > 0:
+                await asyncio.sleep(score * self.spread_seconds)
+            if not feed.still_claimable(candidate):
+                continue
+            try:
+                claim = await self.claim(candidate.as_body())
+            except ApiError as exc:
+                log.warning("claiming %s/%s: %s", candidate.namespace, candidate.name, exc)
+                claim = None
             if claim is not None:
                 return claim
-            await asyncio.sleep(poll_seconds * (0.5 + random.random()))
+            feed.pass_over(candidate)  # lost the race or it moved on: the watch will tell
+
+    async def close(self) -> None:
+        if self._feed is not None:
+            await self._feed.stop()
+            self._feed = None
+
+
+__all__ = [
+    "Agent",
+    "Candidate",
+    "Claim",
+    "ClaimLost",
+    "Suspension",
+    "retrying",
+    "whoami",
+]

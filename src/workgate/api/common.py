@@ -6,22 +6,23 @@ resources: `workgate.api.crdgen` turns them into the CRD YAML under `crds/`.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 from pydantic.alias_generators import to_camel
 
-GROUP = "workgate.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-CATEGORY = "workgate"
-
-# Labels and annotations the operator and agents put on the objects they create.
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGED_BY = "workgate"
-LABEL_WORKORDER = f"{GROUP}/workorder"
+from workgate.api.wire import API_VERSION as API_VERSION
+from workgate.api.wire import CATEGORY as CATEGORY
+from workgate.api.wire import GROUP as GROUP
+from workgate.api.wire import LABEL_MANAGED_BY as LABEL_MANAGED_BY
+from workgate.api.wire import LABEL_WORKORDER as LABEL_WORKORDER
+from workgate.api.wire import MANAGED_BY as MANAGED_BY
+from workgate.api.wire import VERSION as VERSION
+from workgate.api.wire import format_time as format_time
+from workgate.api.wire import now_utc as now_utc
+from workgate.api.wire import parse_time as parse_time
 
 
 class CamelModel(BaseModel):
@@ -42,18 +43,6 @@ class ConditionStatus(StrEnum):
     TRUE = "True"
     FALSE = "False"
     UNKNOWN = "Unknown"
-
-
-def format_time(value: datetime) -> str:
-    """Render a timestamp the way the API server does: RFC 3339, UTC, `Z` suffix.
-
-    Sub-second precision is kept (milliseconds) because retry times are honoured to
-    within a second and rounding them to the second would make retries early.
-    """
-    value = value.astimezone(UTC)
-    if value.microsecond:
-        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # Kubernetes `metav1.Time`: RFC 3339 in UTC. The API server accepts fractional seconds.
@@ -89,15 +78,3 @@ class Condition(CamelModel):
         description="A human readable message with details about the transition.",
         max_length=32768,
     )
-
-
-def now_utc() -> datetime:
-    """Now, truncated to the millisecond that status timestamps can hold."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
-
-
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)

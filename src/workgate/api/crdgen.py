@@ -28,6 +28,8 @@ class Kind:
     plural: str
     short_names: list[str]
     printer_columns: list[dict[str, Any]] = field(default_factory=list)
+    # Fields usable in `--field-selector` (CRD selectableFields), e.g. agents' watches.
+    selectable_fields: list[str] = field(default_factory=list)
 
     @property
     def singular(self) -> str:
@@ -67,6 +69,7 @@ KINDS: tuple[Kind, ...] = (
             _column("Attempt", ".status.attempt", "integer", wide=True),
             _column("Last-Error", ".status.lastError", wide=True),
         ],
+        selectable_fields=[".spec.workType", ".status.phase"],
     ),
     Kind(
         model=Waitpoint,
@@ -195,6 +198,11 @@ def build_crd(kind: Kind) -> dict[str, Any]:
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": kind.printer_columns,
+                    **(
+                        {"selectableFields": [{"jsonPath": p} for p in kind.selectable_fields]}
+                        if kind.selectable_fields
+                        else {}
+                    ),
                     "schema": {"openAPIV3Schema": openapi_schema(kind.model)},
                 }
             ],

@@ -8,24 +8,14 @@ from pydantic import Field
 
 from workgate.api.common import CamelModel, Condition, Timestamp
 from workgate.api.waitpoint import SignalName, TimeoutPolicy, WaitpointStage
+from workgate.api.wire import TERMINAL_PHASES as TERMINAL_PHASES
+from workgate.api.wire import Phase as Phase
 
 # Admission refuses anything larger; the operator enforces per-document limits too.
 MAX_YAML_CONTENT_BYTES = 256 * 1024
 MAX_ERROR_LENGTH = 4096
 
 
-class Phase(StrEnum):
-    """Queue phase of a WorkOrder (the seed's `status`, plus the terminal states)."""
-
-    PENDING = "PENDING"
-    CLAIMED = "CLAIMED"
-    RETRY_PENDING = "RETRY_PENDING"
-    WAITING = "WAITING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-
-
-TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED})
 GATE_KEY_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
@@ -38,7 +28,7 @@ class Gate(CamelModel):
     """A declared waitpoint: the WorkOrder stops here until the required signals arrive."""
 
     key: str = Field(
-        description="Key of the gate; its Waitpoint is named <workorder>-<key>.",
+        description="Key of the gate; its Waitpoint is named <workorder>.<key>.",
         min_length=1,
         max_length=40,
         pattern=GATE_KEY_PATTERN,

@@ -2,30 +2,55 @@
 
 The command gets the WorkOrder's yamlContent on stdin and WORKGATE_* variables in its
 environment. Exit status 0 reports success; anything else reports failure with the tail
-of the command's stderr as the error. The Lease is renewed while the command runs; an
-agent that dies stops renewing, and its attempt times out.
+of the command's stderr as the error. The Lease is renewed while the command runs.
+
+Fencing: if the claim is lost (not renewed by its renew deadline, say because the API
+server is unreachable, or taken over), the command's process group gets SIGTERM, then
+SIGKILL after the grace period, all before the Lease can go stale; nothing is reported,
+and the attempt is retried elsewhere. An agent that dies stops renewing; its attempt
+times out. Transient API errors never end the agent.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from workgate.agent.client import Agent, Claim, ClaimLost
-from workgate.k8s.api import KubeApi
+from workgate.k8s.api import KubeApi, is_transient
 from workgate.logs import setup_logging
 
 log = logging.getLogger("workgate.agent")
 STDERR_TAIL = 2048
 
 
+def _signal_group(process: asyncio.subprocess.Process, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signum)
+
+
+async def _stop(process: asyncio.subprocess.Process, grace: float) -> None:
+    """SIGTERM the command's process group, SIGKILL it if still there after `grace`."""
+    _signal_group(process, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), timeout=grace)
+    except TimeoutError:
+        _signal_group(process, signal.SIGKILL)
+        await process.wait()
+    _signal_group(process, signal.SIGKILL)  # stragglers that left the leader behind
+
+
 async def run_command(claim: Claim, command: list[str], suspend_file: Path) -> tuple[int, str]:
+    """Run `command` for the claim; ClaimLost (after stopping it) if the claim is lost."""
     env = {
         **os.environ,
         "WORKGATE_SUSPEND_FILE": str(suspend_file),
@@ -39,37 +64,82 @@ async def run_command(claim: Claim, command: list[str], suspend_file: Path) -> t
         stdin=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env,
+        start_new_session=True,  # its own process group: fencing stops its children too
     )
-    _, stderr = await process.communicate(claim.yaml_content.encode())
+    finished = asyncio.ensure_future(process.communicate(claim.yaml_content.encode()))
+    lost = asyncio.ensure_future(claim.lost.wait())
+    try:
+        await asyncio.wait({finished, lost}, return_when=asyncio.FIRST_COMPLETED)
+        if not finished.done():
+            started = time.monotonic()
+            await _stop(process, claim.fencing.grace)
+            log.warning(
+                "%s/%s attempt %d: claim lost, command stopped in %.2fs",
+                claim.namespace,
+                claim.name,
+                claim.attempt,
+                time.monotonic() - started,
+            )
+            await finished
+            raise ClaimLost(f"{claim.namespace}/{claim.name} attempt {claim.attempt}")
+    finally:
+        lost.cancel()
+        if not finished.done():  # cancelled from outside (the agent stops): stop it too
+            await _stop(process, 2.0)
+            finished.cancel()
+    _, stderr = finished.result()
     text = stderr.decode(errors="replace")
     if text:
         sys.stderr.write(text)
     return process.returncode or 0, text[-STDERR_TAIL:].strip()
 
 
+async def work_on(claim: Claim, args: argparse.Namespace) -> None:
+    suspend_file = Path(tempfile.mkdtemp(prefix="workgate-agent-")) / "suspend.json"
+    async with claim.kept_alive():  # renewing until the outcome is reported
+        code, error = await run_command(claim, args.command, suspend_file)
+        if claim.lost.is_set():
+            raise ClaimLost(f"{claim.namespace}/{claim.name} attempt {claim.attempt}")
+        if code == 0 and suspend_file.exists():
+            await suspend(claim, suspend_file, Path(args.token_dir))
+        elif code == 0:
+            await claim.succeed()
+        else:
+            await claim.fail(error or f"command exited with status {code}", "CommandFailed")
+    log.info("%s/%s attempt %d: exit %d", claim.namespace, claim.name, claim.attempt, code)
+
+
 async def serve(args: argparse.Namespace) -> int:
     async with KubeApi() as api:
-        agent = Agent(api, args.work_type, namespace=args.namespace, identity=args.identity)
-        log.info("agent %s waiting for %s work", agent.identity, args.work_type)
-        while True:
-            claim = await agent.wait_for_claim(args.poll_seconds)
-            suspend_file = Path(tempfile.mkdtemp(prefix="workgate-agent-")) / "suspend.json"
-            try:
-                async with claim.kept_alive():
-                    code, error = await run_command(claim, args.command, suspend_file)
-                if code == 0 and suspend_file.exists():
-                    await suspend(claim, suspend_file, Path(args.token_dir))
-                elif code == 0:
-                    await claim.succeed()
-                else:
-                    await claim.fail(error or f"command exited with status {code}", "CommandFailed")
-                log.info(
-                    "%s/%s attempt %d: exit %d", claim.namespace, claim.name, claim.attempt, code
-                )
-            except ClaimLost as lost:
-                log.warning("claim lost, result discarded: %s", lost)
-            if args.once:
-                return 0
+        agent = Agent(
+            api,
+            args.work_type,
+            namespace=args.namespace,
+            instance=args.instance,
+            spread_seconds=args.spread_seconds,
+        )
+        log.info(
+            "agent %s (%s) waiting for %s work",
+            await agent.identity(),
+            agent.instance,
+            args.work_type,
+        )
+        try:
+            while True:
+                try:
+                    claim = await agent.wait_for_claim()
+                    await work_on(claim, args)
+                except ClaimLost as lost:
+                    log.warning("claim lost, nothing reported: %s", lost)
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    log.warning("API unavailable (%s); carrying on", exc or type(exc).__name__)
+                    await asyncio.sleep(1.0)
+                if args.once:
+                    return 0
+        finally:
+            await agent.close()
 
 
 async def suspend(claim: Claim, request_file: Path, token_dir: Path) -> None:
@@ -103,8 +173,17 @@ def add_agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser = sub.add_parser("agent", help="claim and execute WorkOrders of one work type")
     parser.add_argument("--work-type", required=True)
     parser.add_argument("--namespace", default=None, help="only this namespace (default: all)")
-    parser.add_argument("--identity", default=None, help="claimant id (default: host + random)")
-    parser.add_argument("--poll-seconds", type=float, default=1.0)
+    parser.add_argument(
+        "--instance",
+        default=None,
+        help="name of this process among agents of the same identity (default: host + random)",
+    )
+    parser.add_argument(
+        "--spread-seconds",
+        type=float,
+        default=0.05,
+        help="at most this long an agent defers to agents ranking new work higher",
+    )
     parser.add_argument("--once", action="store_true", help="exit after one WorkOrder")
     parser.add_argument(
         "--token-dir",

@@ -6,10 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from workgate.api import crdgen
 from workgate.cli.agent import add_agent_parser
-from workgate.cli.dev import add_dev_parser
-from workgate.cli.up import add_up_parser, run_operator_until_stopped
 
 # The generated CRDs, and their copy inside the kustomize tree (kustomize will not load
 # files from outside its root).
@@ -17,6 +14,8 @@ CRD_DIRS = ("crds", "deploy/crds")
 
 
 def _cmd_crds(args: argparse.Namespace) -> int:
+    from workgate.api import crdgen
+
     directories = [Path(d) for d in args.dir or CRD_DIRS]
     if args.check:
         drifted = [
@@ -32,11 +31,21 @@ def _cmd_crds(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from workgate.cli.up import run_operator_until_stopped
+
     return run_operator_until_stopped(args.log_level, args.log_format)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(lean: bool = False) -> argparse.ArgumentParser:
+    """All commands; with `lean`, only the agent's, whose process imports none of the
+    operator (no Kopf, no models): an agent stays small."""
     parser = argparse.ArgumentParser(prog="workgate", description=__doc__)
+    if lean:
+        add_agent_parser(parser.add_subparsers(dest="command", required=True))
+        return parser
+    from workgate.cli.dev import add_dev_parser
+    from workgate.cli.up import add_up_parser
+
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the operator against the configured cluster")
@@ -67,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(lean=argv[:1] == ["agent"]).parse_args(argv)
     result: int = args.func(args)
     return result
 

@@ -12,13 +12,14 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from workgate.api.common import GROUP, parse_time
+from workgate.api.wire import GROUP, parse_time
 
 ANNOTATION_ATTEMPT = f"{GROUP}/attempt"
 ANNOTATION_RESULT = f"{GROUP}/result"
 ANNOTATION_ERROR = f"{GROUP}/error"
 ANNOTATION_ERROR_REASON = f"{GROUP}/error-reason"
 ANNOTATION_WAITPOINT = f"{GROUP}/waitpoint"
+ANNOTATION_INSTANCE = f"{GROUP}/claimant-instance"  # which process of the holder
 
 
 class Outcome(StrEnum):
@@ -89,3 +90,25 @@ def renewal_due(lease: LeaseView, now: datetime, fraction: float = 1 / 3) -> dat
     if last is None:
         return now
     return last + timedelta(seconds=lease.duration_seconds * fraction)
+
+
+@dataclass(frozen=True)
+class Fencing:
+    """When a claimant renews, and when it must have stopped its work.
+
+    As in client-go's leader election, the renew deadline is shorter than the lease
+    duration: a holder that has not renewed within `renew_deadline` of its last success
+    stops its work (terminate, then kill after `grace`), and the kill lands before the
+    Lease can go stale, so no one else can claim the attempt while its work still runs.
+    All spans are measured from when the last successful renewal was *sent*.
+    """
+
+    renew_every: float
+    renew_deadline: float
+    grace: float
+
+    @classmethod
+    def for_duration(cls, duration_seconds: float, max_grace: float = 30.0) -> Fencing:
+        renew_deadline = duration_seconds * 2 / 3
+        grace = min(max_grace, duration_seconds / 6)
+        return cls(renew_every=duration_seconds / 3, renew_deadline=renew_deadline, grace=grace)

@@ -11,7 +11,7 @@ a crash at any point, converges on the same result (level-based).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from workgate.api.common import ConditionStatus
 from workgate.api.waitpoint import CloseReason, TimeoutPolicy, WaitpointStage, WaitpointState
@@ -44,6 +44,7 @@ class BuildRunView:
     succeeded: ConditionStatus | None
     reason: str = ""
     message: str = ""
+    cancelled: bool = False  # spec.state asks Shipwright to cancel it
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,14 @@ class Observation:
     # The API server refused a side effect of the previous decision for this very
     # observation: (reason, message, retryable). The attempt fails with it.
     action_error: tuple[str, str, bool] | None = None
+    # A child's deterministic name is held by an object this WorkOrder does not control
+    # (a squatter, or a deleted namesake's child awaiting garbage collection): what the
+    # previous decision tried to create, described. Nothing is created this time; the
+    # WorkOrder reports it (Stalled=True, reason NameTaken) and looks again later.
+    name_taken: str | None = None
+
+
+NAME_TAKEN_RETRY_SECONDS = 5.0
 
 
 # --- outputs ------------------------------------------------------------------------
@@ -135,6 +144,13 @@ class CreateBuildRun:
 
 
 @dataclass(frozen=True)
+class CancelBuildRun:
+    """Stop a superseded attempt's BuildRun through Shipwright (spec.state)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class CreateWaitpoint:
     name: str
     gate: Gate
@@ -164,6 +180,7 @@ Action = (
     | ReleaseLease
     | ApplyObjects
     | CreateBuildRun
+    | CancelBuildRun
     | CreateWaitpoint
     | ActivateWaitpoint
     | CancelWaitpoint
@@ -243,6 +260,8 @@ class _Machine:
         return [gate for gate in self.obs.spec.gates if str(gate.stage) == str(stage)]
 
     def ensure_waitpoints(self) -> None:
+        if self.obs.name_taken:
+            return
         for gate in self.obs.spec.gates:
             if gate.key not in self.obs.waitpoints:
                 name = waitpoint_name(self.obs.name, gate.key)
@@ -298,6 +317,7 @@ class _Machine:
 
     def fail(self, reason: str, message: str, *, retryable: bool) -> None:
         now = self.obs.now
+        self.cancel_running_build()
         self.release()
         self.clear_claim()
         self.st.last_error = message[:MAX_ERROR_LENGTH]
@@ -328,6 +348,19 @@ class _Machine:
             self.st.next_retry_after = None
             why = "" if retryable else " (not retryable)"
             self.event("Warning", reason, f"failed{why}: {message[:512]}")
+
+    def cancel_running_build(self) -> None:
+        """A local attempt that ends unfinished must not keep building beside its retry."""
+        run = self.obs.build_run
+        if (
+            self.local
+            and self.st.phase == Phase.CLAIMED
+            and run is not None
+            and run.name == build_run_name(self.obs.name, self.st.attempt)
+            and run.succeeded not in (ConditionStatus.TRUE, ConditionStatus.FALSE)
+            and not run.cancelled
+        ):
+            self.decision.actions.append(CancelBuildRun(run.name))
 
     def build_work(self) -> tuple[list[EmbeddedObject], EmbeddedObject] | None:
         try:
@@ -390,7 +423,7 @@ class _Machine:
             return
         if not self.local:
             return  # an agent's claim (a Lease event) wakes us
-        if self.build_work() is None:
+        if self.build_work() is None or self.obs.name_taken:
             return
         name = lease_name(self.obs.name)
         self.decision.actions.append(
@@ -480,6 +513,8 @@ class _Machine:
             reason, message, retryable = self.obs.action_error
             self.fail(reason, message, retryable=retryable)
             return
+        if self.obs.name_taken:
+            return  # finish() reports it; nothing is created until the name is free
         claiming_now = any(isinstance(a, ClaimLease) for a in self.decision.actions)
         if lease is None and not claiming_now:
             # Our own claim vanished (deleted by hand, or lost in a crash): take it again.
@@ -492,9 +527,11 @@ class _Machine:
                 )
             )
         elif lease is not None:
-            if lease.is_stale(self.obs.now):
+            if lease.is_stale(self.obs.now) and lease.holder != self.policy.identity:
                 self.fail_timed_out(lease)
                 return
+            # Our own claim, even gone stale while the operator was down: re-adopt it
+            # (renew) rather than time our own attempt out; its BuildRun may be running.
             due = renewal_due(lease, self.obs.now)
             if due is not None and due <= self.obs.now:
                 self.decision.actions.append(RenewLease(lease))
@@ -537,9 +574,23 @@ class _Machine:
             "Stalled": T if phase == Phase.FAILED else F,
             "Claimed": T if phase == Phase.CLAIMED else F,
         }
+        blocked = self.obs.name_taken if phase not in TERMINAL_PHASES else None
         conds = st.conditions
         for type_, value in wanted.items():
+            if type_ == "Stalled" and blocked:
+                conds = set_condition(
+                    conds, type_, T, "NameTaken", blocked, generation=gen, now=now
+                )
+                continue
             conds = set_condition(conds, type_, value, reason, message, generation=gen, now=now)
+        if blocked:
+            already = any(
+                c.type == "Stalled" and c.status == T and c.reason == "NameTaken"
+                for c in self.obs.status.conditions
+            )
+            if not already:
+                self.event("Warning", "NameTaken", blocked)
+            self.decision.wake_at(self.obs.now + timedelta(seconds=NAME_TAKEN_RETRY_SECONDS))
         st.conditions = conds
         st.observed_generation = gen
         return self.decision

@@ -41,6 +41,19 @@ class ApiError(Exception):
         """A lost race: optimistic-concurrency conflict or the object already exists."""
         return self.status == 409
 
+    @property
+    def gone(self) -> bool:
+        """A watch's resourceVersion is too old: list again."""
+        return self.status == 410
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying as it is: the API server was unreachable, slow, overloaded or
+    restarting (5xx, 429, timeouts, refused or dropped connections)."""
+    if isinstance(exc, ApiError):
+        return exc.status >= 500 or exc.status == 429
+    return isinstance(exc, httpx.TransportError | TimeoutError | OSError)
+
 
 @dataclass(frozen=True)
 class ResourceRef:
@@ -181,6 +194,13 @@ class KubeApi:
             async for line in response.aiter_lines():
                 if line.strip():
                     event = json.loads(line)
+                    if event["type"] == "ERROR":
+                        status = event["object"]
+                        raise ApiError(
+                            int(status.get("code") or 500),
+                            str(status.get("reason") or "Error"),
+                            str(status.get("message") or ""),
+                        )
                     yield event["type"], event["object"]
 
     async def resource_for(self, api_version: str, kind: str) -> ResourceRef:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from workgate.api.common import API_VERSION, LABEL_MANAGED_BY, LABEL_WORKORDER, MANAGED_BY
+from workgate.api.wire import LABEL_WORK_TYPE
 from workgate.core.claims import (
     ANNOTATION_ATTEMPT,
     ANNOTATION_ERROR,
     ANNOTATION_ERROR_REASON,
+    ANNOTATION_INSTANCE,
     ANNOTATION_RESULT,
     ANNOTATION_WAITPOINT,
     LeaseView,
@@ -18,36 +18,37 @@ from workgate.core.claims import (
 )
 from workgate.core.naming import label_value
 from workgate.k8s.api import LEASES, ApiError, Body, KubeApi
-
-
-def owner_reference(workorder: Body) -> dict[str, Any]:
-    meta = workorder["metadata"]
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "WorkOrder",
-        "name": meta["name"],
-        "uid": meta["uid"],
-        "controller": True,
-    }
-
-
-def child_labels(workorder_name: str) -> dict[str, str]:
-    return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_WORKORDER: label_value(workorder_name)}
+from workgate.k8s.owners import child_labels, owner_reference
 
 
 def build_lease(
-    workorder: Body, name: str, *, attempt: int, holder: str, duration_seconds: int, now: datetime
+    workorder: Body,
+    name: str,
+    *,
+    attempt: int,
+    holder: str,
+    duration_seconds: int,
+    now: datetime,
+    instance: str = "",
 ) -> Body:
-    """The Lease body that claims `attempt` of `workorder` for `holder`."""
+    """The Lease body that claims `attempt` of `workorder` for `holder` (the claimant's
+    authenticated user name; `instance` tells apart processes that share it)."""
     stamp = micro_time(now)
+    annotations = {ANNOTATION_ATTEMPT: str(attempt)}
+    if instance:
+        annotations[ANNOTATION_INSTANCE] = instance[:253]
+    work_type = str((workorder.get("spec") or {}).get("workType", ""))
     return {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
         "metadata": {
             "name": name,
             "namespace": workorder["metadata"]["namespace"],
-            "labels": child_labels(workorder["metadata"]["name"]),
-            "annotations": {ANNOTATION_ATTEMPT: str(attempt)},
+            "labels": {
+                **child_labels(workorder["metadata"]["name"]),
+                LABEL_WORK_TYPE: label_value(work_type),
+            },
+            "annotations": annotations,
             "ownerReferences": [owner_reference(workorder)],
         },
         "spec": {

@@ -9,7 +9,10 @@ from workgate.core.claims import ANNOTATION_ATTEMPT
 from workgate.core.lifecycle import BuildRunView
 from workgate.core.manifests import EmbeddedObject
 from workgate.k8s.api import BUILDRUNS, ApiError, Body, KubeApi
-from workgate.k8s.claims import child_labels, owner_reference
+from workgate.k8s.owners import NameTaken, child_labels, controlled_by, name_taken, owner_reference
+
+# Shipwright's way to stop a BuildRun (it cancels the TaskRun, which stops its Pod).
+BUILDRUN_CANCELED = "BuildRunCanceled"
 
 
 def build_apply_body(obj: EmbeddedObject, workorder: Body) -> Body:
@@ -41,32 +44,60 @@ def build_run_spec(workorder: Body, name: str, build_name: str, attempt: int) ->
     }
 
 
-async def apply_objects(api: KubeApi, workorder: Body, objects: tuple[EmbeddedObject, ...]) -> None:
+async def apply_objects(
+    api: KubeApi, workorder: Body, objects: tuple[EmbeddedObject, ...]
+) -> NameTaken | None:
+    """Apply the embedded objects, each only if absent or already this WorkOrder's: an
+    object someone else controls (or nobody does) is reported, never taken over."""
     namespace = workorder["metadata"]["namespace"]
+    uid = workorder["metadata"]["uid"]
     for obj in objects:
         resource = await api.resource_for(obj.api_version, obj.kind)
-        await api.apply(resource.path(namespace, obj.name), build_apply_body(obj, workorder))
+        path = resource.path(namespace, obj.name)
+        try:
+            existing = await api.get(path)
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+        else:
+            if not controlled_by(existing, uid):
+                return name_taken(obj.kind, existing)
+        await api.apply(path, build_apply_body(obj, workorder))
+    return None
 
 
 async def create_build_run(
     api: KubeApi, workorder: Body, name: str, build_name: str, attempt: int
-) -> None:
-    """Create the attempt's BuildRun; finding it already there is success (idempotent)."""
+) -> Body | None:
+    """Create the attempt's BuildRun; None if the name exists (ours or not: the caller
+    checks whose it is)."""
     namespace = workorder["metadata"]["namespace"]
     try:
-        await api.create(
+        return await api.create(
             BUILDRUNS.path(namespace), build_run_spec(workorder, name, build_name, attempt)
         )
     except ApiError as exc:
         if not exc.conflict:
+            raise
+        return None
+
+
+async def cancel_build_run(api: KubeApi, namespace: str, name: str) -> None:
+    try:
+        await api.merge_patch(
+            BUILDRUNS.path(namespace, name), {"spec": {"state": BUILDRUN_CANCELED}}
+        )
+    except ApiError as exc:
+        if not exc.not_found:
             raise
 
 
 def build_run_view(body: Body) -> BuildRunView:
     conditions = (body.get("status") or {}).get("conditions") or []
     succeeded = next((c for c in conditions if c.get("type") == "Succeeded"), None)
+    cancelled = (body.get("spec") or {}).get("state") == BUILDRUN_CANCELED
     if succeeded is None:
-        return BuildRunView(body["metadata"]["name"], None)
+        return BuildRunView(body["metadata"]["name"], None, cancelled=cancelled)
     raw = succeeded.get("status")
     status = ConditionStatus(raw) if raw in {"True", "False", "Unknown"} else None
     return BuildRunView(
@@ -74,4 +105,5 @@ def build_run_view(body: Body) -> BuildRunView:
         status,
         str(succeeded.get("reason") or ""),
         str(succeeded.get("message") or ""),
+        cancelled=cancelled,
     )

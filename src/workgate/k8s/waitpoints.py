@@ -12,7 +12,7 @@ from workgate.api.waitpoint import CloseReason, WaitpointState
 from workgate.api.workorder import Gate
 from workgate.core.lifecycle import WaitpointView
 from workgate.k8s.api import NAMESPACES, SECRETS, SIGNALS, WAITPOINTS, ApiError, Body, KubeApi
-from workgate.k8s.claims import child_labels, owner_reference
+from workgate.k8s.owners import child_labels, owner_reference
 
 ANNOTATION_SENDER = f"{GROUP}/sender"
 # On a Dynamic waitpoint: the suspending claimant's X25519 public key (base64); the
@@ -130,15 +130,7 @@ def build_token_secret(waitpoint: Body, name: str, token: str) -> Body:
                 **child_labels(waitpoint["spec"]["workOrderName"]),
                 LABEL_WAITPOINT: meta["name"][:63],
             },
-            "ownerReferences": [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": "Waitpoint",
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                    "controller": True,
-                }
-            ],
+            "ownerReferences": [owner_reference(waitpoint, "Waitpoint")],
         },
         "data": {TOKEN_KEY: base64.b64encode(token.encode()).decode()},
     }

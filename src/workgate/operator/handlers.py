@@ -17,6 +17,7 @@ import kopf
 
 from workgate.api.common import GROUP, LABEL_MANAGED_BY, MANAGED_BY, VERSION
 from workgate.k8s.api import BUILDRUNS, LEASES, KubeApi
+from workgate.k8s.owners import workgate_owner
 from workgate.k8s.waitpoints import get_or_create_secret
 from workgate.operator.admission import register_admission
 from workgate.operator.cache import ObjectCache
@@ -34,12 +35,8 @@ MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 
 
 def _owner_workorder(body: dict[str, Any]) -> str | None:
-    for ref in body.get("metadata", {}).get("ownerReferences") or []:
-        if ref.get("kind") == "WorkOrder" and str(ref.get("apiVersion", "")).startswith(
-            f"{GROUP}/"
-        ):
-            return str(ref["name"])
-    return None
+    owner = workgate_owner(body)
+    return owner[0] if owner else None
 
 
 class ServiceWebhookServer(kopf.WebhookServer):

@@ -31,6 +31,7 @@ from workgate.core.naming import token_secret_name
 from workgate.k8s import waitpoints as io
 from workgate.k8s.api import SIGNALS, WAITPOINTS, Body, KubeApi
 from workgate.k8s.events import post_event
+from workgate.k8s.owners import controlled_by
 from workgate.operator.cache import ObjectCache
 from workgate.operator.config import OperatorConfig
 from workgate.operator.metrics import OperatorMetrics
@@ -62,12 +63,13 @@ class WaitpointReconciler:
         self.by_workorder: dict[Key, set[str]] = defaultdict(set)  # (ns, WorkOrder) -> names
         self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=config.workers)
 
-    def views_for(self, namespace: str, workorder: str) -> dict[str, WaitpointView]:
-        """The WorkOrder's waitpoints by key, for the lifecycle decision."""
+    def views_for(self, namespace: str, workorder: str, uid: str) -> dict[str, WaitpointView]:
+        """The waitpoints this very WorkOrder controls, by key, for the lifecycle decision
+        (a namesake's, awaiting garbage collection, or a squatter's are not its own)."""
         views = {}
         for name in self.by_workorder.get((namespace, workorder), ()):
             body = self.waitpoints.get((namespace, name))
-            if body is not None:
+            if body is not None and controlled_by(body, uid):
                 view = io.waitpoint_view(body)
                 views[view.key] = view
         return views

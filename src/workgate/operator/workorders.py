@@ -13,8 +13,17 @@ from workgate.api.workorder import Phase, WorkOrderSpec, WorkOrderStatus
 from workgate.core import lifecycle
 from workgate.core.claims import LeaseView
 from workgate.core.naming import build_run_name
-from workgate.k8s import claims, shipwright, waitpoints
-from workgate.k8s.api import WORKORDERS, ApiError, Body, KubeApi
+from workgate.k8s import claims, owners, shipwright, waitpoints
+from workgate.k8s.api import (
+    BUILDRUNS,
+    LEASES,
+    WAITPOINTS,
+    WORKORDERS,
+    ApiError,
+    Body,
+    KubeApi,
+    ResourceRef,
+)
 from workgate.k8s.events import post_event
 from workgate.operator.cache import ObjectCache
 from workgate.operator.config import OperatorConfig
@@ -30,6 +39,10 @@ class ActionFailed(Exception):
     def __init__(self, reason: str, message: str, *, retryable: bool) -> None:
         super().__init__(message)
         self.reason, self.message, self.retryable = reason, message, retryable
+
+
+class NameTakenError(Exception):
+    """A child's name is held by an object this WorkOrder does not control."""
 
 
 def _classify(exc: ApiError, what: str) -> ActionFailed:
@@ -92,9 +105,13 @@ class WorkOrderReconciler:
         release = [a for a in decision.actions if isinstance(a, lifecycle.ReleaseLease)]
         try:
             done = await self.execute(body, [a for a in decision.actions if a not in release])
-        except ActionFailed as failure:
-            error = (failure.reason, failure.message, failure.retryable)
-            decision = lifecycle.decide(self.observe(key, spec, status, body, error), self.policy)
+        except (ActionFailed, NameTakenError) as failure:
+            if isinstance(failure, ActionFailed):
+                error = (failure.reason, failure.message, failure.retryable)
+                observation = self.observe(key, spec, status, body, action_error=error)
+            else:
+                observation = self.observe(key, spec, status, body, name_taken=str(failure))
+            decision = lifecycle.decide(observation, self.policy)
             release = [a for a in decision.actions if isinstance(a, lifecycle.ReleaseLease)]
             done = await self.execute(body, [a for a in decision.actions if a not in release])
         if not done:
@@ -128,10 +145,18 @@ class WorkOrderReconciler:
         status: WorkOrderStatus,
         body: Body,
         action_error: tuple[str, str, bool] | None = None,
+        name_taken: str | None = None,
     ) -> lifecycle.Observation:
         namespace, name = key
+        uid = str(body["metadata"].get("uid", ""))
+        # Only children this very WorkOrder controls: a namesake's (deleted, not yet
+        # collected) or a squatter's object at the same name is not ours to read.
         lease_body = self.leases.get(key)
+        if lease_body is not None and not owners.controlled_by(lease_body, uid):
+            lease_body = None
         run_body = self.build_runs.get((namespace, build_run_name(name, status.retry_count + 1)))
+        if run_body is not None and not owners.controlled_by(run_body, uid):
+            run_body = None
         return lifecycle.Observation(
             now=now_utc(),
             name=name,
@@ -141,9 +166,10 @@ class WorkOrderReconciler:
             status=status,
             lease=LeaseView.from_body(lease_body) if lease_body else None,
             build_run=shipwright.build_run_view(run_body) if run_body else None,
-            waitpoints=self.gates.views_for(namespace, name),
+            waitpoints=self.gates.views_for(namespace, name, uid),
             random_value=random.random(),
             action_error=action_error,
+            name_taken=name_taken,
         )
 
     async def execute(self, workorder: Body, actions: list[lifecycle.Action]) -> bool:
@@ -164,6 +190,9 @@ class WorkOrderReconciler:
                     try:
                         self.leases.observe(key, await claims.create_lease(self.api, lease))
                     except claims.ClaimTaken:
+                        existing = await self._existing_child(workorder, LEASES, action.name)
+                        if existing:
+                            self.leases.observe(key, existing)
                         return False
                 case lifecycle.RenewLease():
                     try:
@@ -179,14 +208,18 @@ class WorkOrderReconciler:
                     self.leases.forget(key, action.lease.uid)
                 case lifecycle.ApplyObjects():
                     try:
-                        await shipwright.apply_objects(self.api, workorder, action.objects)
+                        taken = await shipwright.apply_objects(self.api, workorder, action.objects)
                     except ApiError as exc:
                         raise _classify(exc, "applying the embedded objects") from None
+                    if taken is not None:
+                        raise NameTakenError(taken.message)
                 case lifecycle.CreateWaitpoint():
                     created = await waitpoints.create_waitpoint(
                         self.api, waitpoints.build_waitpoint(workorder, action.name, action.gate)
                     )
-                    if created is not None:
+                    if created is None:
+                        created = await self._existing_child(workorder, WAITPOINTS, action.name)
+                    if created:
                         self.gates.observe_waitpoint(created)
                 case lifecycle.ActivateWaitpoint():
                     written = await waitpoints.activate(
@@ -205,12 +238,31 @@ class WorkOrderReconciler:
                     self.gates.observe_waitpoint(written)
                 case lifecycle.CreateBuildRun():
                     try:
-                        await shipwright.create_build_run(
+                        created = await shipwright.create_build_run(
                             self.api, workorder, action.name, action.build_name, action.attempt
                         )
                     except ApiError as exc:
                         raise _classify(exc, f"creating BuildRun {action.name}") from None
+                    if created is None:
+                        await self._existing_child(workorder, BUILDRUNS, action.name)
+                case lifecycle.CancelBuildRun():
+                    await shipwright.cancel_build_run(self.api, namespace, action.name)
         return True
+
+    async def _existing_child(self, workorder: Body, resource: ResourceRef, name: str) -> Body:
+        """A create met an existing object: ours (a race, a restart) is returned; anyone
+        else's raises NameTakenError: reported, never taken over."""
+        meta = workorder["metadata"]
+        try:
+            existing = await self.api.get(resource.path(meta["namespace"], name))
+        except ApiError as exc:
+            if exc.not_found:
+                return {}  # gone meanwhile: the next look creates it
+            raise
+        if not owners.controlled_by(existing, meta["uid"]):
+            kind = str(existing.get("kind") or resource.plural)
+            raise NameTakenError(owners.name_taken(kind, existing).message)
+        return existing
 
     def record(self, body: Body, old: WorkOrderStatus, new: WorkOrderStatus) -> None:
         entering_claim = new.phase == Phase.CLAIMED and old.phase != Phase.CLAIMED

@@ -1,0 +1,208 @@
+"""What an agent may claim, kept current by watches the API server filters.
+
+Two watches per agent, both filtered on the server: PENDING WorkOrders of the agent's
+work type (the CRD's selectableFields `spec.workType` and `status.phase`), and the claim
+Leases of that work type (label `workgate.io/work-type`). Nothing is listed again except
+when a watch must restart (410 Gone): the re-list then replaces the whole view, since a
+restarted watch does not report what vanished meanwhile. Only what choosing needs is
+kept (names, uids, ages), never whole bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from workgate.api.wire import LABEL_MANAGED_BY, LABEL_WORK_TYPE, MANAGED_BY, Phase
+from workgate.core.naming import label_value
+from workgate.k8s.api import LEASES, WORKORDERS, ApiError, Body, KubeApi, is_transient
+
+log = logging.getLogger(__name__)
+Key = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What claiming needs of a PENDING WorkOrder (its YAML is read once claimed)."""
+
+    namespace: str
+    name: str
+    uid: str
+    created: str  # creationTimestamp: oldest first
+    resource_version: str
+    work_type: str
+    retry_count: int
+    claim_timeout_seconds: int
+
+    def as_body(self) -> Body:
+        return {
+            "metadata": {"namespace": self.namespace, "name": self.name, "uid": self.uid},
+            "spec": {
+                "workType": self.work_type,
+                "claimTimeoutSeconds": self.claim_timeout_seconds,
+            },
+            "status": {"retryCount": self.retry_count},
+        }
+
+
+def spread_score(identity: str, uid: str) -> float:
+    """A stable pseudo-random rank in [0, 1) of one WorkOrder for one agent: agents that
+    see the same work try it in different orders and after different delays (rendezvous
+    hashing), so one of them claims it and the rest see its Lease instead of colliding."""
+    digest = hashlib.blake2b(f"{identity}\0{uid}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+class _View:
+    """One list+watch of a collection into a dict of small values."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        path: str,
+        params: dict[str, str],
+        extract: Callable[[Body], tuple[Key, object] | None],
+        changed: asyncio.Event,
+    ) -> None:
+        self.api, self.path, self.params, self.extract = api, path, params, extract
+        self.items: dict[Key, object] = {}
+        self.synced = asyncio.Event()
+        self.changed = changed
+        self.lists = 0  # full lists made (start-up and 410 restarts)
+
+    def _apply(self, type_: str, body: Body) -> None:
+        got = self.extract(body)
+        if got is None:
+            return
+        key, value = got
+        if type_ == "DELETED":
+            self.items.pop(key, None)
+        else:
+            self.items[key] = value
+        self.changed.set()
+
+    async def run(self) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                listing = await self.api.get(self.path, params=dict(self.params))
+                self.lists += 1
+                fresh: dict[Key, object] = {}
+                for body in listing.get("items", []):
+                    got = self.extract(body)
+                    if got is not None:
+                        fresh[got[0]] = got[1]
+                self.items = fresh
+                self.synced.set()
+                self.changed.set()
+                version = str(listing["metadata"].get("resourceVersion", ""))
+                while True:  # watch on from `version` until the server says it is too old
+                    params = {
+                        **self.params,
+                        "resourceVersion": version,
+                        "allowWatchBookmarks": "true",
+                    }
+                    async for type_, body in self.api.watch(self.path, params=params):
+                        version = str(body.get("metadata", {}).get("resourceVersion") or version)
+                        if type_ != "BOOKMARK":
+                            self._apply(type_, body)
+                    backoff = 0.2
+            except ApiError as exc:
+                if not (exc.gone or is_transient(exc)):
+                    log.warning("watching %s: %s; retrying", self.path, exc)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.info("watching %s interrupted (%s); resuming", self.path, type(exc).__name__)
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, 5.0)
+
+
+class WorkFeed:
+    """PENDING WorkOrders of one work type that no Lease claims yet, as agents see them."""
+
+    def __init__(self, api: KubeApi, work_type: str, namespace: str | None) -> None:
+        self.changed = asyncio.Event()
+        selector = f"spec.workType={work_type},status.phase={Phase.PENDING}"
+        self.workorders = _View(
+            api,
+            WORKORDERS.path(namespace),
+            {"fieldSelector": selector},
+            self._workorder,
+            self.changed,
+        )
+        labels = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_WORK_TYPE}={label_value(work_type)}"
+        self.leases = _View(
+            api, LEASES.path(namespace), {"labelSelector": labels}, self._lease, self.changed
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self._passed: set[Candidate] = set()  # tried and not claimable, until they change
+
+    @staticmethod
+    def _workorder(body: Body) -> tuple[Key, object] | None:
+        meta = body["metadata"]
+        if meta.get("deletionTimestamp"):
+            return None
+        key = (meta["namespace"], meta["name"])
+        spec, status = body.get("spec") or {}, body.get("status") or {}
+        return key, Candidate(
+            namespace=key[0],
+            name=key[1],
+            uid=meta["uid"],
+            created=meta.get("creationTimestamp", ""),
+            resource_version=str(meta.get("resourceVersion", "")),
+            work_type=str(spec.get("workType", "")),
+            retry_count=int(status.get("retryCount") or 0),
+            claim_timeout_seconds=int(spec.get("claimTimeoutSeconds") or 3600),
+        )
+
+    @staticmethod
+    def _lease(body: Body) -> tuple[Key, object] | None:
+        meta = body["metadata"]
+        for ref in meta.get("ownerReferences") or []:
+            if ref.get("controller"):
+                return (meta["namespace"], str(ref.get("name"))), str(ref.get("uid"))
+        return None
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self.workorders.run(), name="feed-workorders"),
+            asyncio.create_task(self.leases.run(), name="feed-leases"),
+        ]
+        await asyncio.gather(self.workorders.synced.wait(), self.leases.synced.wait())
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def claimable(self) -> list[Candidate]:
+        leased = self.leases.items
+        current = self.workorders.items.values()
+        self._passed.intersection_update(current)  # forget what has changed since
+        return [
+            c
+            for key, c in self.workorders.items.items()
+            if isinstance(c, Candidate) and leased.get(key) != c.uid and c not in self._passed
+        ]
+
+    def pass_over(self, candidate: Candidate) -> None:
+        """Claiming it failed: skip it until the watch shows it changed."""
+        self._passed.add(candidate)
+
+    def still_claimable(self, candidate: Candidate) -> bool:
+        key = (candidate.namespace, candidate.name)
+        current = self.workorders.items.get(key)
+        return current == candidate and self.leases.items.get(key) != candidate.uid
+
+    async def wait_for_work(self) -> list[Candidate]:
+        while True:
+            self.changed.clear()
+            work = self.claimable()
+            if work:
+                return work
+            await self.changed.wait()

@@ -1,0 +1,59 @@
+"""What travels on the wire, without the models: group, labels, phases and timestamps.
+
+Standard library only, so a lean process (an agent) can speak workgate's protocol
+without importing Pydantic; the models in this package build on these names.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+GROUP = "workgate.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+CATEGORY = "workgate"
+
+# Labels and annotations the operator and agents put on the objects they create.
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "workgate"
+LABEL_WORKORDER = f"{GROUP}/workorder"
+LABEL_WORK_TYPE = f"{GROUP}/work-type"  # on claim Leases: agents watch their own type's
+
+
+class Phase(StrEnum):
+    """Queue phase of a WorkOrder (the seed's `status`, plus the terminal states)."""
+
+    PENDING = "PENDING"
+    CLAIMED = "CLAIMED"
+    RETRY_PENDING = "RETRY_PENDING"
+    WAITING = "WAITING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED})
+
+
+def format_time(value: datetime) -> str:
+    """Render a timestamp the way the API server does: RFC 3339, UTC, `Z` suffix.
+
+    Sub-second precision is kept (milliseconds) because retry times are honoured to
+    within a second and rounding them to the second would make retries early.
+    """
+    value = value.astimezone(UTC)
+    if value.microsecond:
+        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def now_utc() -> datetime:
+    """Now, truncated to the millisecond that status timestamps can hold."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
