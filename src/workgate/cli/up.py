@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from workgate.devcluster.build import BuildError, ensure_binaries, stderr_progress
@@ -37,10 +38,17 @@ def cluster_configured(env: dict[str, str] | None = None) -> bool:
     )
 
 
-def run_operator_until_stopped(log_level: str = "info", log_format: str | None = None) -> int:
+def run_operator_until_stopped(
+    log_level: str = "info", log_format: str | None = None, *, embedded: bool = False
+) -> int:
+    """Run until stopped. `embedded`: on a local control plane that outlives this process
+    (or is reused), so the fail-closed webhooks are removed on the way out."""
     setup_logging(log_level, log_format)
+    config = OperatorConfig.from_env()
+    if embedded:
+        config = replace(config, webhook_cleanup=True)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_operator(OperatorConfig.from_env()))
+        asyncio.run(run_operator(config))
     return 0
 
 
@@ -57,7 +65,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         stderr_progress(f"reusing the control plane running from {state_dir}")
         os.environ["KUBECONFIG"] = str(running.kubeconfig)
         print("\n".join(running.export_lines()), flush=True)
-        return run_operator_until_stopped(args.log_level)
+        return run_operator_until_stopped(args.log_level, embedded=True)
     try:
         plane = LocalControlPlane(state_dir=state_dir, binaries=ensure_binaries(stderr_progress))
         plane.start()
@@ -69,7 +77,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         os.environ["KUBECONFIG"] = str(plane.kubeconfig_path)
         print("# in another shell:", flush=True)
         print("\n".join(plane.export_lines()), flush=True)
-        return run_operator_until_stopped(args.log_level)
+        return run_operator_until_stopped(args.log_level, embedded=True)
     finally:
         plane.stop()
 

@@ -112,3 +112,94 @@ class Fencing:
         renew_deadline = duration_seconds * 2 / 3
         grace = min(max_grace, duration_seconds / 6)
         return cls(renew_every=duration_seconds / 3, renew_deadline=renew_deadline, grace=grace)
+
+
+# --- who may write a claim Lease (the admission webhook's rules) -----------------------
+
+# Identities that delete objects on the cluster's behalf: the garbage collector removes a
+# deleted WorkOrder's Lease, the namespace controller a deleted namespace's.
+SYSTEM_DELETERS = frozenset(
+    {
+        "system:kube-controller-manager",
+        "system:serviceaccount:kube-system:generic-garbage-collector",
+        "system:serviceaccount:kube-system:namespace-controller",
+    }
+)
+SYSTEM_MASTERS = "system:masters"
+
+
+@dataclass(frozen=True)
+class ClaimTarget:
+    """The WorkOrder a new claim Lease names as its controller, as the API server has it."""
+
+    exists: bool
+    uid_matches: bool
+    lease_name: str  # the claim Lease name this WorkOrder's claims must use
+    work_type: str
+    local: bool  # the operator itself runs this work type
+
+
+def judge_claim_create(
+    lease_name: str,
+    lease: LeaseView,
+    requester: str,
+    operator: str,
+    target: ClaimTarget | None,
+    may_claim: bool,
+) -> str | None:
+    """Why creating this claim Lease is refused, or None. `target` is None when the Lease
+    has no WorkOrder controller; `may_claim` is the requester's RBAC answer for verb
+    `claim` on `worktypes/<work type>`."""
+    if target is None:
+        return "a claim Lease must have its WorkOrder as controller owner reference"
+    if not target.exists or not target.uid_matches:
+        return "the WorkOrder this claim names does not exist (or is not that uid)"
+    if lease_name != target.lease_name:
+        return f"the claim Lease of this WorkOrder is named {target.lease_name}"
+    if lease.holder != requester:
+        return (
+            f"spec.holderIdentity must be the claimant's own user name {requester!r}, "
+            f"not {lease.holder!r}"
+        )
+    if lease.attempt is None:
+        return f"metadata.annotations[{ANNOTATION_ATTEMPT}] must be the attempt number"
+    if lease.outcome is not None:
+        return "a new claim cannot carry an outcome"
+    if requester == operator:
+        return None
+    if target.local:
+        return f"{target.work_type!r} work is run by the operator; agents cannot claim it"
+    if not may_claim:
+        return (
+            f"{requester} may not claim {target.work_type!r} work (needs verb 'claim' on "
+            f"worktypes.{GROUP}/{target.work_type})"
+        )
+    return None
+
+
+def judge_claim_update(
+    old: LeaseView, new: LeaseView, requester: str, operator: str, same_owner: bool
+) -> str | None:
+    """Only the holder (renewing, reporting) or the operator may change a claim, and
+    never who holds it, which attempt it is for, or whose it is."""
+    if requester not in (old.holder, operator):
+        return f"only the claim's holder {old.holder!r} (or the operator) may change it"
+    if new.holder != old.holder:
+        return "a claim's holderIdentity cannot change: release it and claim anew"
+    if new.attempt != old.attempt:
+        return f"a claim's {ANNOTATION_ATTEMPT} annotation cannot change"
+    if not same_owner:
+        return "a claim's owner reference cannot change"
+    if old.outcome is not None and new.outcome != old.outcome:
+        return "a claim's reported outcome cannot change"
+    return None
+
+
+def judge_claim_delete(
+    old: LeaseView, requester: str, groups: tuple[str, ...], operator: str
+) -> str | None:
+    if requester in (old.holder, operator) or requester in SYSTEM_DELETERS:
+        return None
+    if SYSTEM_MASTERS in groups:
+        return None
+    return f"only the claim's holder {old.holder!r} (or the operator) may release it"

@@ -24,16 +24,17 @@ from workgate.core.manifests import ManifestError, parse_documents, validate_obj
 from workgate.core.naming import lease_name
 from workgate.k8s.api import (
     LEASES,
-    SUBJECT_ACCESS_REVIEWS,
     WAITPOINTS,
     WORKORDERS,
     ApiError,
     Body,
     KubeApi,
 )
+from workgate.k8s.owners import controlled_by
 from workgate.k8s.waitpoints import ANNOTATION_RECIPIENT_KEY, ANNOTATION_SENDER
 from workgate.operator.config import OperatorConfig
 from workgate.operator.metrics import OperatorMetrics
+from workgate.operator.sar import allowed
 
 
 def register_admission(
@@ -127,9 +128,10 @@ def register_admission(
                     "spec.workOrderName: no such WorkOrder", code=404
                 ) from None
             raise
-        if not await _claim_held(api, namespace, wo):
+        if not await _claim_held(api, namespace, wo, str(userinfo.get("username", ""))):
             raise kopf.AdmissionError(
-                "only a claimed WorkOrder can be suspended (its claimant suspends it)", code=409
+                "only the claimant holding the WorkOrder's current attempt can suspend it",
+                code=403,
             )
 
     @kopf.on.validate(
@@ -176,9 +178,11 @@ def register_admission(
                     )
 
 
-async def _claim_held(api: KubeApi, namespace: str, workorder: Body) -> bool:
-    """Does a Lease hold the WorkOrder's current attempt? The Lease is the claim; status
-    may not record it yet when a claimant suspends right after claiming."""
+async def _claim_held(api: KubeApi, namespace: str, workorder: Body, requester: str) -> bool:
+    """Does `requester` hold the WorkOrder's current attempt? The Lease is the claim (status
+    may not record it yet when a claimant suspends right after claiming), and only its
+    holder may suspend: anyone else would receive the waitpoint's token sealed to a key
+    of their own choosing."""
     try:
         lease = await api.get(LEASES.path(namespace, lease_name(workorder["metadata"]["name"])))
     except ApiError as exc:
@@ -187,27 +191,15 @@ async def _claim_held(api: KubeApi, namespace: str, workorder: Body) -> bool:
         raise
     view = LeaseView.from_body(lease)
     attempt = int((workorder.get("status") or {}).get("retryCount") or 0) + 1
-    return view.attempt == attempt and view.outcome is None
+    return (
+        controlled_by(lease, workorder["metadata"]["uid"])
+        and view.attempt == attempt
+        and view.outcome is None
+        and view.holder == requester
+    )
 
 
 async def _allowed(
     api: KubeApi, userinfo: kopf.UserInfo, verb: str, group: str, plural: str, namespace: str
 ) -> bool:
-    review = {
-        "apiVersion": "authorization.k8s.io/v1",
-        "kind": "SubjectAccessReview",
-        "spec": {
-            "user": userinfo.get("username"),
-            "groups": userinfo.get("groups") or [],
-            "uid": userinfo.get("uid"),
-            "extra": userinfo.get("extra") or {},
-            "resourceAttributes": {
-                "verb": verb,
-                "group": group,
-                "resource": plural,
-                "namespace": namespace,
-            },
-        },
-    }
-    result = await api.create(SUBJECT_ACCESS_REVIEWS.path(), review)
-    return bool((result.get("status") or {}).get("allowed"))
+    return await allowed(api, userinfo, verb, group, plural, namespace)

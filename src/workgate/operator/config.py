@@ -25,6 +25,10 @@ def _kinds(value: str) -> frozenset[tuple[str, str]]:
     return frozenset(kinds)
 
 
+def _flag(value: str) -> bool:
+    return value.lower() not in ("off", "false", "0", "no", "")
+
+
 def _port_or_off(value: str) -> int | None:
     return None if value.lower() in ("off", "none", "") else int(value)
 
@@ -58,11 +62,18 @@ class OperatorConfig:
     metrics_port: int | None = 9090  # None: no metrics endpoint
     liveness_endpoint: str | None = None  # e.g. http://0.0.0.0:8080/healthz (Kopf's probe)
     workers: int = 8
+    # The user name the API server authenticates the operator as: the holder of the
+    # claims it makes and the one identity besides a holder that may change a claim.
+    # Learned at start-up (SelfSubjectReview) unless set.
+    claimant: str | None = None
+    # Remove the webhook configuration when the operator stops (the embedded control
+    # plane's `workgate up`); a real deployment keeps it, failing closed.
+    webhook_cleanup: bool = False
 
     @property
     def policy(self) -> Policy:
         return Policy(
-            identity=self.identity,
+            identity=self.claimant or self.identity,
             local_work_types=self.local_work_types,
             allowed_kinds=self.allowed_kinds,
             backoff_cap_seconds=self.backoff_cap_seconds,
@@ -101,4 +112,6 @@ class OperatorConfig:
             webhook_cert_secret=env.get("WORKGATE_WEBHOOK_CERT_SECRET") or None,
             metrics_port=_port_or_off(env.get("WORKGATE_METRICS_PORT", str(default.metrics_port))),
             liveness_endpoint=env.get("WORKGATE_LIVENESS_ENDPOINT") or None,
+            claimant=env.get("WORKGATE_CLAIMANT") or None,
+            webhook_cleanup=_flag(env.get("WORKGATE_WEBHOOK_CLEANUP", "off")),
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,6 +20,7 @@ from workgate.k8s.api import BUILDRUNS, LEASES, KubeApi
 from workgate.k8s.owners import workgate_owner
 from workgate.k8s.waitpoints import get_or_create_secret
 from workgate.operator.admission import register_admission
+from workgate.operator.admission_claims import register_claim_admission
 from workgate.operator.cache import ObjectCache
 from workgate.operator.certs import (
     ServingCert,
@@ -29,6 +30,11 @@ from workgate.operator.certs import (
 )
 from workgate.operator.config import OperatorConfig
 from workgate.operator.waitpoints import WaitpointReconciler
+from workgate.operator.webhooks import (
+    RegisteringWebhookServer,
+    apply_webhook_configurations,
+    build_webhook_configurations,
+)
 from workgate.operator.workorders import WorkOrderReconciler
 
 MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
@@ -37,24 +43,6 @@ MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 def _owner_workorder(body: dict[str, Any]) -> str | None:
     owner = workgate_owner(body)
     return owner[0] if owner else None
-
-
-class ServiceWebhookServer(kopf.WebhookServer):
-    """Serves as Kopf's WebhookServer does, but has the API server call it via a Service
-    (in a cluster, the API server reaches pods through Services, not pod addresses)."""
-
-    def __init__(self, service: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        namespace, _, rest = service.partition("/")
-        name, _, port = rest.partition(":")
-        self.service = {"namespace": namespace, "name": name, "port": int(port or 443), "path": ""}
-
-    async def __call__(self, fn: Any) -> AsyncIterator[Any]:
-        async for config in super().__call__(fn):
-            routed: dict[str, Any] = {"service": dict(self.service)}
-            if "caBundle" in config:
-                routed["caBundle"] = config["caBundle"]
-            yield routed
 
 
 async def serving_cert(api: KubeApi, config: OperatorConfig, host: str) -> ServingCert:
@@ -83,20 +71,24 @@ async def serving_cert(api: KubeApi, config: OperatorConfig, host: str) -> Servi
     return write_serving_cert(scratch / "shared", data["ca.crt"], data["tls.crt"], data["tls.key"])
 
 
-async def webhook_server(api: KubeApi, config: OperatorConfig) -> kopf.WebhookServer:
+async def webhook_server(
+    api: KubeApi, config: OperatorConfig, registry: kopf.OperatorRegistry
+) -> kopf.WebhookServer:
     host = config.webhook_host or config.webhook_addr
     cert = await serving_cert(api, config, host)
-    if config.webhook_service:
-        return ServiceWebhookServer(
-            config.webhook_service,
-            addr=config.webhook_addr,
-            port=config.webhook_port,
-            host=host,
-            certfile=str(cert.cert_path),
-            pkeyfile=str(cert.key_path),
-            cadata=cert.ca_pem or None,
+
+    async def register(client_config: Mapping[str, Any]) -> None:
+        configurations = build_webhook_configurations(
+            registry._webhooks.get_all_handlers(),
+            client_config,
+            config.webhook_config_name,
+            config.namespaces,
         )
-    return kopf.WebhookServer(
+        await apply_webhook_configurations(api, configurations)
+
+    return RegisteringWebhookServer(
+        register=register,
+        service=config.webhook_service,
         addr=config.webhook_addr,
         port=config.webhook_port,
         host=host,
@@ -113,6 +105,7 @@ def build_registry(
     config = reconciler.config
     if config.webhook:
         register_admission(registry, reconciler.api, config, gates.operator_key, gates.metrics)
+        register_claim_admission(registry, reconciler.api, config)
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -122,9 +115,8 @@ def build_registry(
         settings.watching.label_selectors[LEASES.group, LEASES.plural] = MANAGED_SELECTOR
         settings.watching.label_selectors[BUILDRUNS.group, BUILDRUNS.plural] = MANAGED_SELECTOR
         settings.watching.server_timeout = 300
-        if config.webhook:
-            settings.admission.server = await webhook_server(reconciler.api, config)
-            settings.admission.managed = config.webhook_config_name
+        if config.webhook:  # registered by workgate, scoped (operator/webhooks.py)
+            settings.admission.server = await webhook_server(reconciler.api, config, registry)
 
     @kopf.on.login(registry=registry)
     async def login(**kwargs: Any) -> Any:

@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import replace
 from typing import Any
 
 import kopf
 
+from workgate.agent.client import retrying, whoami
 from workgate.k8s.api import KubeApi
 from workgate.k8s.waitpoints import ensure_operator_key
 from workgate.operator.config import OperatorConfig
 from workgate.operator.handlers import build_registry
 from workgate.operator.metrics import OperatorMetrics, serve_metrics
 from workgate.operator.waitpoints import WaitpointReconciler
+from workgate.operator.webhooks import remove_webhook_configurations
 from workgate.operator.workorders import WorkOrderReconciler
 
 log = logging.getLogger(__name__)
@@ -27,6 +30,8 @@ async def run_operator(
     ready: asyncio.Event | None = None,
 ) -> None:
     api = KubeApi()
+    if config.claimant is None:  # claims are made as the user the API server sees
+        config = replace(config, claimant=await retrying(lambda: whoami(api), what="who am I"))
     operator_key = await ensure_operator_key(api, config.operator_namespace)
     metrics = OperatorMetrics()
     gates = WaitpointReconciler(api, config, operator_key, metrics)
@@ -50,8 +55,9 @@ async def run_operator(
             queue.cancel()
 
     log.info(
-        "workgate operator %s starting (local work types: %s)",
+        "workgate operator %s (claims as %s) starting (local work types: %s)",
         config.identity,
+        config.claimant,
         ", ".join(sorted(config.local_work_types)) or "none",
     )
     try:
@@ -71,4 +77,7 @@ async def run_operator(
                 await queue
         if metrics_runner is not None:
             await metrics_runner.cleanup()
+        if config.webhook and config.webhook_cleanup:
+            await remove_webhook_configurations(api, config.webhook_config_name)
+            log.info("removed webhook configuration %s", config.webhook_config_name)
         await api.aclose()
