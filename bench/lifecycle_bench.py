@@ -210,7 +210,7 @@ async def bench_signals(api: KubeApi, namespace: str, total: int) -> None:
         name = f"gated-{i:04d}"
         waiters[name] = asyncio.Event()
         sent = time.monotonic()
-        await send_signal(api, namespace, f"{name}-go", "approve")
+        await send_signal(api, namespace, f"{name}.go", "approve")
         await asyncio.wait_for(waiters[name].wait(), timeout=30)
         latencies.append(resumed[name] - sent)
     watcher.cancel()

@@ -158,7 +158,7 @@ def _run_through_the_phases(
     # Waiting at a waitpoint: both the WorkOrder and its Waitpoint are Suspended.
     waiting = reach("gated", "WAITING")
     assert health(scripts, waiting)["status"] == "Suspended"
-    active = waitpoint_in("gated-approval", "active")
+    active = waitpoint_in("gated.approval", "active")
     assert health(scripts, active)["status"] == "Suspended"
     assert health(scripts, active)["message"].startswith(
         "waiting for signals approve (0 of 1 received)"
@@ -186,7 +186,7 @@ def _run_through_the_phases(
     assert retrying["message"].endswith("; last error: BuildRun again-a1: step build failed")
 
     # A waitpoint that expired: Degraded, and so is the WorkOrder it failed.
-    expired = waitpoint_in("late-deadline", "closed")
+    expired = waitpoint_in("late.deadline", "closed")
     assert expired["status"]["closeReason"] == "Expired"
     assert health(scripts, expired)["status"] == "Degraded"
     assert health(scripts, reach("late", "FAILED"))["status"] == "Degraded"
@@ -196,14 +196,14 @@ def _run_through_the_phases(
                "the webhook registration", operator=op)  # fmt: skip
     plugin = Path(sys.executable).parent / "kubectl-workgate"
     signalled = subprocess.run(
-        [str(plugin), "signal", "gated-approval", "approve", "-n", ns],
+        [str(plugin), "signal", "gated.approval", "approve", "-n", ns],
         env={**os.environ, "KUBECONFIG": cluster.kubeconfig},
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert signalled.returncode == 0, signalled.stdout + signalled.stderr
-    satisfied = waitpoint_in("gated-approval", "closed")
+    satisfied = waitpoint_in("gated.approval", "closed")
     assert satisfied["status"]["closeReason"] == "Satisfied"
     assert health(scripts, satisfied)["status"] == "Healthy"
     assert health(scripts, reach("gated", "CLAIMED"))["status"] == "Progressing"

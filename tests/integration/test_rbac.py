@@ -605,7 +605,7 @@ def test_a_reviewer_opens_a_gate_and_an_agent_does_work_each_on_its_own_token(
     wait_until(lambda: phase_of(k, ns, "gated") == "WAITING", "gated WAITING", operator=operator)
 
     def token_written() -> bool:
-        wp = get_json(k, "get", "-n", ns, "waitpoint.workgate.io/gated-approval")
+        wp = get_json(k, "get", "-n", ns, "waitpoint.workgate.io/gated.approval")
         status = (wp or {}).get("status") or {}
         return status.get("state") == "active" and bool(status.get("tokenSecretName"))
 
@@ -614,7 +614,7 @@ def test_a_reviewer_opens_a_gate_and_an_agent_does_work_each_on_its_own_token(
     # the waitpoint and its token Secret, and creates the Signal the webhook admits.
     plugin = Path(sys.executable).parent / "kubectl-workgate"
     signalled = subprocess.run(
-        [str(plugin), "signal", "gated-approval", "approve", "-n", ns, "--payload", "lgtm"],
+        [str(plugin), "signal", "gated.approval", "approve", "-n", ns, "--payload", "lgtm"],
         env={**os.environ, "KUBECONFIG": subjects.kubeconfigs["reviewer"]},
         capture_output=True,
         text=True,
@@ -626,7 +626,7 @@ def test_a_reviewer_opens_a_gate_and_an_agent_does_work_each_on_its_own_token(
     finish_build_run(k, ns, run["metadata"]["name"], succeeded=True)
     wait_until(lambda: phase_of(k, ns, "gated") == "SUCCEEDED", "gated SUCCEEDED",
                operator=operator)  # fmt: skip
-    wp = k.json("get", "-n", ns, "waitpoint.workgate.io/gated-approval")
+    wp = k.json("get", "-n", ns, "waitpoint.workgate.io/gated.approval")
     (received,) = wp["status"]["receivedSignals"]
     assert received["sender"] == subjects.user("reviewer")
 

@@ -101,20 +101,20 @@ async def test_pre_execution_gate_waits_then_runs_to_success(
     )
     waiting = await wait_phase(api, namespace, "rel", "WAITING")
     assert waiting["status"]["waitingOn"] == "approval"
-    await wait_wp(api, namespace, "rel-approval", "active")
+    await wait_wp(api, namespace, "rel.approval", "active")
     listed = kubectl("get", "wp", "-n", namespace, "-l", "workgate.io/workorder=rel").stdout
-    assert "rel-approval" in listed and "active" in listed and '["approve"]' in listed
+    assert "rel.approval" in listed and "active" in listed and '["approve"]' in listed
     pending = plugin("pending", "rel", "-n", namespace)
     assert pending.returncode == 0 and "approval" in pending.stdout
     assert await list_items(api, BUILDRUNS.path(namespace)) == []
     assert await list_items(api, LEASES.path(namespace)) == []
 
-    out = signal(kubectl, namespace, "rel-approval", "approve", payload="ship it")
+    out = signal(kubectl, namespace, "rel.approval", "approve", payload="ship it")
     assert "Accepted" in out
     await wait_for(lambda: api.get(BUILDRUNS.path(namespace, "rel-a1")), what="BuildRun")
     await finish_build_run(api, namespace, "rel-a1", succeeded=True)
     await wait_phase(api, namespace, "rel", "SUCCEEDED")
-    wp = await waitpoint(api, namespace, "rel-approval")
+    wp = await waitpoint(api, namespace, "rel.approval")
     st = wp["status"]
     assert st["state"] == "closed" and st["closeReason"] == "Satisfied"
     assert st["createdAt"] and st["activatedAt"] and st["closedAt"]
@@ -140,11 +140,11 @@ async def test_wildcard_multi_signal_buffering_and_independent_waitpoints(
     assert waiting["status"]["waitingOn"] == "anyone,both"
     await wait_wp(api, namespace, "multi-anyone", "active")
     await wait_wp(api, namespace, "multi-both", "active")
-    assert (await waitpoint(api, namespace, "multi-verify"))["status"]["state"] == "pending"
+    assert (await waitpoint(api, namespace, "multi.verify"))["status"]["state"] == "pending"
 
     # Buffered: the AfterSuccess gate is still pending.
-    assert "buffered" in signal(kubectl, namespace, "multi-verify", "smoke")
-    buffered = await waitpoint(api, namespace, "multi-verify")
+    assert "buffered" in signal(kubectl, namespace, "multi.verify", "smoke")
+    buffered = await waitpoint(api, namespace, "multi.verify")
     assert buffered["status"]["state"] == "pending" and buffered["status"]["receivedCount"] == 1
 
     signal(kubectl, namespace, "multi-both", "qa")
@@ -164,7 +164,7 @@ async def test_wildcard_multi_signal_buffering_and_independent_waitpoints(
     # The buffered signal satisfies the AfterSuccess gate the moment it activates.
     done = await wait_phase(api, namespace, "multi", "SUCCEEDED")
     assert done["status"]["waitingStage"] == "AfterSuccess"
-    verify = await waitpoint(api, namespace, "multi-verify")
+    verify = await waitpoint(api, namespace, "multi.verify")
     assert verify["status"]["closeReason"] == "Satisfied" and verify["status"]["activatedAt"]
 
 
@@ -466,10 +466,10 @@ async def test_agent_suspends_its_work_order_and_alone_receives_the_token(
         and waiting["status"]["waitingOn"] == "review"
     )
     assert waiting["status"]["retryCount"] == 0
-    await wait_wp(api, namespace, "job-review", "active")
-    token_file = tokens / f"{namespace}.job-review.token"
+    await wait_wp(api, namespace, "job.review", "active")
+    token_file = tokens / f"{namespace}.job.review.token"
     assert token_file.stat().st_mode & 0o777 == 0o600
-    assert token_file.read_text() == await token_of(api, namespace, "job-review")
+    assert token_file.read_text() == await token_of(api, namespace, "job.review")
     assert token_file.read_text() not in first.stderr + first.stdout
     # The agent reads no Secret at all: the token reached it sealed to its own key.
     cannot = kubectl(
@@ -483,10 +483,10 @@ async def test_agent_suspends_its_work_order_and_alone_receives_the_token(
         check=False,
     )
     assert cannot.stdout.strip() == "no"
-    sealed = (await waitpoint(api, namespace, "job-review"))["status"]["sealedToken"]
+    sealed = (await waitpoint(api, namespace, "job.review"))["status"]["sealedToken"]
     assert sealed and token_file.read_text() not in sealed
 
-    signal(kubectl, namespace, "job-review", "go")
+    signal(kubectl, namespace, "job.review", "go")
     resumed = await wait_phase(api, namespace, "job", "PENDING")
     assert resumed["status"]["retryCount"] == 0
     second = run_agent("true")
@@ -505,7 +505,7 @@ async def test_a_dynamic_waitpoint_needs_a_recipient_key_and_a_claimed_work_orde
         "apiVersion": "workgate.io/v1alpha1",
         "kind": "Waitpoint",
         "metadata": {
-            "name": "held-steal",
+            "name": "held.steal",
             "annotations": {"workgate.io/token-recipient-key": "bm9wZQ=="},
         },
         "spec": {"workOrderName": "held", "key": "steal", "stage": "Dynamic"},
@@ -517,5 +517,5 @@ async def test_a_dynamic_waitpoint_needs_a_recipient_key_and_a_claimed_work_orde
     unclaimed = kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(wp), check=False)
     assert (
         unclaimed.returncode != 0
-        and "only a claimed WorkOrder can be suspended" in unclaimed.stderr
+        and "only the claimant holding the WorkOrder's current attempt can suspend it" in unclaimed.stderr
     )

@@ -173,12 +173,12 @@ def test_waiting_at_a_waitpoint_is_suspended() -> None:
         "observedGeneration": 1,
         "conditions": [
             {"type": "Ready", "status": "False", "reason": "Waiting",
-             "message": "waiting at waitpoint wo1-approve"},
+             "message": "waiting at waitpoint wo1.approve"},
         ],
     }  # fmt: skip
     assert workorder_health(obj) == {
         "status": "Suspended",
-        "message": "waiting at waitpoint wo1-approve",
+        "message": "waiting at waitpoint wo1.approve",
     }
     del obj["status"]["conditions"]
     assert workorder_health(obj) == {"status": "Suspended", "message": "Waiting at a waitpoint"}
@@ -209,7 +209,7 @@ def waitpoint(status: dict[str, Any] | None, required: list[str] | None = None) 
     obj: dict[str, Any] = {
         "apiVersion": "workgate.io/v1alpha1",
         "kind": "Waitpoint",
-        "metadata": {"name": "wo1-approve", "namespace": "ns", "generation": 1},
+        "metadata": {"name": "wo1.approve", "namespace": "ns", "generation": 1},
         "spec": {
             "workOrderName": "wo1",
             "key": "approve",

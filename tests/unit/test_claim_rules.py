@@ -90,7 +90,7 @@ def handler(id_: str, plural: str, group: str = "workgate.io", **labels: str) ->
     return SimpleNamespace(
         id=id_,
         reason="validating",
-        selector=SimpleNamespace(group=group, version="v1", plural=plural),
+        selector=SimpleNamespace(group=group, version="v1", plural=None, any_name=plural),
         operations=["CREATE"],
         labels=labels,
         side_effects=None,

@@ -66,7 +66,8 @@ def build_webhook_configurations(
                 {
                     "apiGroups": [selector.group or ""],
                     "apiVersions": [selector.version],
-                    "resources": [selector.plural],
+                    # Kopf keeps a resource named positionally in `any_name`.
+                    "resources": [selector.plural or selector.any_name],
                     "operations": list(handler.operations or ["*"]),
                     "scope": "Namespaced",
                 }
