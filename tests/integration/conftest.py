@@ -16,9 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from workgate.api.common import format_time, now_utc
 from workgate.k8s.api import BUILDRUNS, WORKORDERS, ApiError, Body, KubeApi, load_config
+
+SHIPPED_ROLES = Path(__file__).resolve().parents[2] / "deploy" / "rbac" / "roles.yaml"
+
+
+def shipped_role(name: str) -> dict[str, Any]:
+    """A ClusterRole exactly as deploy/rbac/roles.yaml ships it (tests grant what users get)."""
+    for doc in yaml.safe_load_all(SHIPPED_ROLES.read_text()):
+        if doc and doc["metadata"]["name"] == name:
+            return dict(doc)
+    raise AssertionError(f"deploy/rbac/roles.yaml ships no role {name}")
 
 
 def free_port() -> int:

@@ -147,12 +147,14 @@ def _run_through_the_phases(
         found: dict[str, Any] = wait_until(probe, f"{name} {state}", operator=op)
         return found
 
-    # Claimed build work: Progressing, saying who holds it.
+    # Claimed build work: Progressing, saying who holds it (the operator's authenticated user).
+    me = k("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").stdout
+    assert me
     for name in ("ok", "bad", "again"):
         claimed = reach(name, "CLAIMED")
         assert health(scripts, claimed) == {
             "status": "Progressing",
-            "message": "attempt 1 held by workgate-operator/argo-test",
+            "message": f"attempt 1 held by {me}",
         }
 
     # Waiting at a waitpoint: both the WorkOrder and its Waitpoint are Suspended.

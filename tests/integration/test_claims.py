@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.integration.conftest import (
+    SHIPPED_ROLES,
     create_workorder,
     finish_build_run,
     get_workorder,
     service_account_kubeconfig,
+    shipped_role,
     wait_for,
     wait_phase,
     workorder,
@@ -44,7 +45,6 @@ from workgate.k8s.owners import controlled_by
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-ROLES = REPO / "deploy" / "rbac" / "roles.yaml"
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -180,7 +180,7 @@ async def test_a_lost_claim_stops_its_command_before_the_attempt_runs_again(
 @pytest.fixture
 def agent_roles(kubectl: Any) -> None:
     """The shipped ClusterRoles (cluster-wide objects: applying them again changes nothing)."""
-    kubectl("apply", "-f", str(ROLES))
+    kubectl("apply", "-f", str(SHIPPED_ROLES))
 
 
 def bind(kubectl: Any, namespace: str, account: str, *, clusterrole: str = "", role: str = "") -> None:
@@ -301,10 +301,7 @@ async def test_an_agent_may_claim_only_the_work_types_it_is_granted(
     start_operator(namespace, webhook=True)
     config = service_account_kubeconfig(kubectl, namespace, "linter", tmp_path)
     # The documented narrowing: the agent role's rules, with `claim` for one type only.
-    shipped = next(
-        doc for doc in yaml.safe_load_all(ROLES.read_text())
-        if doc and doc["metadata"]["name"] == "workgate-agent"
-    )
+    shipped = shipped_role("workgate-agent")
     rules = [
         {**rule, "resourceNames": ["lint"]} if rule["resources"] == ["worktypes"] else rule
         for rule in shipped["rules"]

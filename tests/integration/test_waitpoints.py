@@ -20,6 +20,7 @@ from tests.integration.conftest import (
     get_workorder,
     list_items,
     service_account_kubeconfig,
+    shipped_role,
     wait_for,
     wait_phase,
     workorder,
@@ -138,8 +139,8 @@ async def test_wildcard_multi_signal_buffering_and_independent_waitpoints(
     )
     waiting = await wait_phase(api, namespace, "multi", "WAITING")
     assert waiting["status"]["waitingOn"] == "anyone,both"
-    await wait_wp(api, namespace, "multi-anyone", "active")
-    await wait_wp(api, namespace, "multi-both", "active")
+    await wait_wp(api, namespace, "multi.anyone", "active")
+    await wait_wp(api, namespace, "multi.both", "active")
     assert (await waitpoint(api, namespace, "multi.verify"))["status"]["state"] == "pending"
 
     # Buffered: the AfterSuccess gate is still pending.
@@ -147,13 +148,13 @@ async def test_wildcard_multi_signal_buffering_and_independent_waitpoints(
     buffered = await waitpoint(api, namespace, "multi.verify")
     assert buffered["status"]["state"] == "pending" and buffered["status"]["receivedCount"] == 1
 
-    signal(kubectl, namespace, "multi-both", "qa")
-    assert (await waitpoint(api, namespace, "multi-both"))["status"]["state"] == "active"
-    signal(kubectl, namespace, "multi-anyone", "whatever")
-    await wait_wp(api, namespace, "multi-anyone", "closed")
+    signal(kubectl, namespace, "multi.both", "qa")
+    assert (await waitpoint(api, namespace, "multi.both"))["status"]["state"] == "active"
+    signal(kubectl, namespace, "multi.anyone", "whatever")
+    await wait_wp(api, namespace, "multi.anyone", "closed")
     still = await get_workorder(api, namespace, "multi")
     assert still["status"]["phase"] == "WAITING" and still["status"]["waitingOn"] == "both"
-    signal(kubectl, namespace, "multi-both", "security")
+    signal(kubectl, namespace, "multi.both", "security")
     await wait_phase(api, namespace, "multi", "PENDING")
 
     async with KubeApi() as agent_api:
@@ -182,7 +183,7 @@ async def test_expiry_follows_the_timeout_policy(
     assert failed["status"]["lastErrorReason"] == "WaitpointExpired"
     moved_on = await wait_phase(api, namespace, "lenient", "PENDING", timeout=15)
     assert moved_on["status"]["waitingStage"] == "BeforeExecution"
-    for name in ("strict-g", "lenient-g"):
+    for name in ("strict.g", "lenient.g"):
         st = (await waitpoint(api, namespace, name))["status"]
         assert st["closeReason"] == "Expired" and st["expiresAt"] <= st["closedAt"]
 
@@ -202,10 +203,10 @@ async def test_forged_misaddressed_late_and_replayed_signals_are_refused_at_appl
     await create_workorder(
         api, namespace, workorder("guarded", "deploy", yaml="a: 1\n", gates=gates)
     )
-    await wait_wp(api, namespace, "guarded-one", "active")
-    await wait_wp(api, namespace, "guarded-two", "active")
+    await wait_wp(api, namespace, "guarded.one", "active")
+    await wait_wp(api, namespace, "guarded.two", "active")
     me = await whoami(api)
-    token_one = await token_of(api, namespace, "guarded-one")
+    token_one = await token_of(api, namespace, "guarded.one")
 
     def body(wp: str, name: str, token: str) -> Body:
         b = build_signal(
@@ -214,20 +215,20 @@ async def test_forged_misaddressed_late_and_replayed_signals_are_refused_at_appl
         b["metadata"]["name"] = b["metadata"].pop("generateName") + "x"
         return b
 
-    forged = _apply(kubectl, namespace, body("guarded-one", "approve", "0" * 64))
+    forged = _apply(kubectl, namespace, body("guarded.one", "approve", "0" * 64))
     assert forged.returncode != 0 and "InvalidProof" in forged.stderr
-    misaddressed = body("guarded-one", "approve", token_one)
-    misaddressed["spec"]["waitpointName"] = "guarded-two"
+    misaddressed = body("guarded.one", "approve", token_one)
+    misaddressed["spec"]["waitpointName"] = "guarded.two"
     wrong = _apply(kubectl, namespace, misaddressed)
     assert wrong.returncode != 0 and "InvalidProof" in wrong.stderr
     missing = _apply(kubectl, namespace, body("guarded-nope", "approve", token_one))
     assert missing.returncode != 0 and "WaitpointNotFound" in missing.stderr
-    other_sender = body("guarded-one", "approve", token_one)
+    other_sender = body("guarded.one", "approve", token_one)
     other_sender["metadata"]["annotations"]["workgate.io/sender"] = "someone-else"
     spoofed = _apply(kubectl, namespace, other_sender)
     assert spoofed.returncode != 0 and "SenderMismatch" in spoofed.stderr
 
-    accepted = body("guarded-one", "approve", token_one)
+    accepted = body("guarded.one", "approve", token_one)
     assert _apply(kubectl, namespace, accepted).returncode == 0
     await wait_for(
         lambda: _phase(api, namespace, accepted["metadata"]["name"], "Accepted"), what="accepted"
@@ -236,16 +237,16 @@ async def test_forged_misaddressed_late_and_replayed_signals_are_refused_at_appl
     replayed = _apply(kubectl, namespace, replay)
     assert replayed.returncode != 0 and "Replayed" in replayed.stderr
 
-    signal(kubectl, namespace, "guarded-two", "ok")
-    await wait_wp(api, namespace, "guarded-two", "closed")
-    token_two = await token_of(api, namespace, "guarded-two")
-    late = _apply(kubectl, namespace, body("guarded-two", "ok", token_two))
+    signal(kubectl, namespace, "guarded.two", "ok")
+    await wait_wp(api, namespace, "guarded.two", "closed")
+    token_two = await token_of(api, namespace, "guarded.two")
+    late = _apply(kubectl, namespace, body("guarded.two", "ok", token_two))
     assert late.returncode != 0 and "WaitpointClosed" in late.stderr
 
     # None of it moved the WorkOrder or the first waitpoint.
     wo = await get_workorder(api, namespace, "guarded")
     assert wo["status"]["phase"] == "WAITING" and wo["status"]["waitingOn"] == "one"
-    one = (await waitpoint(api, namespace, "guarded-one"))["status"]
+    one = (await waitpoint(api, namespace, "guarded.one"))["status"]
     assert one["state"] == "active" and one["receivedCount"] == 1
     names = {s["metadata"]["name"] for s in await list_items(api, SIGNALS.path(namespace))}
     # Only the accepted signal and the one `kubectl workgate` sent exist.
@@ -264,7 +265,7 @@ async def test_only_users_who_can_read_the_token_can_signal(
     await create_workorder(
         api, namespace, workorder("gated", "deploy", yaml="a: 1\n", gates=[gate("ok")])
     )
-    await wait_wp(api, namespace, "gated-ok", "active")
+    await wait_wp(api, namespace, "gated.ok", "active")
     rules = [
         {
             "apiGroups": ["workgate.io"],
@@ -308,13 +309,13 @@ async def test_only_users_who_can_read_the_token_can_signal(
         namespace,
     )
 
-    denied = plugin("signal", "gated-ok", "approve", "-n", namespace, kubeconfig=outsider)
+    denied = plugin("signal", "gated.ok", "approve", "-n", namespace, kubeconfig=outsider)
     assert denied.returncode != 0 and "forbidden" in denied.stderr
     assert await list_items(api, SIGNALS.path(namespace)) == []
-    allowed = plugin("signal", "gated-ok", "approve", "-n", namespace, kubeconfig=reviewer)
+    allowed = plugin("signal", "gated.ok", "approve", "-n", namespace, kubeconfig=reviewer)
     assert allowed.returncode == 0, allowed.stderr
     await wait_phase(api, namespace, "gated", "PENDING")
-    [received] = (await waitpoint(api, namespace, "gated-ok"))["status"]["receivedSignals"]
+    [received] = (await waitpoint(api, namespace, "gated.ok"))["status"]["receivedSignals"]
     assert received["sender"] == f"system:serviceaccount:{namespace}:reviewer"
 
 
@@ -325,15 +326,15 @@ async def test_no_token_outside_its_secret(
     op = await start_with_webhook(start_operator, api, namespace)
     gates = [gate("a", "BeforeExecution", "approve"), gate("b", "AfterSuccess")]
     await create_workorder(api, namespace, workorder("scan", gates=gates))
-    await wait_wp(api, namespace, "scan-a", "active")
-    signal(kubectl, namespace, "scan-a", "approve", payload="p")
+    await wait_wp(api, namespace, "scan.a", "active")
+    signal(kubectl, namespace, "scan.a", "approve", payload="p")
     await wait_for(lambda: api.get(BUILDRUNS.path(namespace, "scan-a1")), what="BuildRun")
     await finish_build_run(api, namespace, "scan-a1", succeeded=True)
-    await wait_wp(api, namespace, "scan-b", "active")
-    signal(kubectl, namespace, "scan-b", "done")
+    await wait_wp(api, namespace, "scan.b", "active")
+    signal(kubectl, namespace, "scan.b", "done")
     await wait_phase(api, namespace, "scan", "SUCCEEDED")
 
-    tokens = {wp: await token_of(api, namespace, wp) for wp in ("scan-a", "scan-b")}
+    tokens = {wp: await token_of(api, namespace, wp) for wp in ("scan.a", "scan.b")}
     needles = set()
     for token in tokens.values():
         needles |= {token, base64.b64encode(token.encode()).decode()}
@@ -372,11 +373,11 @@ async def test_signal_to_unknown_waitpoint_is_refused_by_the_controller_too(
         namespace,
         workorder("ctl", "deploy", yaml="a: 1\n", gates=[gate("g", "BeforeExecution", "approve")]),
     )
-    await wait_wp(api, namespace, "ctl-g", "active")
+    await wait_wp(api, namespace, "ctl.g", "active")
     me = await whoami(api)
     forged = build_signal(
         namespace=namespace,
-        waitpoint="ctl-g",
+        waitpoint="ctl.g",
         name="approve",
         payload="",
         sender=me,
@@ -391,20 +392,12 @@ async def test_signal_to_unknown_waitpoint_is_refused_by_the_controller_too(
     assert (await get_workorder(api, namespace, "ctl"))["status"]["phase"] == "WAITING"
     with pytest.raises(ApiError) as immutable:
         await api.merge_patch(
-            WAITPOINTS.path(namespace, "ctl-g"), {"spec": {"requiredSignalNames": []}}
+            WAITPOINTS.path(namespace, "ctl.g"), {"spec": {"requiredSignalNames": []}}
         )
     assert "immutable" in immutable.value.message
 
 
-AGENT_RULES = [
-    {"apiGroups": ["workgate.io"], "resources": ["workorders"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": ["workgate.io"], "resources": ["waitpoints"], "verbs": ["create", "get"]},
-    {
-        "apiGroups": ["coordination.k8s.io"],
-        "resources": ["leases"],
-        "verbs": ["create", "get", "update", "patch", "delete"],
-    },
-]
+AGENT_RULES = shipped_role("workgate-agent")["rules"]
 SUSPEND_ONCE = (
     "import json, os, sys; sys.stdin.read(); "
     "json.dump({'key': 'review', 'requiredSignalNames': ['go']}, open(os.environ['WORKGATE_SUSPEND_FILE'], 'w'))"

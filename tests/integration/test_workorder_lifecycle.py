@@ -25,7 +25,7 @@ from tests.integration.conftest import (
     wait_phase,
     workorder,
 )
-from workgate.agent.client import Agent
+from workgate.agent.client import Agent, whoami
 from workgate.api.common import parse_time
 from workgate.k8s.api import BUILDRUNS, BUILDS, EVENTS, LEASES, WORKORDERS, ApiError, KubeApi
 
@@ -47,13 +47,15 @@ async def test_success_path_with_kubectl(
     name = applied["metadata"]["name"]
 
     claimed = await wait_phase(api, namespace, name, "CLAIMED")
-    assert claimed["status"]["claimedBy"] == "workgate-operator/test"
+    # The claimant is the operator's authenticated user, not a name it chose for itself.
+    me = kubectl("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").stdout
+    assert me and claimed["status"]["claimedBy"] == me
     assert claimed["status"]["attempt"] == 1
     run = await build_run(api, namespace, f"{name}-a1")
     assert run["spec"]["build"]["name"] == "sample-go"
     assert run["metadata"]["ownerReferences"][0]["uid"] == claimed["metadata"]["uid"]
     lease = await api.get(LEASES.path(namespace, f"{name}-claim"))
-    assert lease["spec"]["holderIdentity"] == "workgate-operator/test"
+    assert lease["spec"]["holderIdentity"] == me
     assert lease["spec"]["leaseDurationSeconds"] == 3600
     build = await api.get(BUILDS.path(namespace, "sample-go"))
     assert build["spec"]["output"]["image"] == "registry.example.com/team/sample-go:latest"
@@ -276,7 +278,7 @@ async def test_killed_agent_times_out_and_a_second_agent_completes(
     first = _agent(kubeconfig, "test", namespace, "agent-one", "sleep", "60")
     try:
         claimed = await wait_phase(api, namespace, "tests", "CLAIMED")
-        assert claimed["status"]["claimedBy"] == "agent-one"
+        assert claimed["status"]["claimedBy"] == await whoami(api)  # verified, not self-named
         await asyncio.sleep(2.5)  # renewals keep it alive past the claim timeout
         assert (await get_workorder(api, namespace, "tests"))["status"]["phase"] == "CLAIMED"
         first.kill()

@@ -20,6 +20,7 @@ ANNOTATION_ERROR = f"{GROUP}/error"
 ANNOTATION_ERROR_REASON = f"{GROUP}/error-reason"
 ANNOTATION_WAITPOINT = f"{GROUP}/waitpoint"
 ANNOTATION_INSTANCE = f"{GROUP}/claimant-instance"  # which process of the holder
+MAX_INSTANCE = 63  # an instance name is display text the claimant chose: bounded
 
 
 class Outcome(StrEnum):
@@ -42,6 +43,13 @@ class LeaseView:
     error: str | None = None
     error_reason: str | None = None
     waitpoint_key: str | None = None
+    instance: str | None = None  # which process of the holder (claimant-written, display only)
+
+    @property
+    def claimant(self) -> str:
+        """The verified holder, with the process it named for itself when it did."""
+        holder = self.holder or "unknown"
+        return f"{holder} ({self.instance})" if self.instance else holder
 
     @property
     def expires_at(self) -> datetime | None:
@@ -76,6 +84,7 @@ class LeaseView:
             error=annotations.get(ANNOTATION_ERROR),
             error_reason=annotations.get(ANNOTATION_ERROR_REASON),
             waitpoint_key=annotations.get(ANNOTATION_WAITPOINT),
+            instance=str(annotations.get(ANNOTATION_INSTANCE) or "")[:MAX_INSTANCE] or None,
         )
 
 

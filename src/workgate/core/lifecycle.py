@@ -442,7 +442,8 @@ class _Machine:
         )
         # Queued and claimed in one step: one Event says both (Events are API writes too).
         self.decision.events = [e for e in self.decision.events if e.reason != "Queued"]
-        self.event("Normal", "Claimed", f"attempt {self.st.attempt} claimed by {holder}")
+        who = lease.claimant if lease else holder
+        self.event("Normal", "Claimed", f"attempt {self.st.attempt} claimed by {who}")
 
     def claimed(self) -> None:
         lease = self.obs.lease
@@ -489,7 +490,7 @@ class _Machine:
     def fail_timed_out(self, lease: LeaseView) -> None:
         self.fail(
             "ClaimTimedOut",
-            f"claim by {lease.holder} was not renewed within {lease.duration_seconds}s",
+            f"claim by {lease.claimant} was not renewed within {lease.duration_seconds}s",
             retryable=True,
         )
 

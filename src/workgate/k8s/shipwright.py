@@ -53,16 +53,18 @@ async def apply_objects(
     uid = workorder["metadata"]["uid"]
     for obj in objects:
         resource = await api.resource_for(obj.api_version, obj.kind)
-        path = resource.path(namespace, obj.name)
-        try:
-            existing = await api.get(path)
+        body = build_apply_body(obj, workorder)
+        try:  # the first attempt: one create, nothing to check
+            await api.create(resource.path(namespace), body)
+            continue
         except ApiError as exc:
-            if not exc.not_found:
+            if not exc.conflict:
                 raise
-        else:
-            if not controlled_by(existing, uid):
-                return name_taken(obj.kind, existing)
-        await api.apply(path, build_apply_body(obj, workorder))
+        path = resource.path(namespace, obj.name)
+        existing = await api.get(path)
+        if not controlled_by(existing, uid):
+            return name_taken(obj.kind, existing)
+        await api.apply(path, body)  # ours already (a retry, a restart): bring it up to date
     return None
 
 
