@@ -6,6 +6,7 @@ as much as a checkout), so the plane never depends on where `crds/` happens to b
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from collections.abc import Iterable, Sequence
@@ -24,12 +25,17 @@ class ControlPlaneError(RuntimeError):
 
 
 def workgate_crd_files(directory: Path | None = None) -> list[Path]:
-    """Workgate's CRDs as generated from the models, written under `directory` (default: the
-    cache); `workgate crds --check` keeps `crds/` equal to the same text."""
-    directory = directory or cache_root() / "workgate-crds"
+    """Workgate's CRDs as generated from the models (`workgate crds --check` keeps `crds/`
+    equal to the same text), written under `directory`: by default a cache directory named
+    after their content, so checkouts with different models never overwrite each other's."""
     rendered = crdgen.render_all()
     if not rendered:
         raise ControlPlaneError("the API models generate no CRDs")
+    if directory is None:
+        digest = hashlib.sha256()
+        for name, text in sorted(rendered.items()):
+            digest.update(f"{name}\0{text}\0".encode())
+        directory = cache_root() / "workgate-crds" / digest.hexdigest()[:16]
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, text in sorted(rendered.items()):
