@@ -11,8 +11,13 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-.PHONY: install run test lint unit
+.PHONY: install run test lint unit build
 install: $(BIN)/.installed
+
+# The embedded control plane and its add-ons, built once and cached (~/.cache/workgate), with
+# progress: the first cold build takes many minutes and must not hide inside the first test.
+build: install
+	$(BIN)/workgate dev build
 
 run: install
 	$(BIN)/workgate up
@@ -25,5 +30,5 @@ lint: install
 unit: install
 	$(BIN)/pytest -q tests/unit
 
-test: lint
-	$(BIN)/pytest -q -ra --durations=15
+test: lint build
+	$(BIN)/pytest -q -ra --durations=15 $(PYTEST_ARGS)

@@ -1,5 +1,10 @@
 """Integration fixtures: the real operator as a process, an async API client, and a
-stand-in for the Shipwright controller (the tests play it by writing BuildRun status)."""
+stand-in for the Shipwright controller (the tests play it by writing BuildRun status).
+
+The stand-in is for tests that need a BuildRun outcome at an exact moment (while the operator
+is down, during a claim handover, ...). It works in the namespaces of the `namespace` fixture,
+which the embedded plane's real Shipwright controller does not watch; `build_namespace` gives
+one it does (tests/integration/test_build_real.py)."""
 
 from __future__ import annotations
 
@@ -198,7 +203,8 @@ async def wait_phase(
 async def finish_build_run(
     api: KubeApi, namespace: str, name: str, succeeded: bool, reason: str = "", message: str = ""
 ) -> None:
-    """Play the Shipwright controller: set the BuildRun's Succeeded condition."""
+    """Play the Shipwright controller: set the BuildRun's Succeeded condition, now (see the
+    module docstring for where that is possible, and why)."""
     condition = {
         "type": "Succeeded",
         "status": "True" if succeeded else "False",

@@ -15,18 +15,21 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import Cluster
 from workgate.devcluster.build import pinned_versions
-from workgate.devcluster.controlplane import (
-    PROCESS_NAMES,
+from workgate.devcluster.kubectl import workgate_crd_files
+from workgate.devcluster.processes import (
+    ADDON_PROCESSES,
+    CORE_PROCESSES,
     Ports,
     pid_alive,
     pidfile_path,
     port_is_free,
     read_pidfile,
-    workgate_crd_files,
 )
 
 pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -46,11 +49,14 @@ def test_readyz(kubectl: Kubectl) -> None:
     assert kubectl("get", "--raw=/readyz").stdout.strip() == "ok"
 
 
-def test_server_is_the_pinned_kubernetes(kubectl: Kubectl) -> None:
+def test_kubectl_is_the_pinned_kubernetes_and_so_is_the_embedded_server(
+    kubectl: Kubectl, cluster: Cluster
+) -> None:
     versions = json.loads(kubectl("version", "-o", "json").stdout)
     expected = pinned_versions().kubernetes
     assert versions["clientVersion"]["gitVersion"] == expected
-    assert versions["serverVersion"]["gitVersion"] == expected
+    if cluster.embedded:  # another cluster runs whatever version it runs
+        assert versions["serverVersion"]["gitVersion"] == expected
 
 
 def test_owned_configmap_is_garbage_collected(kubectl: Kubectl, namespace: str) -> None:
@@ -125,10 +131,44 @@ def test_shipwright_serves_v1beta1_builds_and_buildruns(kubectl: Kubectl, namesp
 
 def test_workgate_crds_are_established(kubectl: Kubectl) -> None:
     files = workgate_crd_files()
-    if not files:
-        pytest.skip("no workgate CRDs in this checkout")
+    assert [p.name for p in files] == sorted(p.name for p in (REPO / "crds").glob("*.yaml"))
     for path in files:
         kubectl("wait", "--for=condition=Established", "--timeout=5s", "-f", str(path))
+
+
+@pytest.mark.real_build
+def test_the_simulated_node_takes_a_pod_to_completion(
+    kubectl: Kubectl, real_builds: None, namespace: str
+) -> None:
+    """The scheduler places a Pod on kwok's node, and kwok runs it (Jobs' Pods complete)."""
+    kubectl("create", "job", "once", "-n", namespace, "--image=registry.invalid/never-pulled:1")
+    job_uid = kubectl(
+        "get", "job", "once", "-n", namespace, "-o", "jsonpath={.metadata.uid}"
+    ).stdout
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "once-0",
+            "ownerReferences": [
+                {"apiVersion": "batch/v1", "kind": "Job", "name": "once", "uid": job_uid}
+            ],
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "registry.invalid/never-pulled:1"}],
+        },
+    }
+    kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(pod))
+    kubectl(
+        "wait", "-n", namespace, "pod/once-0", "--for=jsonpath={.status.phase}=Succeeded",
+        "--timeout=60s", timeout=90,
+    )  # fmt: skip
+    node = kubectl("get", "pod", "once-0", "-n", namespace, "-o", "jsonpath={.spec.nodeName}")
+    annotations = json.loads(
+        kubectl("get", "node", node.stdout, "-o", "jsonpath={.metadata.annotations}").stdout
+    )
+    assert annotations["kwok.x-k8s.io/node"] == "fake"
 
 
 # --- process hygiene: a second, private control plane per test ----------------------------
@@ -139,7 +179,9 @@ START_SCRIPT = textwrap.dedent(
     from pathlib import Path
     from workgate.devcluster.controlplane import LocalControlPlane
 
-    plane = LocalControlPlane("hygiene", state_dir=Path(sys.argv[1]), progress=lambda _: None)
+    plane = LocalControlPlane(
+        "hygiene", state_dir=Path(sys.argv[1]), progress=lambda _: None, bare=sys.argv[2] == "bare"
+    )
     plane.start()
     print("ready", flush=True)
     time.sleep(600)
@@ -147,10 +189,12 @@ START_SCRIPT = textwrap.dedent(
 )
 
 
-def _children_of(state_dir: Path) -> tuple[dict[str, int], Ports]:
+def _children_of(state_dir: Path, bare: bool) -> tuple[dict[str, int], Ports]:
     info = read_pidfile(state_dir)
     assert info is not None, "no pidfile"
-    assert set(info.alive()) == set(PROCESS_NAMES)
+    expected = CORE_PROCESSES if bare else CORE_PROCESSES + ADDON_PROCESSES
+    assert sorted(info.alive()) == sorted(expected)
+    assert info.bare == bare
     ports = Ports(**json.loads((state_dir / "ports.json").read_text()))
     return info.pids, ports
 
@@ -168,9 +212,11 @@ def _assert_all_gone(pids: dict[str, int], ports: Ports, timeout: float = 10) ->
     )
 
 
-def test_sigkilled_parent_takes_its_control_plane_with_it(tmp_path: Path) -> None:
+def test_sigkilled_parent_takes_its_control_plane_with_it(tmp_path: Path, cluster: Cluster) -> None:
+    """With the add-ons, unless the session runs bare (then they may not even be built)."""
+    bare = cluster.bare or not cluster.embedded
     parent = subprocess.Popen(
-        [sys.executable, "-c", START_SCRIPT, str(tmp_path)],
+        [sys.executable, "-c", START_SCRIPT, str(tmp_path), "bare" if bare else "full"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -179,7 +225,7 @@ def test_sigkilled_parent_takes_its_control_plane_with_it(tmp_path: Path) -> Non
         assert parent.stdout is not None
         line = parent.stdout.readline()  # blocks until started (or the parent died)
         assert line.strip() == "ready", parent.stderr.read() if parent.stderr else ""
-        pids, ports = _children_of(tmp_path)
+        pids, ports = _children_of(tmp_path, bare)
         parent.send_signal(signal.SIGKILL)  # no finally, no atexit: only the kernel helps
         parent.wait(10)
         _assert_all_gone(pids, ports, timeout=5)
@@ -199,16 +245,16 @@ def _workgate(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[s
     )
 
 
-def test_dev_up_detached_then_down_leaves_nothing(tmp_path: Path) -> None:
+def test_dev_up_bare_detached_then_down_leaves_nothing(tmp_path: Path) -> None:
     state = ("--state-dir", str(tmp_path))
-    up = _workgate("up", "--detach", *state)
+    up = _workgate("up", "--detach", "--bare", *state)
     try:
         assert up.returncode == 0, up.stderr
         exports = dict(
             line.removeprefix("export ").split("=", 1) for line in up.stdout.splitlines()
         )
         # The `up` process has exited; its control plane lives on, found through the pidfile.
-        pids, ports = _children_of(tmp_path)
+        pids, ports = _children_of(tmp_path, bare=True)
         env = _workgate("env", *state)
         assert env.returncode == 0, env.stderr
         assert env.stdout == up.stdout

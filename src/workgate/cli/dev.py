@@ -12,17 +12,18 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from workgate.devcluster import shipwright, tekton
 from workgate.devcluster.build import BuildError, ensure_binaries, stderr_progress
+from workgate.devcluster.components import ensure_addons
 from workgate.devcluster.controlplane import (
+    BARE_ENV,
     DEFAULT_NAME,
-    ControlPlaneError,
     LocalControlPlane,
-    default_crd_files,
+    bare_from_env,
     default_state_dir,
-    pidfile_path,
-    running_cluster,
-    stop_detached,
 )
+from workgate.devcluster.kubectl import ControlPlaneError, default_crd_files
+from workgate.devcluster.processes import pidfile_path, running_cluster, stop_detached
 
 
 def add_dev_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,6 +39,21 @@ def add_dev_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
             "(default: <cache dir>/clusters/<name>)",
         )
 
+    def bare(parser: argparse.ArgumentParser, what: str) -> None:
+        parser.add_argument(
+            "--bare",
+            action="store_true",
+            default=bare_from_env(),
+            help=f"{what} the control plane alone: no scheduler, kwok node, Tekton or "
+            f"Shipwright controller (default when {BARE_ENV}=1)",
+        )
+
+    build = dev_sub.add_parser(
+        "build", help="build (first time only) and cache everything `up` runs, with progress"
+    )
+    bare(build, "build")
+    build.set_defaults(func=_cmd_build)
+
     up = dev_sub.add_parser(
         "up", help="build (first time only) and start it, with the CRDs installed"
     )
@@ -45,6 +61,7 @@ def add_dev_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     up.add_argument(
         "--detach", action="store_true", help="leave it running; stop with `workgate dev down`"
     )
+    bare(up, "start")
     up.set_defaults(func=_cmd_up)
 
     down = dev_sub.add_parser("down", help="stop a running (e.g. detached) control plane")
@@ -72,6 +89,24 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop(signal.Signals(signum).name)
 
 
+def _cmd_build(args: argparse.Namespace) -> int:
+    """Everything a plane needs, so that no test or `up` pays for a cold build unannounced."""
+    started = time.monotonic()
+    try:
+        ensure_binaries(stderr_progress)
+        default_crd_files(stderr_progress)
+        if not args.bare:
+            ensure_addons(stderr_progress)
+            tekton.crd_files(progress=stderr_progress)
+            shipwright.sample_strategies()
+    except (BuildError, ControlPlaneError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    what = "bare control plane" if args.bare else "control plane and add-ons"
+    stderr_progress(f"{what} built and cached ({time.monotonic() - started:.1f}s)")
+    return 0
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
     state_dir = _state_dir(args)
     running = running_cluster(state_dir)
@@ -89,12 +124,14 @@ def _cmd_up(args: argparse.Namespace) -> int:
     try:
         binaries = ensure_binaries(stderr_progress)
         plane = LocalControlPlane(
-            args.name, state_dir=state_dir, binaries=binaries, die_with_parent=not args.detach
+            args.name,
+            state_dir=state_dir,
+            binaries=binaries,
+            die_with_parent=not args.detach,
+            bare=args.bare,
         )
         plane.start()
-        crds = default_crd_files()
-        plane.install_crds(crds)
-        stderr_progress(f"{len(crds)} CRDs established; {time.monotonic() - started:.1f}s in all")
+        stderr_progress(f"{time.monotonic() - started:.1f}s in all")
         print("\n".join(plane.export_lines()), flush=True)
         if args.detach:
             keep = True

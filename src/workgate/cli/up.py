@@ -20,7 +20,6 @@ from workgate.devcluster.build import BuildError, ensure_binaries, stderr_progre
 from workgate.devcluster.controlplane import (
     ControlPlaneError,
     LocalControlPlane,
-    default_crd_files,
     default_state_dir,
     running_cluster,
 )
@@ -73,7 +72,6 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
-        plane.install_crds(default_crd_files())
         os.environ["KUBECONFIG"] = str(plane.kubeconfig_path)
         print("# in another shell:", flush=True)
         print("\n".join(plane.export_lines()), flush=True)

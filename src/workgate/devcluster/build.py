@@ -1,13 +1,15 @@
 """Build (once) and cache the control-plane binaries from the pinned Go build modules.
 
 The versions live only in `gomod/*/go.mod`; the binaries are cached per version outside the
-work tree, so a second call costs a few `stat`s.
+work tree, so a second call costs a few `stat`s. The add-on controllers (scheduler, kwok,
+Tekton, Shipwright) are built the same way, each with its own cache key (`components.py`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import queue
 import re
@@ -21,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 KUBERNETES_MODULE = "k8s.io/kubernetes"
 ETCD_MODULE = "go.etcd.io/etcd/server/v3"
@@ -196,14 +199,14 @@ def _build(versions: Versions, home: Path, progress: Progress) -> None:
         for name in ("etcd", "kubernetes"):
             # A private copy: the package may be installed read-only and go may want to write.
             shutil.copytree(gomod_dir(name), work / name)
-        _go_build(
+        go_build(
             "etcd",
             work / "etcd",
             ["-ldflags", etcd_ldflags(versions.etcd), "-o", str(out / "etcd"), ETCD_MODULE],
             progress,
             env={"CGO_ENABLED": "0"},  # static, like upstream release builds
         )
-        _go_build(
+        go_build(
             "kubernetes",
             work / "kubernetes",
             [
@@ -225,19 +228,46 @@ def _build(versions: Versions, home: Path, progress: Progress) -> None:
     progress(f"control plane binaries ready in {time.monotonic() - started:.0f}s")
 
 
-def _go_build(
-    label: str, module_dir: Path, args: Sequence[str], progress: Progress, env: dict[str, str]
-) -> None:
+def go_executable() -> str:
     go = shutil.which("go")
     if go is None:
         raise BuildError("the embedded control plane is built from source and needs Go on PATH")
-    command = [go, "build", "-v", "-trimpath", "-mod=readonly", "-buildvcs=false", *args]
+    return go
+
+
+def module_source(module: str, version: str) -> Path:
+    """A release's source tree in Go's module cache (downloaded and verified by `go`)."""
+    with tempfile.TemporaryDirectory() as empty:  # outside any module or workspace
+        result = subprocess.run(
+            [go_executable(), "mod", "download", "-json", f"{module}@{version}"],
+            cwd=empty,
+            env={**os.environ, "GOWORK": "off"},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    try:
+        info: dict[str, Any] = json.loads(result.stdout)
+    except json.JSONDecodeError:
+        info = {}
+    if result.returncode != 0 or "Dir" not in info:
+        detail = info.get("Error") or result.stderr.strip() or result.stdout.strip()
+        raise BuildError(f"go mod download {module}@{version} failed: {detail}")
+    return Path(info["Dir"])
+
+
+def go_build(
+    label: str, module_dir: Path, args: Sequence[str], progress: Progress, env: dict[str, str]
+) -> None:
+    """`go build` in `module_dir` (its go.mod and go.sum decide every version), with progress."""
+    command = [go_executable(), "build", "-v", "-trimpath", "-mod=readonly", "-buildvcs=false"]
+    command += args
     started = time.monotonic()
     progress(f"[{label}] go build in {module_dir}")
     proc = subprocess.Popen(
         command,
         cwd=module_dir,
-        env={**os.environ, **env},
+        env={**os.environ, "GOWORK": "off", **env},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
