@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
+import signal
 import subprocess
 import sys
+import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from tests.integration.conftest import (
     OperatorProcess,
     create_workorder,
     finish_build_run,
+    free_port,
     get_workorder,
     list_items,
     service_account_kubeconfig,
@@ -25,9 +29,20 @@ from tests.integration.conftest import (
     wait_phase,
     workorder,
 )
+from tests.integration.evidence import Seen, ShipwrightStandIn, WatchRecorder, owner_name
 from workgate.agent.client import Agent
 from workgate.api.common import parse_time
-from workgate.k8s.api import BUILDRUNS, BUILDS, EVENTS, LEASES, WORKORDERS, ApiError, KubeApi
+from workgate.core.claims import ANNOTATION_ATTEMPT
+from workgate.k8s.api import (
+    BUILDRUNS,
+    BUILDS,
+    EVENTS,
+    LEASES,
+    WORKORDERS,
+    ApiError,
+    Body,
+    KubeApi,
+)
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -368,38 +383,37 @@ async def test_operator_killed_at_random_points_converges(
     api: KubeApi, namespace: str, start_operator: Any
 ) -> None:
     """100 WorkOrders; the operator is SIGKILLed and restarted at random moments while a
-    Shipwright stand-in finishes BuildRuns (every 4th WorkOrder's first attempt fails)."""
+    Shipwright stand-in finishes BuildRuns (every 4th WorkOrder's first attempt fails).
+
+    Executions are counted from the test's own watch of BuildRuns (every creation, with
+    its uid), not from the operator's status, and ordered by resourceVersion."""
     op: OperatorProcess = start_operator(namespace, WORKGATE_WORKERS="4")
     total = 100
     for i in range(total):
         spec: dict[str, Any] = {"backoffSeconds": 1, "maxRetries": 1 if i % 8 else 0}
         await create_workorder(api, namespace, workorder(f"wo-{i:03d}", **spec))
-    finished: set[str] = set()
-    stop = asyncio.Event()
 
-    async def shipwright() -> None:
-        while not stop.is_set():
-            for run in await list_items(api, BUILDRUNS.path(namespace)):
-                name = run["metadata"]["name"]
-                if name in finished:
-                    continue
-                index, attempt = int(name[3:6]), int(name.rsplit("-a", 1)[1])
-                ok = not (index % 4 == 0 and attempt == 1)
-                await finish_build_run(api, namespace, name, succeeded=ok)
-                finished.add(name)
-            await asyncio.sleep(0.1)
+    def succeeds(run: Body) -> bool:
+        index = int(run["metadata"]["name"][3:6])
+        return not (index % 4 == 0 and run["metadata"]["annotations"][ANNOTATION_ATTEMPT] == "1")
 
-    player = asyncio.create_task(shipwright())
     rng = random.Random(7)
     kills = mid_flight = 0
-    try:
+    async with (
+        WatchRecorder(api, BUILDRUNS.path(namespace)) as runs,
+        ShipwrightStandIn(api, namespace, runs, succeeds) as shipwright,
+    ):
         while kills < 8:
             await asyncio.sleep(rng.uniform(0.2, 1.5))
             items = await list_items(api, WORKORDERS.path(namespace))
             mid_flight += any(
                 (wo.get("status") or {}).get("phase") not in ("SUCCEEDED", "FAILED") for wo in items
             )
+            # Each kill hits a running operator: one that crashed on its own (and was merely
+            # restarted here) would fail this, not pass silently.
+            assert op.proc is not None and op.proc.poll() is None, op.log[-4000:]
             op.kill()
+            assert op.proc.returncode == -signal.SIGKILL
             kills += 1
             op.start()
 
@@ -410,21 +424,30 @@ async def test_operator_killed_at_random_points_converges(
             )
 
         await wait_for(all_terminal, timeout=180, interval=0.5, what="all WorkOrders terminal")
-    finally:
-        stop.set()
-        await player
-    items = {wo["metadata"]["name"]: wo for wo in await list_items(api, WORKORDERS.path(namespace))}
-    runs = await list_items(api, BUILDRUNS.path(namespace))
-    per_attempt = Counter(
-        (
-            r["metadata"]["ownerReferences"][0]["name"],
-            r["metadata"]["annotations"]["workgate.io/attempt"],
+        await runs.caught_up()
+        created_before_the_end = len(runs.added())
+        # One more restart once everything is terminal: a fresh operator re-lists all 100,
+        # the moment a stale view would start an attempt again. Wait until its metrics say
+        # it has looked at every one of them, then look for BuildRuns created since.
+        assert op.proc is not None and op.proc.poll() is None, op.log[-4000:]
+        op.kill()
+        op.env["WORKGATE_METRICS_PORT"] = str(free_port())
+        op.start()
+        await wait_for(
+            lambda: _reconciled_all(op, total), timeout=60, what="the restart reconciled all"
         )
-        for r in runs
-    )
-    assert max(per_attempt.values()) == 1
+        await runs.caught_up()
+        shipwright.check()
+    after_the_end = [e.name for e in runs.added()[created_before_the_end:]]
+    assert after_the_end == [], "BuildRuns created after every WorkOrder was terminal"
+    items = {wo["metadata"]["name"]: wo for wo in await list_items(api, WORKORDERS.path(namespace))}
+    created: dict[str, list[Seen]] = {}
+    for seen in runs.added():
+        created.setdefault(owner_name(seen.body) or "", []).append(seen)
+    assert runs.of("DELETED") == []
     for i in range(total):
-        st = items[f"wo-{i:03d}"]["status"]
+        name = f"wo-{i:03d}"
+        st = items[name]["status"]
         if i % 4:
             expected = ("SUCCEEDED", 1)
         elif i % 8:
@@ -432,11 +455,45 @@ async def test_operator_killed_at_random_points_converges(
         else:
             expected = ("FAILED", 1)
         assert (st["phase"], st["attempt"]) == expected, (i, st)
-        assert sum(1 for (wo, _) in per_attempt if wo == f"wo-{i:03d}") == st["attempt"]
-    assert op.starts == kills + 1
+        assert st["attempt"] == st["retryCount"] + 1, (i, st)
+        # Every BuildRun ever created for it (a re-created one has a second uid), one per
+        # attempt the status records, in order, each finished by the stand-in exactly once.
+        attempts = sorted(created.get(name, []), key=lambda e: e.resource_version)
+        assert [e.name for e in attempts] == [
+            f"{name}-a{n}" for n in range(1, st["attempt"] + 1)
+        ], (name, [(e.name, e.uid) for e in attempts])
+        assert all(shipwright.finished.get(e.uid) for e in attempts), name
+        # No overlap: attempt n+1's BuildRun was created only after attempt n's had finished.
+        for previous, following in itertools.pairwise(attempts):
+            assert following.resource_version > shipwright.finished[previous.uid], name
     assert mid_flight >= 4, "most kills must land while WorkOrders are still in flight"
     leases = await list_items(api, LEASES.path(namespace))
     assert leases == []
+
+
+async def _reconciled_all(op: OperatorProcess, total: int) -> bool:
+    """The operator's own metrics, used only to know when to look: it has cached every
+    WorkOrder as terminal and run at least that many reconciles."""
+    port = op.env["WORKGATE_METRICS_PORT"]
+    try:
+        text = await asyncio.to_thread(_scrape, f"http://127.0.0.1:{port}/metrics")
+    except OSError:
+        return False
+    terminal = reconciles = 0.0
+    for line in text.splitlines():
+        if line.startswith("workgate_workorders{") and (
+            'phase="SUCCEEDED"' in line or 'phase="FAILED"' in line
+        ):
+            terminal += float(line.rsplit(" ", 1)[1])
+        if line.startswith('workgate_reconcile_duration_seconds_count{kind="workorder"}'):
+            reconciles = float(line.rsplit(" ", 1)[1])
+    return terminal == total and reconciles >= total
+
+
+def _scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text: str = response.read().decode()
+    return text
 
 
 async def test_a_work_order_cannot_create_what_its_author_cannot(
