@@ -121,28 +121,42 @@ class Cluster:
         return str(path)
 
 
+READY_TIMEOUT = 120.0  # a freshly started (or busy, 2-core) API server answers within this
+
+
 def _kubeconfig(request: pytest.FixtureRequest) -> str:
-    try:  # the embedded control plane's session fixture, where it exists
-        return str(request.getfixturevalue("kubeconfig"))
-    except pytest.FixtureLookupError:
-        path = os.environ.get("KUBECONFIG")
-        if not path:
-            pytest.skip("no cluster: neither the kubeconfig fixture nor KUBECONFIG")
-        return path
+    """The session's cluster (tests/conftest.py): it fails loudly when there is none."""
+    return str(request.getfixturevalue("kubeconfig"))
+
+
+def wait_ready(kubectl: Kubectl, timeout: float = READY_TIMEOUT) -> None:
+    """Poll /readyz until the API server answers; fail (never skip) when it does not."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            result = kubectl("get", "--raw", "/readyz", check=False, timeout=15)
+        except subprocess.TimeoutExpired:
+            last = "kubectl get --raw /readyz timed out"
+        else:
+            if result.returncode == 0:
+                return
+            last = result.stderr.strip()
+        time.sleep(1)
+    raise AssertionError(f"the API server was not ready within {timeout:.0f}s: {last}")
 
 
 def connect(request: pytest.FixtureRequest) -> Cluster:
-    """The test cluster, or skip: the session's `kubeconfig` fixture, else KUBECONFIG."""
+    """The test cluster: the session's `kubeconfig` fixture. Whatever is missing fails."""
     kubeconfig = _kubeconfig(request)
     binary = shutil.which("kubectl")  # the cluster fixture puts its kubectl first on PATH
-    if binary is None:
-        pytest.skip("no kubectl on PATH")
+    assert binary is not None, "no kubectl on PATH (the cluster fixture puts one first)"
     kubectl = Kubectl(binary, kubeconfig)
     version = kubectl("version", "--client", "-o", "json", check=False)
-    if version.returncode != 0 or "kustomizeVersion" not in version.stdout:
-        pytest.skip(f"{binary} is not a kubectl with kustomize")
-    if kubectl("get", "--raw", "/readyz", check=False, timeout=15).returncode != 0:
-        pytest.skip("the API server does not answer")
+    assert version.returncode == 0 and "kustomizeVersion" in version.stdout, (
+        f"{binary} is not a kubectl with kustomize: {version.stdout}{version.stderr}"
+    )
+    wait_ready(kubectl)
     view = kubectl.json("config", "view", "--raw", "--minify", "--flatten")
     return Cluster(kubeconfig, kubectl, view["clusters"][0]["cluster"])
 
