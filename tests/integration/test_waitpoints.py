@@ -96,7 +96,9 @@ async def _with_secret(api: KubeApi, namespace: str, name: str) -> Body | None:
 
 
 def signal(kubectl: Any, namespace: str, wp: str, name: str, payload: str = "") -> str:
-    result = plugin("signal", wp, name, "-n", namespace, "--payload", payload)
+    # The plugin polls until the controller judges the Signal; its 10 s default is a guess
+    # that a busy machine can miss (the outcome is then "Pending"), so allow more.
+    result = plugin("signal", wp, name, "-n", namespace, "--payload", payload, "--timeout", "60")
     assert result.returncode == 0, result.stderr
     return result.stdout
 
