@@ -1,9 +1,12 @@
 """Measure workgate against a real API server; prints figures, asserts nothing.
 
-    python bench/lifecycle_bench.py [--workorders 200] [--signals 100]
+    .venv/bin/python bench/lifecycle_bench.py [--workorders 200] [--signals 100]
 
-Uses $KUBECONFIG (e.g. from `workgate dev up`). Starts its own operator process and
-plays the Shipwright controller. Reports:
+Runs against the configured cluster ($KUBECONFIG, ~/.kube/config), else a control plane
+started by `workgate dev up`, else an embedded control plane it starts (and stops) for
+this run alone, so it works from a fresh clone after `make install`. Starts its own
+operator process per part, in a namespace of its own, and plays the Shipwright
+controller. Reports:
   - API writes per successful build WorkOrder, from the API server's
     apiserver_request_total (minus the bench's own writes and an idle baseline of the
     same length), next to the operator's own count of its writes;
@@ -16,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -26,11 +31,22 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from workgate.cli.kubectl_plugin import send_signal
-from workgate.k8s.api import BUILDRUNS, NAMESPACES, WORKORDERS, KubeApi
+from workgate.cli.up import cluster_configured
+from workgate.devcluster.build import ensure_binaries, stderr_progress
+from workgate.devcluster.controlplane import (
+    LocalControlPlane,
+    default_crd_files,
+    default_state_dir,
+    running_cluster,
+)
+from workgate.k8s.api import BUILDRUNS, NAMESPACES, WORKORDERS, ApiError, KubeApi
+
+WEBHOOKS = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
 
 WRITE_VERBS = {"POST", "PUT", "PATCH", "APPLY", "DELETE"}
 METRIC = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$")
@@ -67,19 +83,82 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def webhook_config_name(namespace: str) -> str:
+    return f"{namespace}.bench.workgate.io"
+
+
 def start_operator(namespace: str, log: Path, webhook: bool) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "WORKGATE_NAMESPACES": namespace,
         "WORKGATE_WEBHOOK": "on" if webhook else "off",
-        "WORKGATE_WEBHOOK_PORT": str(free_port()),
-        "WORKGATE_WEBHOOK_CONFIG": f"{namespace}.bench.workgate.io",
+        "WORKGATE_METRICS_PORT": "off",
     }
+    if webhook:
+        env["WORKGATE_WEBHOOK_PORT"] = str(free_port())
+        env["WORKGATE_WEBHOOK_CONFIG"] = webhook_config_name(namespace)
     return subprocess.Popen(
         [sys.executable, "-m", "workgate.cli.main", "run"],
         env=env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
+    )
+
+
+async def wait_until(probe: Callable[[], Awaitable[Any]], what: str, seconds: float = 120) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            found = await probe()
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+            found = None
+        if found:
+            return found
+        await asyncio.sleep(0.2)
+    raise SystemExit(f"gave up after {seconds:.0f}s waiting for {what}")
+
+
+async def operator_ready(
+    api: KubeApi, namespace: str, webhook: bool, operator: subprocess.Popen[bytes]
+) -> None:
+    """Measure a running operator, not its start-up: one warm-up build WorkOrder goes all
+    the way through first (and, with the webhook on, its registration is in place)."""
+
+    async def alive_and(probe: Callable[[], Awaitable[Any]]) -> Any:
+        if operator.poll() is not None:
+            raise SystemExit(f"the operator exited with {operator.returncode}; see its log")
+        return await probe()
+
+    await api.create(WORKORDERS.path(namespace), build_workorder("warm-up"))
+    run = BUILDRUNS.path(namespace, "warm-up-a1")
+    await wait_until(lambda: alive_and(lambda: api.get(run)), "the warm-up BuildRun")
+    await finish_build_run(api, namespace, "warm-up-a1")
+
+    async def succeeded() -> bool:
+        wo = await api.get(WORKORDERS.path(namespace, "warm-up"))
+        return (wo.get("status") or {}).get("phase") == "SUCCEEDED"
+
+    # Left in place (finished: no more writes); deleting it now would have the garbage
+    # collector's deletes of its children land in the measured window.
+    await wait_until(lambda: alive_and(succeeded), "the warm-up WorkOrder")
+    if webhook:
+        config = f"{WEBHOOKS}/{webhook_config_name(namespace)}"
+        await wait_until(lambda: alive_and(lambda: api.get(config)), "the webhook registration")
+
+
+async def finish_build_run(api: KubeApi, namespace: str, name: str) -> None:
+    """Play the Shipwright controller: the BuildRun succeeded."""
+    condition = {
+        "type": "Succeeded",
+        "status": "True",
+        "reason": "Succeeded",
+        "message": "done",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }
+    await api.merge_patch(
+        BUILDRUNS.path(namespace, name, "status"), {"status": {"conditions": [condition]}}
     )
 
 
@@ -113,19 +192,9 @@ async def bench_workorders(api: KubeApi, namespace: str, total: int, rate: float
         nonlocal finished
         async for kind, run in api.watch(BUILDRUNS.path(namespace), timeout_seconds=600):
             name = run["metadata"]["name"]
-            if kind == "ADDED" and name not in run_seen:
+            if kind == "ADDED" and name not in run_seen and name.startswith("wo-"):
                 run_seen[name] = time.monotonic()
-                condition = {
-                    "type": "Succeeded",
-                    "status": "True",
-                    "reason": "Succeeded",
-                    "message": "done",
-                    "lastTransitionTime": "2026-01-01T00:00:00Z",
-                }
-                await api.merge_patch(
-                    BUILDRUNS.path(namespace, name, "status"),
-                    {"status": {"conditions": [condition]}},
-                )
+                await finish_build_run(api, namespace, name)
                 finished += 1
                 if finished == total:
                     return
@@ -133,8 +202,9 @@ async def bench_workorders(api: KubeApi, namespace: str, total: int, rate: float
     async def watch_done() -> set[str]:
         done: set[str] = set()
         async for _, wo in api.watch(WORKORDERS.path(namespace), timeout_seconds=600):
-            if (wo.get("status") or {}).get("phase") == "SUCCEEDED":
-                done.add(wo["metadata"]["name"])
+            name = wo["metadata"]["name"]
+            if (wo.get("status") or {}).get("phase") == "SUCCEEDED" and name.startswith("wo-"):
+                done.add(name)
                 if len(done) == total:
                     return done
         return done
@@ -143,7 +213,7 @@ async def bench_workorders(api: KubeApi, namespace: str, total: int, rate: float
     t_start = time.monotonic()
     runs = asyncio.create_task(watch_runs())
     done = asyncio.create_task(watch_done())
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # let both watches open before the first create
     for i in range(total):
         name = f"wo-{i:04d}"
         created_at[name] = time.monotonic()
@@ -218,22 +288,45 @@ async def bench_signals(api: KubeApi, namespace: str, total: int) -> None:
     print(f"signal -> resume latency: {summary(latencies)}")
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--workorders", type=int, default=200)
-    parser.add_argument("--rate", type=float, default=20.0, help="WorkOrders created per second")
-    parser.add_argument("--signals", type=int, default=100)
-    args = parser.parse_args()
+@contextlib.contextmanager
+def cluster() -> Iterator[str]:
+    """Where to measure: the configured cluster, else `workgate dev up`'s control plane,
+    else an embedded one started for this run and removed afterwards."""
+    if cluster_configured():
+        yield "the configured cluster"
+        return
+    running = running_cluster(default_state_dir())
+    if running is not None:
+        os.environ["KUBECONFIG"] = str(running.kubeconfig)
+        yield f"the control plane of `workgate dev up` ({running.kubeconfig})"
+        return
+    state_dir = Path(tempfile.mkdtemp(prefix="workgate-bench-cluster-"))
+    plane = LocalControlPlane(
+        "bench", state_dir=state_dir, binaries=ensure_binaries(stderr_progress)
+    )
+    try:
+        plane.start()
+        plane.install_crds(default_crd_files())
+        os.environ["KUBECONFIG"] = str(plane.kubeconfig_path)
+        yield "an embedded control plane started for this run"
+    finally:
+        plane.stop()
+        shutil.rmtree(state_dir, ignore_errors=True)  # etcd preallocates 64 MB
+
+
+async def bench(args: argparse.Namespace, where: str) -> None:
     logs = Path(tempfile.mkdtemp(prefix="workgate-bench-"))
+    print(f"measuring on {where}", flush=True)
     async with KubeApi() as api:
         for kind, count in (("wo", args.workorders), ("sig", args.signals)):
             if not count:
                 continue
             namespace = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
+            webhook = kind == "sig"
             await api.create(NAMESPACES.path(), {"metadata": {"name": namespace}})
-            operator = start_operator(namespace, logs / f"{namespace}.log", webhook=kind == "sig")
+            operator = start_operator(namespace, logs / f"{namespace}.log", webhook)
             try:
-                await asyncio.sleep(3)
+                await operator_ready(api, namespace, webhook, operator)
                 if kind == "wo":
                     await bench_workorders(api, namespace, count, args.rate)
                 else:
@@ -241,14 +334,32 @@ async def main() -> None:
             finally:
                 operator.terminate()
                 await asyncio.to_thread(operator.wait, 15)
-                await api.request(
-                    "DELETE",
-                    "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/"
-                    f"{namespace}.bench.workgate.io",
-                )
-                await api.request("DELETE", NAMESPACES.path(None, namespace))
+                # Only what this part made: the webhook registration exists only when the
+                # operator ran with the webhook on (a failurePolicy Fail registration
+                # whose server is gone would refuse requests), then the namespace.
+                if webhook:
+                    await delete_if_present(api, f"{WEBHOOKS}/{webhook_config_name(namespace)}")
+                await delete_if_present(api, NAMESPACES.path(None, namespace))
     print(f"\noperator logs: {logs}")
 
 
+async def delete_if_present(api: KubeApi, path: str) -> None:
+    try:
+        await api.request("DELETE", path)
+    except ApiError as exc:
+        if not exc.not_found:
+            raise
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--workorders", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=20.0, help="WorkOrders created per second")
+    parser.add_argument("--signals", type=int, default=100)
+    args = parser.parse_args()
+    with cluster() as where:
+        asyncio.run(bench(args, where))
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -87,19 +87,6 @@ class OperatorProcess:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 self.kill()
-        if self.webhook_config:
-            # A webhook whose server is gone would refuse every later Signal (failurePolicy Fail).
-            subprocess.run(
-                [
-                    "kubectl",
-                    "delete",
-                    "validatingwebhookconfiguration",
-                    self.webhook_config,
-                    "--ignore-not-found",
-                ],
-                capture_output=True,
-                check=False,
-            )
 
     @property
     def log(self) -> str:
@@ -109,6 +96,7 @@ class OperatorProcess:
 @pytest.fixture
 def start_operator(kubeconfig: str, tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
     started: list[OperatorProcess] = []
+    registered: list[str] = []  # webhook configurations this test's operators register
 
     def start(*namespaces: str, webhook: bool = False, **env: str) -> OperatorProcess:
         env = {"WORKGATE_WEBHOOK": "off", "WORKGATE_METRICS_PORT": "off", **env}
@@ -119,6 +107,11 @@ def start_operator(kubeconfig: str, tmp_path: Path) -> Iterator[Callable[..., Op
                 **env,
                 "WORKGATE_WEBHOOK": "on",
             }
+            name = env["WORKGATE_WEBHOOK_CONFIG"]
+            if name not in registered:
+                taken = kubectl_out("get", "validatingwebhookconfiguration", name, "-o", "name")
+                assert not taken, f"{taken} exists already: not this test's to take over"
+                registered.append(name)
         op = OperatorProcess(tmp_path / f"operator-{len(started)}.log", list(namespaces), env)
         op.start()
         started.append(op)
@@ -127,6 +120,20 @@ def start_operator(kubeconfig: str, tmp_path: Path) -> Iterator[Callable[..., Op
     yield start
     for op in started:
         op.stop()
+    # A webhook whose server is gone would refuse every later request (failurePolicy Fail).
+    # Only the ones this test's operators registered: none existed when they started.
+    for name in registered:
+        kubectl_out("delete", "validatingwebhookconfiguration", name)
+
+
+def kubectl_out(*args: str) -> str:
+    """kubectl (the cluster fixture's, first on PATH), not-found ignored; its stdout."""
+    result = subprocess.run(
+        ["kubectl", *args, "--ignore-not-found"], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
+    return result.stdout.strip()
 
 
 @pytest.fixture

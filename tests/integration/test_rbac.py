@@ -39,6 +39,7 @@ DEPLOY = REPO / "deploy"
 SYSTEM_NS = "workgate-system"
 OPERATOR_SA = f"system:serviceaccount:{SYSTEM_NS}:workgate-operator"
 WEBHOOK_CONFIG = "workgate.io"  # the name deploy/base registers and grants
+WEBHOOK_KINDS = ("validatingwebhookconfiguration", "mutatingwebhookconfiguration")
 
 
 # --- a cluster and kubectl -------------------------------------------------------------
@@ -121,28 +122,42 @@ class Cluster:
         return str(path)
 
 
+READY_TIMEOUT = 120.0  # a freshly started (or busy, 2-core) API server answers within this
+
+
 def _kubeconfig(request: pytest.FixtureRequest) -> str:
-    try:  # the embedded control plane's session fixture, where it exists
-        return str(request.getfixturevalue("kubeconfig"))
-    except pytest.FixtureLookupError:
-        path = os.environ.get("KUBECONFIG")
-        if not path:
-            pytest.skip("no cluster: neither the kubeconfig fixture nor KUBECONFIG")
-        return path
+    """The session's cluster (tests/conftest.py): it fails loudly when there is none."""
+    return str(request.getfixturevalue("kubeconfig"))
+
+
+def wait_ready(kubectl: Kubectl, timeout: float = READY_TIMEOUT) -> None:
+    """Poll /readyz until the API server answers; fail (never skip) when it does not."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            result = kubectl("get", "--raw", "/readyz", check=False, timeout=15)
+        except subprocess.TimeoutExpired:
+            last = "kubectl get --raw /readyz timed out"
+        else:
+            if result.returncode == 0:
+                return
+            last = result.stderr.strip()
+        time.sleep(1)
+    raise AssertionError(f"the API server was not ready within {timeout:.0f}s: {last}")
 
 
 def connect(request: pytest.FixtureRequest) -> Cluster:
-    """The test cluster, or skip: the session's `kubeconfig` fixture, else KUBECONFIG."""
+    """The test cluster: the session's `kubeconfig` fixture. Whatever is missing fails."""
     kubeconfig = _kubeconfig(request)
     binary = shutil.which("kubectl")  # the cluster fixture puts its kubectl first on PATH
-    if binary is None:
-        pytest.skip("no kubectl on PATH")
+    assert binary is not None, "no kubectl on PATH (the cluster fixture puts one first)"
     kubectl = Kubectl(binary, kubeconfig)
     version = kubectl("version", "--client", "-o", "json", check=False)
-    if version.returncode != 0 or "kustomizeVersion" not in version.stdout:
-        pytest.skip(f"{binary} is not a kubectl with kustomize")
-    if kubectl("get", "--raw", "/readyz", check=False, timeout=15).returncode != 0:
-        pytest.skip("the API server does not answer")
+    assert version.returncode == 0 and "kustomizeVersion" in version.stdout, (
+        f"{binary} is not a kubectl with kustomize: {version.stdout}{version.stderr}"
+    )
+    wait_ready(kubectl)
     view = kubectl.json("config", "view", "--raw", "--minify", "--flatten")
     return Cluster(kubeconfig, kubectl, view["clusters"][0]["cluster"])
 
@@ -165,12 +180,28 @@ def render(kustomization: Path, kubectl: Kubectl) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
-def install(cluster: Cluster) -> None:
-    """Apply deploy/overlays/local, except the CRDs (see the module docstring)."""
+def install(cluster: Cluster) -> list[dict[str, Any]]:
+    """Apply deploy/overlays/local, except the CRDs (see the module docstring); return
+    what was applied, for `uninstall`. Refuses a cluster that has workgate installed
+    already: the overlay would scale its Deployment to 0 and rebind its roles."""
     docs = render(DEPLOY / "overlays" / "local", cluster.kubectl)
     kinds = {doc["kind"] for doc in docs}
     assert {"CustomResourceDefinition", "ClusterRole", "Deployment"} <= kinds
-    cluster.kubectl.apply([d for d in docs if d["kind"] != "CustomResourceDefinition"])
+    present = cluster.kubectl("get", "deployment", "workgate-operator", "-n", SYSTEM_NS,
+                              "--ignore-not-found", "-o", "name").stdout.strip()  # fmt: skip
+    assert not present, (
+        f"{present} exists in {SYSTEM_NS}: this module installs deploy/ itself and removes "
+        "it afterwards; run it against a cluster without a workgate installation"
+    )
+    applied = [d for d in docs if d["kind"] != "CustomResourceDefinition"]
+    cluster.kubectl.apply(applied)
+    return applied
+
+
+def uninstall(cluster: Cluster, applied: list[dict[str, Any]]) -> None:
+    """Delete what `install` applied (its namespace last, without waiting)."""
+    cluster.kubectl("delete", "-f", "-", "--ignore-not-found", "--wait=false",
+                    input=yaml.safe_dump_all(applied), check=False)  # fmt: skip
 
 
 # --- the subjects ----------------------------------------------------------------------
@@ -214,9 +245,18 @@ class Subjects:
 @pytest.fixture(scope="module")
 def subjects(
     cluster: Cluster, test_namespace: str, tmp_path_factory: pytest.TempPathFactory
-) -> Subjects:
+) -> Iterator[Subjects]:
     """Install deploy/, then one ServiceAccount per role, bound as the README says."""
-    install(cluster)
+    applied = install(cluster)
+    try:
+        yield _subjects(cluster, test_namespace, tmp_path_factory)
+    finally:
+        uninstall(cluster, applied)
+
+
+def _subjects(
+    cluster: Cluster, test_namespace: str, tmp_path_factory: pytest.TempPathFactory
+) -> Subjects:
     k, ns = cluster.kubectl, test_namespace
     for role in ("author", "reviewer", "agent"):
         k("create", "serviceaccount", role, "-n", ns)
@@ -516,6 +556,14 @@ def operator(
     cluster: Cluster, subjects: Subjects, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Operator]:
     """The operator with its ServiceAccount's token as its only credentials."""
+    # The name deploy/ grants the operator is fixed: make sure it is not someone else's
+    # registration before taking it over, so that removing it afterwards is safe.
+    for kind in WEBHOOK_KINDS:
+        theirs = get_json(cluster.kubectl, "get", kind, WEBHOOK_CONFIG)
+        assert theirs is None, (
+            f"{kind} {WEBHOOK_CONFIG} exists already (a workgate installation?): this module "
+            "registers its own under that name and deletes it afterwards"
+        )
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     op = Operator(
         log,
@@ -545,8 +593,9 @@ def operator(
         yield op
     finally:
         op.stop()
-        # A registration whose server is gone would refuse every later Signal.
-        for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
+        # A registration whose server is gone would refuse every later Signal. It is ours:
+        # none existed before the operator started (checked above).
+        for kind in WEBHOOK_KINDS:
             cluster.kubectl("delete", kind, WEBHOOK_CONFIG, "--ignore-not-found", check=False)
 
 

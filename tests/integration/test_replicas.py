@@ -1,8 +1,11 @@
-"""Several operator replicas at once: one webhook certificate, work shared, nothing twice."""
+"""Several operator replicas at once: one webhook certificate, work shared, nothing twice,
+nothing lost when one dies. Who did what is read from the API server's record (the Leases
+and BuildRuns as they were created, watched by the test), not from the operators' status."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import ssl
 from collections import Counter
@@ -12,13 +15,14 @@ import pytest
 
 from tests.integration.conftest import (
     create_workorder,
-    finish_build_run,
     free_port,
     list_items,
     wait_for,
     workorder,
 )
-from workgate.k8s.api import BUILDRUNS, SECRETS, WORKORDERS, KubeApi
+from tests.integration.evidence import ShipwrightStandIn, WatchRecorder, owner_name
+from workgate.core.claims import ANNOTATION_INSTANCE
+from workgate.k8s.api import BUILDRUNS, LEASES, SECRETS, WORKORDERS, Body, KubeApi
 
 pytestmark = pytest.mark.integration
 
@@ -67,28 +71,115 @@ async def test_two_replicas_share_the_webhook_certificate_and_the_work(
     assert first == second  # whichever replica the API server calls, it trusts the CA
 
     total = 30
-    await asyncio.gather(
-        *(create_workorder(api, namespace, workorder(f"job-{i:02d}")) for i in range(total))
-    )
-    finished: set[str] = set()
+    async with (
+        WatchRecorder(api, LEASES.path(namespace)) as leases,
+        WatchRecorder(api, BUILDRUNS.path(namespace)) as runs,
+        ShipwrightStandIn(api, namespace, runs) as shipwright,
+    ):
+        await asyncio.gather(
+            *(create_workorder(api, namespace, workorder(f"job-{i:02d}")) for i in range(total))
+        )
+        await wait_for(
+            lambda: all_in_phase(api, namespace, total, "SUCCEEDED"),
+            timeout=90,
+            interval=0.2,
+            what="all SUCCEEDED",
+        )
+        await runs.caught_up()
+        shipwright.check()
+    identities = {f"workgate-operator/replica-{i}" for i in range(len(replicas))}
+    # Both replicas won claims: the holders of the Leases as the API server created them
+    # (one replica doing all the work fails here).
+    holders = Counter(holder(e.body) for e in leases.added())
+    assert set(holders) == identities and min(holders.values()) >= 1, holders
+    assert {owner_name(e.body) for e in leases.added()} == {f"job-{i:02d}" for i in range(total)}
+    # One execution per WorkOrder though two replicas reconciled each: one BuildRun ever
+    # created per WorkOrder (a deleted-and-recreated or second-attempt run shows here).
+    assert_one_build_run_each(runs, total)
+    items = await list_items(api, WORKORDERS.path(namespace))
+    assert {(w["status"]["attempt"], w["status"]["retryCount"]) for w in items} == {(1, 0)}
+    assert all(op.proc is not None and op.proc.poll() is None for op in replicas)
 
-    async def all_done() -> bool:
-        for run in await list_items(api, BUILDRUNS.path(namespace)):
-            name = run["metadata"]["name"]
-            if name not in finished:
-                await finish_build_run(api, namespace, name, succeeded=True)
-                finished.add(name)
-        items = await list_items(api, WORKORDERS.path(namespace))
-        return len(items) == total and all(
-            (w.get("status") or {}).get("phase") == "SUCCEEDED" for w in items
+
+async def test_killing_one_replica_loses_nothing(
+    api: KubeApi, namespace: str, start_operator: Any
+) -> None:
+    """Two replicas share 30 WorkOrders; one is SIGKILLed while it holds claims (before any
+    BuildRun has finished); 10 more arrive after. The survivor finishes all 40 — including
+    the dead replica's claims, whose Leases would not go stale for an hour — on attempt 1."""
+    victim, survivor = (
+        start_operator(namespace, WORKGATE_IDENTITY=f"workgate-operator/replica-{i}")
+        for i in range(2)
+    )
+    first, later = 30, 10
+    async with (
+        WatchRecorder(api, LEASES.path(namespace)) as leases,
+        WatchRecorder(api, BUILDRUNS.path(namespace)) as runs,
+    ):
+        await asyncio.gather(
+            *(create_workorder(api, namespace, workorder(f"job-{i:02d}")) for i in range(first))
         )
 
-    await wait_for(all_done, timeout=90, interval=0.2, what="all SUCCEEDED")
-    runs = await list_items(api, BUILDRUNS.path(namespace))
-    assert len(runs) == total  # one BuildRun per attempt, though two replicas reconciled
+        def claims_of(identity: str) -> set[str | None]:
+            return {owner_name(e.body) for e in leases.added() if holder(e.body) == identity}
+
+        victim_identity = victim.env["WORKGATE_IDENTITY"]
+        survivor_identity = survivor.env["WORKGATE_IDENTITY"]
+
+        async def both_claimed() -> bool:
+            leases.check()
+            return bool(claims_of(victim_identity)) and bool(claims_of(survivor_identity))
+
+        await wait_for(both_claimed, timeout=60, what="claims by both replicas")
+        assert victim.proc is not None and victim.proc.poll() is None
+        victim.kill()
+        assert victim.proc.returncode == -signal.SIGKILL
+        orphaned = claims_of(victim_identity)
+        await asyncio.gather(
+            *(
+                create_workorder(api, namespace, workorder(f"job-{i:02d}"))
+                for i in range(first, first + later)
+            )
+        )
+        async with ShipwrightStandIn(api, namespace, runs) as shipwright:
+            await wait_for(
+                lambda: all_in_phase(api, namespace, first + later, "SUCCEEDED"),
+                timeout=90,
+                interval=0.2,
+                what="all SUCCEEDED after the kill",
+            )
+            await runs.caught_up()
+            shipwright.check()
+        await wait_for(lambda: _no_items(api, LEASES.path(namespace)), what="every claim released")
+    items = {w["metadata"]["name"]: w for w in await list_items(api, WORKORDERS.path(namespace))}
+    # Nothing lost: what the dead replica held is done, without a retry (no ClaimTimedOut).
+    assert orphaned and all(items[name]["status"]["phase"] == "SUCCEEDED" for name in orphaned)
+    assert {(w["status"]["attempt"], w["status"]["retryCount"]) for w in items.values()} == {(1, 0)}
+    # ...and nothing done twice: one BuildRun ever created per WorkOrder.
+    assert_one_build_run_each(runs, first + later)
+    assert survivor.proc is not None and survivor.proc.poll() is None
+
+
+def holder(body: Body) -> str | None:
+    """Which replica created the claim: replicas share one user (the holderIdentity), so
+    each names itself in the instance annotation."""
+    value = ((body.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_INSTANCE)
+    return str(value) if value is not None else None
+
+
+def assert_one_build_run_each(runs: WatchRecorder, total: int) -> None:
+    created = runs.added()
+    per_owner = Counter(owner_name(e.body) for e in created)
+    assert per_owner == {f"job-{i:02d}": 1 for i in range(total)}, per_owner
+    assert len({e.uid for e in created}) == total
+    assert {e.name for e in created} == {f"job-{i:02d}-a1" for i in range(total)}
+    assert runs.of("DELETED") == []
+
+
+async def all_in_phase(api: KubeApi, namespace: str, total: int, phase: str) -> bool:
     items = await list_items(api, WORKORDERS.path(namespace))
-    assert {w["status"]["attempt"] for w in items} == {1}
-    events = await list_items(api, f"/api/v1/namespaces/{namespace}/events")
-    claimers = Counter(e["message"].rsplit(" ", 1)[-1] for e in events if e["reason"] == "Claimed")
-    assert sum(claimers.values()) == total
-    assert all(op.proc.poll() is None for op in replicas)
+    return len(items) == total and all((w.get("status") or {}).get("phase") == phase for w in items)
+
+
+async def _no_items(api: KubeApi, path: str) -> bool:
+    return await list_items(api, path) == []

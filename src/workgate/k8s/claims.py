@@ -12,6 +12,7 @@ from workgate.core.claims import (
     ANNOTATION_INSTANCE,
     ANNOTATION_RESULT,
     ANNOTATION_WAITPOINT,
+    MAX_INSTANCE,
     LeaseView,
     Outcome,
     micro_time,
@@ -36,7 +37,7 @@ def build_lease(
     stamp = micro_time(now)
     annotations = {ANNOTATION_ATTEMPT: str(attempt)}
     if instance:
-        annotations[ANNOTATION_INSTANCE] = instance[:253]
+        annotations[ANNOTATION_INSTANCE] = instance[:MAX_INSTANCE]
     work_type = str((workorder.get("spec") or {}).get("workType", ""))
     return {
         "apiVersion": "coordination.k8s.io/v1",

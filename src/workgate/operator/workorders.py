@@ -186,6 +186,7 @@ class WorkOrderReconciler:
                         holder=action.holder,
                         duration_seconds=action.duration_seconds,
                         now=now_utc(),
+                        instance=self.config.identity,  # replicas share one user
                     )
                     try:
                         self.leases.observe(key, await claims.create_lease(self.api, lease))
