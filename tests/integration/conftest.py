@@ -72,18 +72,14 @@ class OperatorProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         if self.webhook_config:
-            # A webhook whose server is gone would refuse every later Signal (failurePolicy Fail).
-            subprocess.run(
-                [
-                    "kubectl",
-                    "delete",
-                    "validatingwebhookconfiguration",
-                    self.webhook_config,
-                    "--ignore-not-found",
-                ],
-                capture_output=True,
-                check=False,
-            )
+            # A webhook whose server is gone would refuse every later Signal and WorkOrder
+            # (failurePolicy Fail).
+            for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
+                subprocess.run(
+                    ["kubectl", "delete", kind, self.webhook_config, "--ignore-not-found"],
+                    capture_output=True,
+                    check=False,
+                )
 
     @property
     def log(self) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 from workgate.api import crdgen
 from workgate.cli.agent import add_agent_parser
 from workgate.cli.dev import add_dev_parser
+from workgate.cli.tokenkey import add_token_key_parser
 from workgate.cli.up import add_up_parser, run_operator_until_stopped
 
 # The generated CRDs, and their copy inside the kustomize tree (kustomize will not load
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_up_parser(sub)
     add_agent_parser(sub)
     add_dev_parser(sub)
+    add_token_key_parser(sub)
 
     crds = sub.add_parser("crds", help="generate the CRD YAML from the API models")
     crds.add_argument(

@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from workgate.api.common import ConditionStatus
-from workgate.api.waitpoint import CloseReason, TimeoutPolicy, WaitpointStage, WaitpointState
+from workgate.api.waitpoint import (
+    CloseReason,
+    Rejection,
+    TimeoutPolicy,
+    WaitpointStage,
+    WaitpointState,
+)
 from workgate.api.workorder import (
     MAX_ERROR_LENGTH,
     TERMINAL_PHASES,
@@ -24,6 +30,7 @@ from workgate.api.workorder import (
     WorkOrderSpec,
     WorkOrderStatus,
 )
+from workgate.core.approvals import rules_key
 from workgate.core.backoff import backoff_seconds, next_retry_time
 from workgate.core.claims import LeaseView, Outcome, renewal_due
 from workgate.core.conditions import set_condition
@@ -58,6 +65,8 @@ class WaitpointView:
     required_signal_names: tuple[str, ...] = ()
     timeout_seconds: int | None = None
     on_timeout: str = TimeoutPolicy.FAIL
+    approval_rules: str = ""  # core.approvals.rules_key of the waitpoint's decision rules
+    rejection: Rejection | None = None  # who rejected it, when closed as Rejected
 
     def matches(self, gate: Gate) -> bool:
         """Is this the gate's waitpoint as declared (not one pre-created with a lower bar)?"""
@@ -66,6 +75,7 @@ class WaitpointView:
             and set(self.required_signal_names) == set(gate.required_signal_names)
             and self.timeout_seconds == gate.timeout_seconds
             and self.on_timeout == gate.on_timeout
+            and self.approval_rules == rules_key(gate)
         )
 
 
@@ -275,6 +285,9 @@ class _Machine:
                 open_keys.append(gate.key)
             elif view.state == WaitpointState.ACTIVE:
                 open_keys.append(gate.key)
+            elif view.close_reason == CloseReason.REJECTED:
+                self.reject(gate.key, view)
+                return
             elif view.close_reason == CloseReason.CANCELLED or (
                 view.close_reason == CloseReason.EXPIRED and gate.on_timeout == TimeoutPolicy.FAIL
             ):
@@ -290,6 +303,13 @@ class _Machine:
             self.complete()
         else:  # before execution, or a suspended attempt: claimable (again)
             self.st.phase = Phase.PENDING
+
+    def reject(self, key: str, view: WaitpointView) -> None:
+        """A reviewer rejected the gate: the WorkOrder fails, recording who, when and why."""
+        self.st.rejection = view.rejection
+        who = f" by {view.rejection.by}" if view.rejection else ""
+        why = f": {view.rejection.payload}" if view.rejection and view.rejection.payload else ""
+        self.fail("Rejected", f"gate {key} was rejected{who}{why}", retryable=False)
 
     def cancel_open_waitpoints(self) -> None:
         for view in self.obs.waitpoints.values():

@@ -115,7 +115,7 @@ def build_registry(
     registry = kopf.OperatorRegistry()
     config = reconciler.config
     if config.webhook:
-        register_admission(registry, reconciler.api, config, gates.operator_key, gates.metrics)
+        register_admission(registry, reconciler.api, config, gates.keys, gates.metrics)
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
