@@ -124,8 +124,10 @@ class WaitpointReconciler:
 
     async def trusted(self, created: datetime | None) -> bool:
         """May identities recorded at admission on an object created then be believed?"""
-        if not self.config.webhook and time.monotonic() - self._policy_checked > (
-            POLICY_CHECK_SECONDS
+        # Checked again at most once a second while not in force, every 10 s while it is.
+        age = time.monotonic() - self._policy_checked
+        if not self.config.webhook and age > (
+            POLICY_CHECK_SECONDS if self._policy_bound_at is not None else 1.0
         ):
             self._policy_bound_at = await authz.policy_bound_at(
                 self.api, self.config.identity_policy_binding, self.config.identity_policy
@@ -188,11 +190,12 @@ class WaitpointReconciler:
             if settled.wake_at is not None:
                 self.queue.add_at(key, settled.wake_at)
         if status != before:
+            wire, old = status.to_wire(), body.get("status") or {}
             written = await io.patch_status(
                 self.api,
                 WAITPOINTS.path(namespace, name),
                 body["metadata"]["resourceVersion"],
-                status.to_wire(),
+                {k: wire.get(k) for k in old.keys() | wire.keys()},  # null clears a field
             )
             if written is None:
                 self.queue.add_after(key, 0.2)
