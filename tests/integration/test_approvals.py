@@ -271,6 +271,12 @@ async def test_approving_takes_the_approve_verb_not_the_token_and_edit_lacks_it(
     await wait_phase(api, namespace, "rel", "PENDING")
     [record] = (await waitpoint(api, namespace, "rel-ok"))["status"]["receivedSignals"]
     assert record["sender"] == people.user("reviewer1")
+    # Not even an administrator can rewrite who sent a Signal, or in which groups.
+    regroup = kubectl(
+        "annotate", "-n", namespace, "signal", record["signal"],
+        "workgate.io/sender-groups=release-managers", "--overwrite", check=False,
+    )  # fmt: skip
+    assert regroup.returncode != 0 and "cannot change" in regroup.stderr, regroup.stderr
 
 
 async def test_a_quorum_of_distinct_named_approvers(

@@ -207,6 +207,38 @@ def test_the_spec_bounds_what_a_waitpoint_can_record() -> None:
         )
 
 
+def test_a_signals_recorded_sender_cannot_change_and_a_creator_is_stamped() -> None:
+    import kopf
+
+    from workgate.operator.approval_admission import sender_changed, stamp_creator
+
+    def signal(**annotations: str) -> dict[str, object]:
+        return {"metadata": {"annotations": annotations}}
+
+    old = signal(**{"workgate.io/sender": "a", "workgate.io/sender-groups": "g"})
+    assert (
+        sender_changed(
+            old, signal(**{"workgate.io/sender": "a", "workgate.io/sender-groups": "g", "x": "y"})
+        )
+        is None
+    )
+    assert sender_changed(
+        old, signal(**{"workgate.io/sender": "a", "workgate.io/sender-groups": "g,admins"})
+    )
+    assert sender_changed(old, signal(**{"workgate.io/sender-groups": "g"}))
+
+    created = kopf.Patch()
+    stamp_creator("CREATE", None, {"username": "alice"}, created)  # type: ignore[typeddict-item]
+    assert created == {"metadata": {"annotations": {"workgate.io/created-by": "alice"}}}
+    kept = kopf.Patch()
+    stamp_creator("UPDATE", {"metadata": {"annotations": {"workgate.io/created-by": "alice"}}},
+                  {"username": "mallory"}, kept)  # type: ignore[typeddict-item]  # fmt: skip
+    assert kept == {"metadata": {"annotations": {"workgate.io/created-by": "alice"}}}
+    forged = kopf.Patch()
+    stamp_creator("UPDATE", {"metadata": {}}, {"username": "mallory"}, forged)  # type: ignore[typeddict-item]
+    assert forged == {"metadata": {"annotations": {"workgate.io/created-by": None}}}
+
+
 # --- token keys -------------------------------------------------------------------------
 
 

@@ -43,6 +43,21 @@ def stamp_creator(
     patch.metadata.annotations[ANNOTATION_CREATED_BY] = previous  # None removes a forgery
 
 
+def sender_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> str | None:
+    """A Signal's recorded sender is fixed at creation: what an update may not change."""
+
+    def recorded(body: Mapping[str, Any] | None) -> tuple[Any, Any]:
+        annotations = ((body or {}).get("metadata") or {}).get("annotations") or {}
+        return annotations.get(ANNOTATION_SENDER), annotations.get(ANNOTATION_SENDER_GROUPS)
+
+    if recorded(old) != recorded(new):
+        return (
+            f"metadata.annotations[{ANNOTATION_SENDER}] and [{ANNOTATION_SENDER_GROUPS}] are "
+            "recorded at creation and cannot change"
+        )
+    return None
+
+
 async def admit_signal(
     api: KubeApi,
     keys: TokenKeys,
@@ -99,7 +114,8 @@ async def admit_signal(
 def register_approval_admission(
     registry: kopf.OperatorRegistry, api: KubeApi, keys: TokenKeys, default_algorithm: str
 ) -> tuple[Any, ...]:
-    """The WorkOrder creator webhooks (the Signal one is registered in admission.py)."""
+    """The WorkOrder creator webhooks and the Signal sender's immutability (the Signal
+    creation webhook is registered in admission.py)."""
 
     @kopf.on.mutate(
         "workgate.io",
@@ -129,4 +145,20 @@ def register_approval_admission(
     async def keep_creator(userinfo: kopf.UserInfo, patch: kopf.Patch, **kwargs: Any) -> None:
         stamp_creator("UPDATE", kwargs.get("old"), userinfo, patch)
 
-    return record_creator, keep_creator
+    # The proof binds the sender's name but not their groups: an update that changed the
+    # recorded groups before the operator judged would widen what the sender may decide.
+    @kopf.on.validate(
+        "workgate.io",
+        "v1alpha1",
+        "signals",
+        id="signals-sender-kept",
+        operations=["UPDATE"],
+        persistent=True,
+        registry=registry,
+    )
+    async def keep_sender(body: kopf.Body, **kwargs: Any) -> None:
+        message = sender_changed(kwargs.get("old"), body)
+        if message is not None:
+            raise kopf.AdmissionError(f"{rules.Refusal.SENDER_MISMATCH}: {message}", code=403)
+
+    return record_creator, keep_creator, keep_sender
