@@ -276,3 +276,30 @@ def test_a_legacy_key_secret_is_a_ring_of_one() -> None:
     assert rotated.current == "new" and rotated.key("") == b"L" * 32
     with pytest.raises(tokenkeys.KeyRingError):
         tokenkeys.parse({**data, "current": base64.b64encode(b"missing").decode()})
+
+
+def test_kubectl_workgate_approve_picks_the_signal_name_and_pending_says_who() -> None:
+    from workgate.cli.kubectl_plugin import approve_signal_name, pending_rows
+
+    def wp(required: list[str], status: dict[str, object] | None = None) -> dict[str, object]:
+        return {
+            "metadata": {"name": "w", "namespace": "ns"},
+            "spec": {"workOrderName": "wo", "requiredSignalNames": required},
+            "status": status or {},
+        }
+
+    assert approve_signal_name(wp([]), None) == "approve"
+    assert approve_signal_name(wp(["lgtm"]), None) == "lgtm"
+    assert approve_signal_name(wp(["a", "b"]), "b") == "b"
+    with pytest.raises(RuntimeError, match="choose one with --signal"):
+        approve_signal_name(wp(["a", "b"]), None)
+    status = {
+        "state": "active",
+        "waitingFor": "a: 1 more (approved: alice)",
+        "approvals": [{"name": "a", "required": 2, "approvedBy": ["alice"], "remaining": 1}],
+    }
+    closed = {"state": "closed", "closeReason": "Rejected"}
+    rows = pending_rows([wp(["a"], status), wp(["a"], closed)], namespaces=True, closed=False)
+    assert rows[1:] == [("ns", "w", "wo", "active", "a: 1 more (approved: alice)", "a: alice", "-")]
+    rows = pending_rows([wp(["a"], closed)], namespaces=False, closed=True)
+    assert rows[1][2] == "closed (Rejected)"
