@@ -40,7 +40,6 @@ from workgate.cli.up import cluster_configured
 from workgate.devcluster.build import ensure_binaries, stderr_progress
 from workgate.devcluster.controlplane import (
     LocalControlPlane,
-    default_crd_files,
     default_state_dir,
     running_cluster,
 )
@@ -244,7 +243,15 @@ async def bench_workorders(api: KubeApi, namespace: str, total: int, rate: float
 
 
 async def bench_signals(api: KubeApi, namespace: str, total: int) -> None:
-    gates = [{"key": "go", "stage": "BeforeExecution", "requiredSignalNames": ["approve"]}]
+    # The bench's one user both creates and approves: self-approval must be allowed.
+    gates = [
+        {
+            "key": "go",
+            "stage": "BeforeExecution",
+            "requiredSignalNames": ["approve"],
+            "forbidSelfApproval": False,
+        }
+    ]
     for i in range(total):
         await api.create(
             WORKORDERS.path(namespace), build_workorder(f"gated-{i:04d}", gates, "bench")
@@ -301,12 +308,13 @@ def cluster() -> Iterator[str]:
         yield f"the control plane of `workgate dev up` ({running.kubeconfig})"
         return
     state_dir = Path(tempfile.mkdtemp(prefix="workgate-bench-cluster-"))
+    # Bare: the bench plays Shipwright itself (it finishes BuildRuns as they appear), so
+    # only the API server is measured, not kwok, Tekton or Shipwright.
     plane = LocalControlPlane(
-        "bench", state_dir=state_dir, binaries=ensure_binaries(stderr_progress)
+        "bench", state_dir=state_dir, binaries=ensure_binaries(stderr_progress), bare=True
     )
     try:
         plane.start()
-        plane.install_crds(default_crd_files())
         os.environ["KUBECONFIG"] = str(plane.kubeconfig_path)
         yield "an embedded control plane started for this run"
     finally:

@@ -23,8 +23,13 @@ local function explain(status, default)
   return default
 end
 
--- "waiting for signals approve, qa (1 of 2 received)", or for any signal (empty = wildcard).
+-- The operator's own summary (status.waitingFor: "approve: 1 more (approved: alice)"), or,
+-- from an older operator, "waiting for signals approve, qa (1 of 2 received)", or for any
+-- signal (empty = wildcard).
 local function waiting_for(spec, status)
+  if status.waitingFor ~= nil and status.waitingFor ~= "" then
+    return "waiting for " .. status.waitingFor
+  end
   local received = {}
   local count = 0
   if status.receivedSignals ~= nil then
@@ -81,6 +86,14 @@ elseif state == "closed" then
   elseif reason == "Expired" then
     hs.status = "Degraded"
     hs.message = explain(status, "Expired before the required signals arrived")
+  elseif reason == "Rejected" then
+    -- A reviewer rejected it; its WorkOrder failed.
+    hs.status = "Degraded"
+    if status.rejection ~= nil and status.rejection.by ~= nil then
+      hs.message = "Rejected by " .. status.rejection.by
+    else
+      hs.message = explain(status, "Rejected")
+    end
   elseif reason == "Cancelled" then
     -- Healthy: cancelling a gate (its WorkOrder ended or was deleted) breaks nothing;
     -- the WorkOrder reports its own health.

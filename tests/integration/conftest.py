@@ -123,7 +123,8 @@ def start_operator(kubeconfig: str, tmp_path: Path) -> Iterator[Callable[..., Op
     # A webhook whose server is gone would refuse every later request (failurePolicy Fail).
     # Only the ones this test's operators registered: none existed when they started.
     for name in registered:
-        kubectl_out("delete", "validatingwebhookconfiguration", name)
+        for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
+            kubectl_out("delete", kind, name)
 
 
 def kubectl_out(*args: str) -> str:

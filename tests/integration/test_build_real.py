@@ -232,12 +232,6 @@ async def test_missing_strategy_fails_the_attempt_with_shipwrights_registration_
     assert get_json(kubectl, "taskrun", "-n", ns)["items"] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="decided: not retryable (Shipwright validates a Build only when its generation "
-    "changes, and every retry applies the same Build, so each retry fails the same way); "
-    "core.lifecycle still retries every failed BuildRun",
-)
 async def test_missing_strategy_is_not_retried(
     api: KubeApi, build_namespace: str, kubectl: Kubectl, start_operator: Any
 ) -> None:

@@ -26,7 +26,7 @@ from tests.integration.conftest import (
     workorder,
 )
 from workgate.agent.client import Agent
-from workgate.cli.kubectl_plugin import build_signal, whoami
+from workgate.cli.kubectl_plugin import build_signal, identity, whoami
 from workgate.core.signals import recipient_keypair
 from workgate.k8s.api import (
     BUILDRUNS,
@@ -51,7 +51,15 @@ def plugin(*args: str, kubeconfig: str | None = None) -> subprocess.CompletedPro
 
 
 def gate(key: str, stage: str = "BeforeExecution", *required: str, **extra: Any) -> dict[str, Any]:
-    return {"key": key, "stage": stage, "requiredSignalNames": list(required), **extra}
+    """A gate the test's own (admin) identity may open: these tests are about signals, not
+    separation of duties (test_approvals.py is)."""
+    return {
+        "key": key,
+        "stage": stage,
+        "requiredSignalNames": list(required),
+        "forbidSelfApproval": False,
+        **extra,
+    }
 
 
 async def start_with_webhook(start_operator: Any, api: KubeApi, namespace: str) -> OperatorProcess:
@@ -218,12 +226,18 @@ async def test_forged_misaddressed_late_and_replayed_signals_are_refused_at_appl
     )
     await wait_wp(api, namespace, "guarded.one", "active")
     await wait_wp(api, namespace, "guarded.two", "active")
-    me = await whoami(api)
+    me, groups = await identity(api)
     token_one = await token_of(api, namespace, "guarded.one")
 
     def body(wp: str, name: str, token: str) -> Body:
         b = build_signal(
-            namespace=namespace, waitpoint=wp, name=name, payload="", sender=me, token=token
+            namespace=namespace,
+            waitpoint=wp,
+            name=name,
+            payload="",
+            sender=me,
+            groups=groups,
+            token=token,
         )
         b["metadata"]["name"] = b["metadata"].pop("generateName") + "x"
         return b
@@ -287,6 +301,7 @@ async def test_only_users_who_can_read_the_token_can_signal(
             "verbs": ["get", "list"],
         },
         {"apiGroups": ["workgate.io"], "resources": ["signals"], "verbs": ["create", "get"]},
+        {"apiGroups": ["workgate.io"], "resources": ["waitpoints"], "verbs": ["approve"]},
     ]
     role = {
         "apiVersion": "rbac.authorization.k8s.io/v1",

@@ -258,9 +258,31 @@ def test_an_empty_required_list_waits_for_any_signal() -> None:
     assert health == {"status": "Suspended", "message": "waiting for any signal"}
 
 
+def test_the_operators_own_summary_of_what_is_missing_wins() -> None:
+    active = {"state": "active", "waitingFor": "approve: 1 more (approved: alice)"}
+    assert waitpoint_health(waitpoint(active)) == {
+        "status": "Suspended",
+        "message": "waiting for approve: 1 more (approved: alice)",
+    }
+
+
+def test_a_rejected_waitpoint_is_degraded_and_says_by_whom() -> None:
+    rejection = {"by": "carol", "at": "2026-01-01T12:00:00Z", "waitpoint": "w", "signal": "s"}
+    closed = {"state": "closed", "closeReason": "Rejected", "rejection": rejection}
+    assert waitpoint_health(waitpoint(closed)) == {
+        "status": "Degraded",
+        "message": "Rejected by carol",
+    }
+
+
 @pytest.mark.parametrize(
     ("reason", "status"),
-    [("Satisfied", "Healthy"), ("Expired", "Degraded"), ("Cancelled", "Healthy")],
+    [
+        ("Satisfied", "Healthy"),
+        ("Expired", "Degraded"),
+        ("Cancelled", "Healthy"),
+        ("Rejected", "Degraded"),
+    ],
 )
 def test_closed_waitpoints(reason: str, status: str) -> None:
     closed = {"state": "closed", "closeReason": reason, "receivedSignals": received("approve")}

@@ -123,6 +123,23 @@ def test_build_run_success_and_failure() -> None:
     assert bad.status.next_retry_after == NOW + timedelta(seconds=10)
 
 
+def test_a_build_shipwright_refused_to_register_is_not_retried() -> None:
+    claimed = lc.decide(observe(), POLICY).status
+    refused = lc.decide(
+        observe(
+            claimed,
+            lease=lease(holder="op"),
+            build_run=lc.BuildRunView(
+                "wo1-a1", ConditionStatus.FALSE, "BuildRegistrationFailed", "no such strategy"
+            ),
+        ),
+        POLICY,
+    )
+    # Retries are left (maxRetries 2), but each would apply the same Build and fail alike.
+    assert refused.status.phase == Phase.FAILED and refused.status.retry_count == 0
+    assert refused.status.last_error_reason == "BuildRegistrationFailed"
+
+
 def test_retries_back_off_exponentially_then_fail() -> None:
     status = lc.decide(observe(work_type="test"), POLICY).status
     delays = []
@@ -219,9 +236,13 @@ def test_terminal_work_order_releases_a_leftover_lease_only() -> None:
     assert d.status.phase == Phase.SUCCEEDED and kinds(d) == ["ReleaseLease"] and d.events == []
 
 
-def wp(key: str, state: str | None, reason: str | None = None) -> lc.WaitpointView:
+def wp(key: str, state: str | None, reason: str | None = None, **kw: object) -> lc.WaitpointView:
     from workgate.api.waitpoint import CloseReason, WaitpointState
+    from workgate.api.workorder import Gate
+    from workgate.core.approvals import rules_key
 
+    gate = Gate.model_validate(next(g for g in GATES if g["key"] == key))
+    fields = {"approval_rules": rules_key(gate), **SPECS[key], **kw}
     return lc.WaitpointView(
         name=f"wo1-{key}",
         key=key,
@@ -229,7 +250,7 @@ def wp(key: str, state: str | None, reason: str | None = None) -> lc.WaitpointVi
         close_reason=CloseReason(reason) if reason else None,
         uid="u",
         resource_version="1",
-        **SPECS[key],  # type: ignore[arg-type]
+        **fields,  # type: ignore[arg-type]
     )
 
 
@@ -310,6 +331,30 @@ def test_expired_gate_with_fail_policy_fails_and_cancels_the_rest() -> None:
     )
     assert d.status.phase == Phase.FAILED and d.status.last_error_reason == "WaitpointExpired"
     assert kinds(d) == ["CancelWaitpoint"]
+
+
+def test_a_rejected_gate_fails_the_work_order_recording_the_rejecter() -> None:
+    from workgate.api.waitpoint import Rejection
+
+    waiting = lc.decide(gated(), POLICY).status
+    no = Rejection(waitpoint="wo1-approve", signal="s1", by="carol", at=NOW, payload="too risky")
+    views = {
+        "approve": wp("approve", "closed", "Rejected", rejection=no),
+        "verify": wp("verify", "pending"),
+    }
+    d = lc.decide(gated(waiting, waitpoints=views), POLICY)
+    assert d.status.phase == Phase.FAILED and d.status.last_error_reason == "Rejected"
+    assert d.status.rejection == no and d.status.retry_count == 0
+    assert "rejected by carol: too risky" in (d.status.last_error or "")
+    assert kinds(d) == ["CancelWaitpoint"]
+    assert [(e.type, e.reason) for e in d.events] == [("Warning", "Rejected")]
+
+
+def test_a_waitpoint_with_other_approval_rules_is_not_the_declared_gate() -> None:
+    waiting = lc.decide(gated(), POLICY).status
+    lowered = wp("approve", "pending", approval_rules="{}")  # e.g. without forbidSelfApproval
+    d = lc.decide(gated(waiting, waitpoints={"approve": lowered}), POLICY)
+    assert d.status.phase == Phase.FAILED and d.status.last_error_reason == "WaitpointConflict"
 
 
 def test_success_stops_at_after_success_gate_and_continue_policy_completes() -> None:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from workgate.agent.feed import Candidate, WorkFeed, spread_score
-from workgate.api.wire import Phase, now_utc
+from workgate.api.wire import Phase, current_attempt_of, now_utc
 from workgate.core.claims import Fencing, LeaseView, Outcome
 from workgate.core.naming import lease_name, waitpoint_name
 from workgate.k8s import claims
@@ -296,7 +296,7 @@ def _attempt_open(workorder: Body, uid: str, attempt: int, identity: str) -> boo
     phase = status.get("phase")
     return (
         workorder["metadata"]["uid"] == uid
-        and int(status.get("retryCount") or 0) + 1 == attempt
+        and current_attempt_of(status) == attempt
         and (
             phase == Phase.PENDING
             or (phase == Phase.CLAIMED and status.get("claimedBy") == identity)
@@ -339,7 +339,7 @@ class Agent:
         identity = await self.identity()
         meta = workorder["metadata"]
         status = workorder.get("status") or {}
-        attempt = int(status.get("retryCount") or 0) + 1
+        attempt = current_attempt_of(status)
         lease = claims.build_lease(
             workorder,
             lease_name(meta["name"]),

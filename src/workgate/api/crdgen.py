@@ -82,9 +82,12 @@ KINDS: tuple[Kind, ...] = (
             _column("State", ".status.state"),
             _column("Required", ".spec.requiredSignalNames"),
             _column("Received", ".status.receivedCount", "integer"),
-            _column("Expires", ".status.expiresAt", "date"),
+            _column("Waiting-For", ".status.waitingFor"),
+            # A string: kubectl renders a `date` column in the future as <invalid>.
+            _column("Expires", ".status.expiresAt"),
             AGE,
             _column("Close-Reason", ".status.closeReason", wide=True),
+            _column("Author", ".status.author", wide=True),
         ],
     ),
     Kind(

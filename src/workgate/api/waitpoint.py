@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, JsonValue
 from pydantic.config import JsonDict
 
 from workgate.api.common import CamelModel, Condition, Timestamp
@@ -13,6 +13,13 @@ from workgate.api.common import CamelModel, Condition, Timestamp
 SIGNAL_NAME_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 MAX_PAYLOAD_BYTES = 4096
 SignalName = Annotated[str, Field(min_length=1, max_length=63, pattern=SIGNAL_NAME_PATTERN)]
+DEFAULT_REJECT_SIGNAL = "reject"
+MAX_APPROVERS = 32
+MAX_REQUIRED_APPROVALS = 16
+# Every signal name times requiredApprovals, plus the one rejection: the most a waitpoint
+# ever records (each sender counts once per name; refused signals are not recorded).
+MAX_RECORDED_DECISIONS = 64
+MAX_RECEIVED_SIGNALS = MAX_RECORDED_DECISIONS + 1
 
 
 class WaitpointState(StrEnum):
@@ -23,6 +30,7 @@ class WaitpointState(StrEnum):
 
 class CloseReason(StrEnum):
     SATISFIED = "Satisfied"
+    REJECTED = "Rejected"
     EXPIRED = "Expired"
     CANCELLED = "Cancelled"
 
@@ -38,12 +46,93 @@ class TimeoutPolicy(StrEnum):
     CONTINUE = "Continue"
 
 
-_IMMUTABLE: JsonDict = {
-    "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "spec is immutable"}]
-}
+class SubjectKind(StrEnum):
+    USER = "User"
+    GROUP = "Group"
+    SERVICE_ACCOUNT = "ServiceAccount"
 
 
-class WaitpointSpec(CamelModel):
+class Subject(CamelModel):
+    """Who may decide, written as an RBAC subject (as in a RoleBinding's `subjects`)."""
+
+    kind: SubjectKind = Field(description="User, Group or ServiceAccount.")
+    name: str = Field(min_length=1, max_length=253, description="User, group or account name.")
+    namespace: str | None = Field(
+        default=None,
+        max_length=63,
+        description="ServiceAccount only: its namespace (default: the waitpoint's).",
+    )
+
+
+# The rules shared by a declared gate and the Waitpoint made from it.
+DECISION_RULES: list[JsonValue] = [
+    {
+        "rule": (
+            "!has(self.requiredSignalNames) || "
+            "!(self.rejectSignalName in self.requiredSignalNames)"
+        ),
+        "message": "rejectSignalName must not be one of requiredSignalNames",
+    },
+    {
+        "rule": (
+            "(has(self.requiredSignalNames) && size(self.requiredSignalNames) > 0"
+            " ? size(self.requiredSignalNames) : 1)"
+            f" * self.requiredApprovals <= {MAX_RECORDED_DECISIONS}"
+        ),
+        "message": (
+            f"requiredSignalNames x requiredApprovals must be at most {MAX_RECORDED_DECISIONS}"
+        ),
+    },
+]
+
+
+class ApprovalRules(CamelModel):
+    """Who may decide a waitpoint and how many must agree."""
+
+    approvers: list[Subject] = Field(
+        default_factory=list,
+        max_length=MAX_APPROVERS,
+        description=(
+            "Who may decide (approve or reject), as RBAC subjects: a User, a Group, or a "
+            "ServiceAccount. Empty: anyone RBAC allows. Either way the sender must also be "
+            "allowed the verb `approve` on this waitpoint (`kubectl auth can-i approve "
+            "waitpoints.workgate.io/NAME`): a list narrows RBAC, it never widens it."
+        ),
+    )
+    required_approvals: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_REQUIRED_APPROVALS,
+        description=(
+            "Distinct senders needed for each required signal name (for any name when "
+            "requiredSignalNames is empty). A sender counts once per signal name, however "
+            "often they sign."
+        ),
+    )
+    reject_signal_name: SignalName = Field(
+        default=DEFAULT_REJECT_SIGNAL,
+        description=(
+            "The signal name that rejects: one such signal from someone allowed to decide "
+            "closes the waitpoint as Rejected and fails the WorkOrder, recording who "
+            "rejected, when, and the payload."
+        ),
+    )
+    forbid_self_approval: bool = Field(
+        default=False,
+        description=(
+            "Refuse signals from the identity that created the WorkOrder (recorded at "
+            "admission in its workgate.io/created-by annotation): separation of duties, so "
+            "nobody approves their own work. Declared gates default to true."
+        ),
+    )
+
+
+_IMMUTABLE_RULE: JsonDict = {"rule": "self == oldSelf", "message": "spec is immutable"}
+_IMMUTABLE: JsonDict = {"x-kubernetes-validations": [_IMMUTABLE_RULE]}
+_SPEC_RULES: JsonDict = {"x-kubernetes-validations": [_IMMUTABLE_RULE, *DECISION_RULES]}
+
+
+class WaitpointSpec(ApprovalRules):
     """The resume condition of one waitpoint. Immutable: the bar cannot be lowered later."""
 
     work_order_name: str = Field(
@@ -89,10 +178,37 @@ class ReceivedSignal(CamelModel):
 
     name: str = Field(description="Signal name.")
     signal: str = Field(description="Name of the Signal object that delivered it.")
-    sender: str = Field(description="The user who created the Signal, from admission.")
+    sender: str = Field(
+        description="The verified user who created the Signal (recorded at admission)."
+    )
     received_at: Timestamp = Field(description="When the signal was accepted.")
     payload_digest: str = Field(description="SHA-256 of the payload, hex.")
     nonce: str = Field(description="The signal's nonce; a nonce is accepted once (no replay).")
+
+
+class Rejection(CamelModel):
+    """Who rejected a waitpoint, when, and why (the payload)."""
+
+    waitpoint: str = Field(description="The rejected waitpoint.")
+    signal: str = Field(description="Name of the Signal object that rejected it.")
+    by: str = Field(description="The verified user who rejected it.")
+    at: Timestamp = Field(description="When the rejection was accepted.")
+    payload: str = Field(
+        default="", max_length=MAX_PAYLOAD_BYTES, description="The rejecting signal's payload."
+    )
+
+
+class Tally(CamelModel):
+    """Approvals counted for one signal name."""
+
+    name: str = Field(description="Signal name (`*` when any name counts).")
+    required: int = Field(ge=1, description="Distinct senders needed.")
+    approved_by: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_REQUIRED_APPROVALS,
+        description="Verified senders counted so far, in order of arrival.",
+    )
+    remaining: int = Field(ge=0, description="How many more distinct senders are needed.")
 
 
 class WaitpointStatus(CamelModel):
@@ -112,10 +228,17 @@ class WaitpointStatus(CamelModel):
     )
     closed_at: Timestamp | None = Field(default=None, description="When the waitpoint closed.")
     close_reason: CloseReason | None = Field(
-        default=None, description="Why it closed: Satisfied, Expired or Cancelled."
+        default=None, description="Why it closed: Satisfied, Rejected, Expired or Cancelled."
     )
     token_algorithm: str | None = Field(
         default=None, description="HMAC algorithm the token was minted with: sha256 or sha1."
+    )
+    token_key_id: str | None = Field(
+        default=None,
+        description=(
+            "Id of the operator key that minted the token (the token starts with it): signals "
+            "are verified with that key even after `workgate token-key rotate`."
+        ),
     )
     sealed_token: str | None = Field(
         default=None,
@@ -129,14 +252,46 @@ class WaitpointStatus(CamelModel):
         default=None,
         description="Secret holding the HMAC token a reviewer must prove to deliver a signal.",
     )
+    author: str | None = Field(
+        default=None,
+        description=(
+            "Who created the WorkOrder (its workgate.io/created-by annotation, recorded at "
+            "admission); unset when unknown. Self-approval rules compare senders with it."
+        ),
+    )
     received_signals: list[ReceivedSignal] = Field(
-        default_factory=list, description="Signals accepted so far (buffered while pending)."
+        default_factory=list,
+        max_length=MAX_RECEIVED_SIGNALS,
+        description=(
+            "Signals accepted so far (buffered while pending): at most one per sender and "
+            "signal name, and only as many as the waitpoint needs, so it stays small however "
+            "many signals arrive."
+        ),
     )
     received_count: int = Field(default=0, ge=0, description="Number of accepted signals.")
+    approvals: list[Tally] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Per required signal name: who has approved and how many more are needed.",
+    )
+    waiting_for: str | None = Field(
+        default=None,
+        max_length=1024,
+        description=(
+            "What the waitpoint still waits for, e.g. `approve: 1 more (approved: alice; "
+            "approvers: Group release)`; unset once closed."
+        ),
+    )
+    rejection: Rejection | None = Field(
+        default=None, description="Set when the waitpoint closed as Rejected."
+    )
     observed_generation: int | None = Field(default=None, description="Generation observed.")
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Standard conditions: Ready (True once closed as satisfied).",
+        description=(
+            "Standard conditions: Ready (True once closed as satisfied; False with reason "
+            "Waiting, Rejected, Expired or Cancelled)."
+        ),
         json_schema_extra={
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["type"],
@@ -145,9 +300,21 @@ class WaitpointStatus(CamelModel):
 
 
 class Waitpoint(CamelModel):
-    """A point where a WorkOrder's execution is suspended until signals arrive."""
+    """A point where a WorkOrder's execution is suspended until signals arrive.
 
-    spec: WaitpointSpec = Field(json_schema_extra=_IMMUTABLE)
+    Approval model: a signal counts only when (1) it proves the waitpoint's token (held in
+    its Secret); (2) its sender, as authenticated by the API server and recorded at
+    admission, is allowed the RBAC verb `approve` on this waitpoint (SubjectAccessReview,
+    granted by the workgate-reviewer role, not by edit or workgate-author); (3) the sender
+    is one of `approvers` when that list is set; (4) with `forbidSelfApproval`, the sender
+    did not create the WorkOrder (separation of duties); (5) the sender has not already
+    counted for that signal name. It opens once every required name has
+    `requiredApprovals` distinct senders; one `rejectSignalName` signal closes it as
+    Rejected and fails the WorkOrder. `status` records who approved and who is still
+    needed.
+    """
+
+    spec: WaitpointSpec = Field(json_schema_extra=_SPEC_RULES)
     status: WaitpointStatus | None = None
 
 
@@ -166,7 +333,10 @@ class SignalSpec(CamelModel):
         max_length=253,
     )
     signal_name: str = Field(
-        description="Name of the signal, matched against the waitpoint's requiredSignalNames.",
+        description=(
+            "Name of the signal, matched against the waitpoint's requiredSignalNames; the "
+            "waitpoint's rejectSignalName (default `reject`) rejects it."
+        ),
         min_length=1,
         max_length=63,
         pattern=SIGNAL_NAME_PATTERN,
@@ -199,7 +369,13 @@ class SignalStatus(CamelModel):
 
 
 class Signal(CamelModel):
-    """Delivers a named signal to a Waitpoint."""
+    """Delivers a named signal to a Waitpoint: an approval, or a rejection.
+
+    Create it with `kubectl workgate approve|reject|signal`. Its annotations
+    workgate.io/sender and workgate.io/sender-groups must be the creating user's own name
+    and groups (admission refuses anything else); the proof binds the sender, so nobody can
+    replay another user's signal.
+    """
 
     spec: SignalSpec = Field(json_schema_extra=_IMMUTABLE)
     status: SignalStatus | None = None

@@ -6,8 +6,10 @@ without importing Pydantic; the models in this package build on these names.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 GROUP = "workgate.io"
 VERSION = "v1alpha1"
@@ -33,6 +35,16 @@ class Phase(StrEnum):
 
 
 TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED})
+
+
+def current_attempt(retry_count: int) -> int:
+    """The attempt a WorkOrder is on: the first, plus one per retry. The one home of the rule."""
+    return retry_count + 1
+
+
+def current_attempt_of(status: Mapping[str, Any] | None) -> int:
+    """`current_attempt` from a WorkOrder's raw status (as the API returns it)."""
+    return current_attempt(int((status or {}).get("retryCount") or 0))
 
 
 def format_time(value: datetime) -> str:

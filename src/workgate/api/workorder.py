@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from workgate.api.common import CamelModel, Condition, Timestamp
-from workgate.api.waitpoint import SignalName, TimeoutPolicy, WaitpointStage
+from workgate.api.waitpoint import (
+    DECISION_RULES,
+    ApprovalRules,
+    Rejection,
+    SignalName,
+    TimeoutPolicy,
+    WaitpointStage,
+)
 from workgate.api.wire import TERMINAL_PHASES as TERMINAL_PHASES
 from workgate.api.wire import Phase as Phase
 
@@ -24,8 +31,10 @@ class GateStage(StrEnum):
     AFTER_SUCCESS = "AfterSuccess"
 
 
-class Gate(CamelModel):
+class Gate(ApprovalRules):
     """A declared waitpoint: the WorkOrder stops here until the required signals arrive."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": DECISION_RULES})
 
     key: str = Field(
         description="Key of the gate; its Waitpoint is named <workorder>.<key>.",
@@ -53,6 +62,15 @@ class Gate(CamelModel):
     on_timeout: TimeoutPolicy = Field(
         default=TimeoutPolicy.FAIL,
         description="On expiry: Fail the WorkOrder, or Continue as if the gate had opened.",
+    )
+    forbid_self_approval: bool = Field(
+        default=True,
+        description=(
+            "Refuse signals from whoever created this WorkOrder (recorded at admission in "
+            "its workgate.io/created-by annotation). On by default: separation of duties "
+            "means the author of a change does not approve it; set false only for gates "
+            "that are not approvals (e.g. a smoke-test confirmation)."
+        ),
     )
 
 
@@ -173,6 +191,10 @@ class WorkOrderStatus(CamelModel):
     last_error_at: Timestamp | None = Field(
         default=None, description="Timestamp of the most recent failure."
     )
+    rejection: Rejection | None = Field(
+        default=None,
+        description="Set when a gate was rejected: which one, by whom, when, and the payload.",
+    )
     next_retry_after: Timestamp | None = Field(
         default=None, description="When a RETRY_PENDING WorkOrder becomes PENDING again."
     )
@@ -193,7 +215,11 @@ class WorkOrderStatus(CamelModel):
 
 
 class WorkOrder(CamelModel):
-    """A queued unit of work of a workType, claimed by one claimant at a time."""
+    """A queued unit of work of a workType, claimed by one claimant at a time.
+
+    Admission records who created it in the annotation workgate.io/created-by (users cannot
+    set or change it); gates use it to refuse self-approval.
+    """
 
     spec: WorkOrderSpec
     status: WorkOrderStatus | None = None

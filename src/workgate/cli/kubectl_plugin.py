@@ -1,12 +1,19 @@
 """`kubectl workgate`: the reviewer's side of a waitpoint.
 
-    kubectl workgate pending WORKORDER [-n NS]      list the WorkOrder's waitpoints
+    kubectl workgate pending [WORKORDER] [-n NS | -A] [--all]   what waits, for whom
+    kubectl workgate approve WAITPOINT [--signal NAME] [--payload TEXT] [-n NS]
+    kubectl workgate reject WAITPOINT [--payload TEXT] [-n NS]
     kubectl workgate signal WAITPOINT NAME [--payload TEXT] [-n NS]
 
-`signal` reads the waitpoint's token Secret with the reviewer's own credentials (so RBAC
-decides who may approve), proves possession of the token with an HMAC over the signal
-and the reviewer's identity, and creates the Signal. The token itself is never printed,
-logged or sent anywhere.
+approve/reject/signal read the waitpoint's token Secret with the reviewer's own
+credentials, prove possession of the token with an HMAC over the signal and the
+reviewer's identity (never sending or printing the token), record the reviewer's user
+name and groups on the Signal (admission checks they are the reviewer's own), and wait
+for the operator's verdict. Deciding also needs the RBAC verb `approve` on the waitpoint
+(`kubectl auth can-i approve waitpoints.workgate.io/NAME`).
+
+Exit status: 0 accepted; 1 refused (by admission or by the operator) or any error;
+2 not judged within --timeout (the Signal exists and may still be accepted).
 """
 
 from __future__ import annotations
@@ -17,17 +24,31 @@ import base64
 import secrets
 import sys
 import time
+from typing import Any
 
 from workgate.agent.client import whoami
 from workgate.api.common import API_VERSION, LABEL_WORKORDER
+from workgate.api.waitpoint import DEFAULT_REJECT_SIGNAL
+from workgate.core.approvals import format_groups
 from workgate.core.naming import label_value
 from workgate.core.signals import signal_proof
 from workgate.k8s.api import SECRETS, SIGNALS, WAITPOINTS, ApiError, Body, KubeApi
-from workgate.k8s.waitpoints import ANNOTATION_SENDER, TOKEN_KEY
+from workgate.k8s.waitpoints import ANNOTATION_SENDER, ANNOTATION_SENDER_GROUPS, TOKEN_KEY
+
+__all__ = ["build_signal", "identity", "main", "send_signal", "whoami"]
+EXIT_REFUSED, EXIT_PENDING = 1, 2
+DEFAULT_APPROVE_SIGNAL = "approve"
 
 
 def build_signal(
-    *, namespace: str, waitpoint: str, name: str, payload: str, sender: str, token: str
+    *,
+    namespace: str,
+    waitpoint: str,
+    name: str,
+    payload: str,
+    sender: str,
+    token: str,
+    groups: tuple[str, ...] | None = None,
 ) -> Body:
     nonce = secrets.token_urlsafe(24)
     proof = signal_proof(
@@ -39,13 +60,16 @@ def build_signal(
         payload=payload,
         sender=sender,
     )
+    annotations = {ANNOTATION_SENDER: sender}
+    if groups is not None:
+        annotations[ANNOTATION_SENDER_GROUPS] = format_groups(groups)
     return {
         "apiVersion": API_VERSION,
         "kind": "Signal",
         "metadata": {
             "generateName": f"{waitpoint[:200]}-{name.lower()[:40]}-",
             "namespace": namespace,
-            "annotations": {ANNOTATION_SENDER: sender},
+            "annotations": annotations,
         },
         "spec": {
             "waitpointName": waitpoint,
@@ -57,22 +81,39 @@ def build_signal(
     }
 
 
+async def identity(api: KubeApi) -> tuple[str, tuple[str, ...]]:
+    """Who the API server says we are: user name and groups."""
+    review = await api.create(
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+    )
+    info = review["status"]["userInfo"]
+    return str(info["username"]), tuple(info.get("groups") or ())
+
+
+async def read_token(api: KubeApi, namespace: str, wp: Body) -> str:
+    secret_name = (wp.get("status") or {}).get("tokenSecretName")
+    if not secret_name:
+        name = wp["metadata"]["name"]
+        raise RuntimeError(f"waitpoint {name} has no token yet; try again in a moment")
+    secret = await api.get(SECRETS.path(namespace, secret_name))
+    return base64.b64decode(secret["data"][TOKEN_KEY]).decode()
+
+
 async def send_signal(
     api: KubeApi, namespace: str, waitpoint: str, name: str, payload: str = ""
 ) -> Body:
     """Create a Signal for `waitpoint`; returns the created object."""
     wp = await api.get(WAITPOINTS.path(namespace, waitpoint))
-    secret_name = (wp.get("status") or {}).get("tokenSecretName")
-    if not secret_name:
-        raise RuntimeError(f"waitpoint {waitpoint} has no token yet; try again in a moment")
-    secret = await api.get(SECRETS.path(namespace, secret_name))
-    token = base64.b64decode(secret["data"][TOKEN_KEY]).decode()
+    token = await read_token(api, namespace, wp)
+    user, groups = await identity(api)
     body = build_signal(
         namespace=namespace,
         waitpoint=waitpoint,
         name=name,
         payload=payload,
-        sender=await whoami(api),
+        sender=user,
+        groups=groups,
         token=token,
     )
     return await api.create(SIGNALS.path(namespace), body)
@@ -87,56 +128,114 @@ async def wait_judged(api: KubeApi, namespace: str, name: str, seconds: float) -
         await asyncio.sleep(0.1)
 
 
+def approve_signal_name(wp: Body, chosen: str | None) -> str:
+    """--signal, else the waitpoint's only required name, else `approve` for a wildcard."""
+    if chosen:
+        return chosen
+    required = wp["spec"].get("requiredSignalNames") or []
+    if len(required) > 1:
+        raise RuntimeError(
+            f"waitpoint {wp['metadata']['name']} waits for {', '.join(required)}: "
+            "choose one with --signal"
+        )
+    return str(required[0]) if required else DEFAULT_APPROVE_SIGNAL
+
+
+async def _deliver(args: argparse.Namespace, api: KubeApi, namespace: str) -> int:
+    if args.command == "signal":
+        name = args.name
+    else:
+        wp = await api.get(WAITPOINTS.path(namespace, args.waitpoint))
+        if args.command == "reject":
+            name = wp["spec"].get("rejectSignalName") or DEFAULT_REJECT_SIGNAL
+        else:
+            name = approve_signal_name(wp, args.signal)
+    created = await send_signal(api, namespace, args.waitpoint, name, args.payload)
+    signal = created["metadata"]["name"]
+    print(f"signal.workgate.io/{signal} created ({name})")
+    if args.no_wait:
+        return 0
+    status = (await wait_judged(api, namespace, signal, args.timeout)).get("status") or {}
+    phase = status.get("phase")
+    if not phase:
+        print(f"signal.workgate.io/{signal} not judged within {args.timeout:g}s", file=sys.stderr)
+        return EXIT_PENDING
+    line = f"signal.workgate.io/{signal} {phase}: {status.get('reason')}: {status.get('message')}"
+    if phase == "Accepted":
+        print(line)
+        return 0
+    print(line, file=sys.stderr)
+    return EXIT_REFUSED
+
+
 async def _signal(args: argparse.Namespace) -> int:
     async with KubeApi() as api:
         namespace = args.namespace or api.default_namespace
         try:
-            created = await send_signal(api, namespace, args.waitpoint, args.name, args.payload)
+            return await _deliver(args, api, namespace)
         except ApiError as exc:
             print(f"error: {exc.message}", file=sys.stderr)
-            return 1
         except RuntimeError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            return 1
-        name = created["metadata"]["name"]
-        print(f"signal.workgate.io/{name} created")
-        if args.no_wait:
-            return 0
-        judged = await wait_judged(api, namespace, name, args.timeout)
-        status = judged.get("status") or {}
-        phase = status.get("phase") or "Pending"
-        print(f"signal.workgate.io/{name} {phase}: {status.get('message', 'not judged yet')}")
-        return 0 if phase in ("Accepted", "Pending") else 1
+        return EXIT_REFUSED
+
+
+def approved_by(status: dict[str, Any]) -> str:
+    tallies = status.get("approvals") or []
+    parts = [
+        f"{t['name']}: {', '.join(t.get('approvedBy') or [])}"
+        for t in tallies
+        if t.get("approvedBy")
+    ]
+    return "; ".join(parts) or "-"
+
+
+def pending_rows(items: list[Body], *, namespaces: bool, closed: bool) -> list[tuple[str, ...]]:
+    header = ("WAITPOINT", "WORKORDER", "STATE", "WAITING-FOR", "APPROVED-BY", "EXPIRES")
+    rows: list[tuple[str, ...]] = [(("NAMESPACE",) if namespaces else ()) + header]
+    for wp in items:
+        st = wp.get("status") or {}
+        if not closed and st.get("state") == "closed":
+            continue
+        state = st.get("state") or "-"
+        if st.get("closeReason"):
+            state = f"{state} ({st['closeReason']})"
+        row = (
+            wp["metadata"]["name"],
+            wp["spec"]["workOrderName"],
+            state,
+            st.get("waitingFor") or "-",
+            approved_by(st),
+            st.get("expiresAt") or "-",
+        )
+        rows.append(((wp["metadata"]["namespace"],) if namespaces else ()) + row)
+    return rows
 
 
 async def _pending(args: argparse.Namespace) -> int:
     async with KubeApi() as api:
-        namespace = args.namespace or api.default_namespace
-        listing = await api.get(
-            WAITPOINTS.path(namespace),
-            params={"labelSelector": f"{LABEL_WORKORDER}={label_value(args.workorder)}"},
-        )
-        rows = [("KEY", "WAITPOINT", "STATE", "REQUIRED", "RECEIVED", "EXPIRES")]
-        for wp in listing.get("items", []):
-            st = wp.get("status") or {}
-            if args.all or st.get("state") in ("pending", "active", None):
-                rows.append(
-                    (
-                        wp["spec"]["key"],
-                        wp["metadata"]["name"],
-                        st.get("state") or "-",
-                        ",".join(wp["spec"].get("requiredSignalNames") or []) or "(any)",
-                        str(st.get("receivedCount", 0)),
-                        st.get("expiresAt") or "-",
-                    )
-                )
+        namespace = None if args.all_namespaces else args.namespace or api.default_namespace
+        params = {}
+        if args.workorder:
+            params["labelSelector"] = f"{LABEL_WORKORDER}={label_value(args.workorder)}"
+        try:
+            listing = await api.get(WAITPOINTS.path(namespace), params=params or None)
+        except ApiError as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+            return 1
+        items = [
+            wp
+            for wp in listing.get("items", [])
+            if not args.workorder or wp["spec"].get("workOrderName") == args.workorder
+        ]
+        rows = pending_rows(items, namespaces=namespace is None, closed=args.all)
+        if len(rows) == 1:
+            print("no open waitpoints", file=sys.stderr)
+            return 0
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         for row in rows:
-            print(
-                "   ".join(
-                    cell.ljust(width) for cell, width in zip(row, widths, strict=True)
-                ).rstrip()
-            )
+            cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            print("   ".join(cells).rstrip())
         return 0
 
 
@@ -150,19 +249,30 @@ def build_parser() -> argparse.ArgumentParser:
     ns = argparse.ArgumentParser(add_help=False)
     ns.add_argument("-n", "--namespace", default=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
+
     pending = sub.add_parser(
-        "pending", parents=[ns], help="list the pending and active waitpoints of a WorkOrder"
+        "pending", parents=[ns], help="list open waitpoints: what each waits for, who approved"
     )
-    pending.add_argument("workorder")
+    pending.add_argument("workorder", nargs="?", help="only this WorkOrder's waitpoints")
+    pending.add_argument("-A", "--all-namespaces", action="store_true")
     pending.add_argument("--all", action="store_true", help="include closed waitpoints")
     pending.set_defaults(func=_pending)
-    signal = sub.add_parser("signal", parents=[ns], help="deliver a signal to a waitpoint")
-    signal.add_argument("waitpoint")
-    signal.add_argument("name", help="signal name, e.g. approve")
-    signal.add_argument("--payload", default="", help="a small payload (at most 4 KiB)")
-    signal.add_argument("--no-wait", action="store_true", help="do not wait for the verdict")
-    signal.add_argument("--timeout", type=float, default=10.0)
-    signal.set_defaults(func=_signal)
+
+    def deliver(command: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(command, parents=[ns], help=help_)
+        p.add_argument("waitpoint")
+        if command == "signal":
+            p.add_argument("name", help="signal name, e.g. approve")
+        p.add_argument("--payload", default="", help="a small payload (at most 4 KiB)")
+        p.add_argument("--no-wait", action="store_true", help="do not wait for the verdict")
+        p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (10)")
+        p.set_defaults(func=_signal)
+        return p
+
+    approve = deliver("approve", "approve a waitpoint")
+    approve.add_argument("--signal", help="which required signal (if it waits for several)")
+    deliver("reject", "reject a waitpoint: its WorkOrder fails, recording you and the payload")
+    deliver("signal", "deliver any named signal to a waitpoint")
     return parser
 
 

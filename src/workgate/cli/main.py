@@ -44,6 +44,7 @@ def build_parser(lean: bool = False) -> argparse.ArgumentParser:
         add_agent_parser(parser.add_subparsers(dest="command", required=True))
         return parser
     from workgate.cli.dev import add_dev_parser
+    from workgate.cli.tokenkey import add_token_key_parser
     from workgate.cli.up import add_up_parser
 
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +62,7 @@ def build_parser(lean: bool = False) -> argparse.ArgumentParser:
     add_up_parser(sub)
     add_agent_parser(sub)
     add_dev_parser(sub)
+    add_token_key_parser(sub)
 
     crds = sub.add_parser("crds", help="generate the CRD YAML from the API models")
     crds.add_argument(

@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from workgate.api.common import ConditionStatus
-from workgate.api.waitpoint import CloseReason, TimeoutPolicy, WaitpointStage, WaitpointState
+from workgate.api.waitpoint import (
+    CloseReason,
+    Rejection,
+    TimeoutPolicy,
+    WaitpointStage,
+    WaitpointState,
+)
+from workgate.api.wire import current_attempt
 from workgate.api.workorder import (
     MAX_ERROR_LENGTH,
     TERMINAL_PHASES,
@@ -24,6 +31,7 @@ from workgate.api.workorder import (
     WorkOrderSpec,
     WorkOrderStatus,
 )
+from workgate.core.approvals import rules_key
 from workgate.core.backoff import backoff_seconds, next_retry_time
 from workgate.core.claims import LeaseView, Outcome, renewal_due
 from workgate.core.conditions import set_condition
@@ -59,6 +67,8 @@ class WaitpointView:
     required_signal_names: tuple[str, ...] = ()
     timeout_seconds: int | None = None
     on_timeout: str = TimeoutPolicy.FAIL
+    approval_rules: str = ""  # core.approvals.rules_key of the waitpoint's decision rules
+    rejection: Rejection | None = None  # who rejected it, when closed as Rejected
 
     def matches(self, gate: Gate) -> bool:
         """Is this the gate's waitpoint as declared (not one pre-created with a lower bar)?"""
@@ -67,7 +77,14 @@ class WaitpointView:
             and set(self.required_signal_names) == set(gate.required_signal_names)
             and self.timeout_seconds == gate.timeout_seconds
             and self.on_timeout == gate.on_timeout
+            and self.approval_rules == rules_key(gate)
         )
+
+
+# BuildRun failures a retry would only repeat: Shipwright validates a Build when its
+# generation changes, and every retry applies the same Build, so a Build it refused to
+# register (a missing strategy, a bad source) fails every later attempt the same way.
+PERMANENT_BUILD_RUN_REASONS = frozenset({"BuildRegistrationFailed"})
 
 
 @dataclass(frozen=True)
@@ -294,6 +311,9 @@ class _Machine:
                 open_keys.append(gate.key)
             elif view.state == WaitpointState.ACTIVE:
                 open_keys.append(gate.key)
+            elif view.close_reason == CloseReason.REJECTED:
+                self.reject(gate.key, view)
+                return
             elif view.close_reason == CloseReason.CANCELLED or (
                 view.close_reason == CloseReason.EXPIRED and gate.on_timeout == TimeoutPolicy.FAIL
             ):
@@ -309,6 +329,13 @@ class _Machine:
             self.complete()
         else:  # before execution, or a suspended attempt: claimable (again)
             self.st.phase = Phase.PENDING
+
+    def reject(self, key: str, view: WaitpointView) -> None:
+        """A reviewer rejected the gate: the WorkOrder fails, recording who, when and why."""
+        self.st.rejection = view.rejection
+        who = f" by {view.rejection.by}" if view.rejection else ""
+        why = f": {view.rejection.payload}" if view.rejection and view.rejection.payload else ""
+        self.fail("Rejected", f"gate {key} was rejected{who}{why}", retryable=False)
 
     def cancel_open_waitpoints(self) -> None:
         for view in self.obs.waitpoints.values():
@@ -412,7 +439,7 @@ class _Machine:
         self.event("Normal", "Requeued", f"retry {self.st.retry_count} is due")
 
     def pending(self) -> None:
-        attempt = self.st.retry_count + 1
+        attempt = current_attempt(self.st.retry_count)
         lease = self.obs.lease
         if lease is not None:
             if lease.attempt == attempt:  # claimed; CLAIMED handles its outcome or staleness
@@ -433,7 +460,7 @@ class _Machine:
 
     def take_claim(self, holder: str, lease: LeaseView | None) -> None:
         self.st.phase = Phase.CLAIMED
-        self.st.attempt = self.st.retry_count + 1
+        self.st.attempt = current_attempt(self.st.retry_count)
         self.st.claimed_by = holder
         self.st.claimed_at = (lease.acquire_time if lease else None) or self.obs.now
         self.st.lease_name = lease.name if lease else lease_name(self.obs.name)
@@ -508,7 +535,11 @@ class _Machine:
             return
         if run is not None and run.succeeded == ConditionStatus.FALSE:
             reason = run.reason or "BuildRunFailed"
-            self.fail(reason, f"BuildRun {run_name}: {run.message or reason}", retryable=True)
+            self.fail(
+                reason,
+                f"BuildRun {run_name}: {run.message or reason}",
+                retryable=reason not in PERMANENT_BUILD_RUN_REASONS,
+            )
             return
         if self.obs.action_error is not None:
             reason, message, retryable = self.obs.action_error

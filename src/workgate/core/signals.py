@@ -1,10 +1,10 @@
 """Waitpoint tokens, signal proofs and resume conditions: pure functions.
 
-A waitpoint's token is HMAC(operator key, waitpoint identity), minted once at creation
-and stored only in the waitpoint's Secret. A reviewer never sends the token: a Signal
-carries a proof, HMAC-SHA256 keyed by the token over the signal's canonical content
-(which includes the sender, so nobody can replay another user's proof). Every comparison
-of secret material is constant-time.
+A waitpoint's token is HMAC(operator key, waitpoint identity), prefixed with the id of
+that key, minted once at creation and stored only in the waitpoint's Secret. A reviewer
+never sends the token: a Signal carries a proof, HMAC-SHA256 keyed by the token over the
+signal's canonical content (which includes the sender, so nobody can replay another user's
+proof). Every comparison of secret material is constant-time.
 """
 
 from __future__ import annotations
@@ -37,15 +37,34 @@ class Refusal(StrEnum):
     UNEXPECTED_SIGNAL = "UnexpectedSignal"
     SENDER_MISMATCH = "SenderMismatch"
     NOT_READY = "WaitpointNotReady"
+    # Deciding (see core.approvals): who may, and how often.
+    SENDER_UNVERIFIED = "SenderUnverified"
+    NOT_PERMITTED = "NotPermitted"
+    NOT_AN_APPROVER = "NotAnApprover"
+    SELF_APPROVAL = "SelfApproval"
+    AUTHOR_UNKNOWN = "AuthorUnknown"
+    ALREADY_COUNTED = "AlreadyCounted"
+    ALREADY_SATISFIED = "AlreadySatisfied"
+    ALREADY_REJECTED = "AlreadyRejected"
 
 
 def mint_token(
-    operator_key: bytes, namespace: str, name: str, uid: str, algorithm: str = "sha256"
+    operator_key: bytes,
+    namespace: str,
+    name: str,
+    uid: str,
+    algorithm: str = "sha256",
+    key_id: str = "",
 ) -> str:
-    """The token: deterministic for one waitpoint object, unguessable without the key."""
+    """The token: deterministic for one waitpoint object, unguessable without the key.
+
+    It starts with `<key id>.` so its holder can tell which operator key minted it (tokens
+    of the legacy key, id "", are the bare hex digest).
+    """
     digest = TOKEN_ALGORITHMS[algorithm]
     message = f"workgate.io/waitpoint-token\x00{namespace}\x00{name}\x00{uid}".encode()
-    return hmac.new(operator_key, message, digest).hexdigest()
+    token = hmac.new(operator_key, message, digest).hexdigest()
+    return f"{key_id}.{token}" if key_id else token
 
 
 def payload_digest(payload: str) -> str:
@@ -86,6 +105,7 @@ class SignalCheck:
     waitpoint: str
     waitpoint_state: str | None  # None: not initialised yet (no token minted)
     required_signal_names: Sequence[str]
+    reject_signal_name: str
     used_nonces: Iterable[str]
     token: str
     signal_name: str
@@ -122,21 +142,18 @@ def judge_signal(check: SignalCheck) -> tuple[Refusal, str] | None:
         )
     if any(hmac.compare_digest(check.nonce.encode(), used.encode()) for used in check.used_nonces):
         return Refusal.REPLAYED, f"nonce already accepted by waitpoint {check.waitpoint}"
-    if check.required_signal_names and check.signal_name not in check.required_signal_names:
+    if (
+        check.required_signal_names
+        and check.signal_name not in check.required_signal_names
+        and check.signal_name != check.reject_signal_name
+    ):
         wanted = ", ".join(check.required_signal_names)
         return (
             Refusal.UNEXPECTED_SIGNAL,
-            f"waitpoint {check.waitpoint} waits for {wanted}, not {check.signal_name}",
+            f"waitpoint {check.waitpoint} waits for {wanted} (or {check.reject_signal_name} "
+            f"to reject), not {check.signal_name}",
         )
     return None
-
-
-def is_satisfied(required_signal_names: Sequence[str], received: Iterable[str]) -> bool:
-    """Empty requirements: any one signal satisfies. Otherwise every named signal must arrive."""
-    names = set(received)
-    if not required_signal_names:
-        return bool(names)
-    return set(required_signal_names) <= names
 
 
 # --- handing a dynamic waitpoint's token to the claimant that suspended at it ---------

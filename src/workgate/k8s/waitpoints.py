@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import base64
-import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
+
 from workgate.api.common import API_VERSION, GROUP, format_time
-from workgate.api.waitpoint import CloseReason, WaitpointState
+from workgate.api.waitpoint import ApprovalRules, CloseReason, Rejection, WaitpointState
 from workgate.api.workorder import Gate
+from workgate.core.approvals import rules_key
 from workgate.core.lifecycle import WaitpointView
-from workgate.k8s.api import NAMESPACES, SECRETS, SIGNALS, WAITPOINTS, ApiError, Body, KubeApi
+from workgate.k8s.api import SECRETS, SIGNALS, WAITPOINTS, ApiError, Body, KubeApi
 from workgate.k8s.owners import child_labels, owner_reference
 
+# Identities recorded at admission (see operator/identity_admission.py): who sent a Signal,
+# with their groups, and who created a WorkOrder. Users cannot set them to anyone else.
 ANNOTATION_SENDER = f"{GROUP}/sender"
+ANNOTATION_SENDER_GROUPS = f"{GROUP}/sender-groups"
+ANNOTATION_CREATED_BY = f"{GROUP}/created-by"
+ANNOTATION_TOKEN_KEY_ID = f"{GROUP}/token-key-id"
 # On a Dynamic waitpoint: the suspending claimant's X25519 public key (base64); the
 # operator seals the token to it in status.sealedToken.
 ANNOTATION_RECIPIENT_KEY = f"{GROUP}/token-recipient-key"
@@ -27,6 +34,10 @@ def waitpoint_view(body: Body) -> WaitpointView:
     status = body.get("status") or {}
     state = status.get("state")
     reason = status.get("closeReason")
+    try:
+        rejection = Rejection.model_validate(status["rejection"])
+    except (KeyError, ValidationError):
+        rejection = None
     return WaitpointView(
         name=body["metadata"]["name"],
         key=body["spec"]["key"],
@@ -38,6 +49,8 @@ def waitpoint_view(body: Body) -> WaitpointView:
         required_signal_names=tuple(body["spec"].get("requiredSignalNames") or ()),
         timeout_seconds=body["spec"].get("timeoutSeconds"),
         on_timeout=str(body["spec"].get("onTimeout", "Fail")),
+        approval_rules=rules_key(body["spec"]),
+        rejection=rejection,
     )
 
 
@@ -66,6 +79,7 @@ def build_waitpoint(workorder: Body, name: str, gate: Gate) -> Body:
         "requiredSignalNames": list(gate.required_signal_names),
         "timeoutSeconds": gate.timeout_seconds,
         "onTimeout": gate.on_timeout,
+        **ApprovalRules.model_validate(gate.model_dump()).to_wire(),
     }
     return _waitpoint(workorder, name, spec, {})
 
@@ -117,7 +131,7 @@ async def cancel(api: KubeApi, namespace: str, view: WaitpointView, now: datetim
     )
 
 
-def build_token_secret(waitpoint: Body, name: str, token: str) -> Body:
+def build_token_secret(waitpoint: Body, name: str, token: str, key_id: str = "") -> Body:
     meta = waitpoint["metadata"]
     return {
         "apiVersion": "v1",
@@ -126,6 +140,7 @@ def build_token_secret(waitpoint: Body, name: str, token: str) -> Body:
         "metadata": {
             "name": name,
             "namespace": meta["namespace"],
+            "annotations": {ANNOTATION_TOKEN_KEY_ID: key_id},
             "labels": {
                 **child_labels(waitpoint["spec"]["workOrderName"]),
                 LABEL_WAITPOINT: meta["name"][:63],
@@ -136,12 +151,15 @@ def build_token_secret(waitpoint: Body, name: str, token: str) -> Body:
     }
 
 
-async def ensure_token_secret(api: KubeApi, waitpoint: Body, name: str, token: str) -> None:
-    """Create the token Secret; the token is deterministic, so an existing one is the same."""
+async def ensure_token_secret(
+    api: KubeApi, waitpoint: Body, name: str, token: str, key_id: str = ""
+) -> None:
+    """Create the token Secret; the token is deterministic (for the key id the waitpoint
+    recorded before this), so an existing one is the same."""
     try:
         await api.create(
             SECRETS.path(waitpoint["metadata"]["namespace"]),
-            build_token_secret(waitpoint, name, token),
+            build_token_secret(waitpoint, name, token, key_id),
         )
     except ApiError as exc:
         if not exc.conflict:
@@ -169,21 +187,6 @@ async def get_or_create_secret(api: KubeApi, namespace: str, name: str, make: An
         if not exc.conflict:
             raise
         return await api.get(path)
-
-
-async def ensure_operator_key(api: KubeApi, namespace: str) -> bytes:
-    """The operator's HMAC key for minting tokens, kept in a Secret (created on first start)."""
-    try:
-        await api.create(NAMESPACES.path(), {"metadata": {"name": namespace}})
-    except ApiError as exc:
-        if not (exc.conflict or exc.status == 403):
-            raise
-
-    def make() -> dict[str, str]:
-        return {"key": base64.b64encode(secrets.token_bytes(32)).decode()}
-
-    secret = await get_or_create_secret(api, namespace, OPERATOR_KEY_SECRET, make)
-    return base64.b64decode(secret["data"]["key"])
 
 
 def build_dynamic_waitpoint(

@@ -1,11 +1,12 @@
 """Validating admission: refuse bad Signals and WorkOrders at `kubectl apply`.
 
 Signals: the proof must match the waitpoint's token for this very content and sender,
-the nonce must be fresh, the waitpoint open. WorkOrders: the embedded YAML must parse and
-pass the allowlist, and its author must be allowed to create every embedded object
-(a SubjectAccessReview as the requesting user), so a WorkOrder never lets anyone make
-the operator create what they could not create themselves. The reconcilers check again;
-admission just makes the error immediate and clear.
+the nonce must be fresh, the waitpoint open, and the sender allowed to decide it (see
+approval_admission.py, which also records who created each WorkOrder). WorkOrders: the
+embedded YAML must parse and pass the allowlist, and its author must be allowed to create
+every embedded object (a SubjectAccessReview as the requesting user), so a WorkOrder never
+lets anyone make the operator create what they could not create themselves. The
+reconcilers check again; admission just makes the error immediate and clear.
 """
 
 from __future__ import annotations
@@ -18,30 +19,31 @@ import kopf
 
 from workgate.api.common import GROUP, VERSION
 from workgate.api.waitpoint import WaitpointStage
-from workgate.core import signals as rules
+from workgate.api.wire import current_attempt_of
 from workgate.core.claims import LeaseView
 from workgate.core.manifests import ManifestError, parse_documents, validate_objects
 from workgate.core.naming import lease_name
 from workgate.k8s.api import (
     LEASES,
-    WAITPOINTS,
     WORKORDERS,
     ApiError,
     Body,
     KubeApi,
 )
+from workgate.k8s.authz import allowed
 from workgate.k8s.owners import controlled_by
-from workgate.k8s.waitpoints import ANNOTATION_RECIPIENT_KEY, ANNOTATION_SENDER
+from workgate.k8s.tokenkeys import TokenKeys
+from workgate.k8s.waitpoints import ANNOTATION_RECIPIENT_KEY
+from workgate.operator.approval_admission import admit_signal, register_approval_admission
 from workgate.operator.config import OperatorConfig
 from workgate.operator.metrics import OperatorMetrics
-from workgate.operator.sar import allowed
 
 
 def register_admission(
     registry: kopf.OperatorRegistry,
     api: KubeApi,
     config: OperatorConfig,
-    operator_key: bytes,
+    keys: TokenKeys,
     metrics: OperatorMetrics,
 ) -> None:
     @kopf.on.validate(
@@ -54,46 +56,13 @@ def register_admission(
         registry=registry,
     )
     async def validate_signal(body: kopf.Body, userinfo: kopf.UserInfo, **_: Any) -> None:
-        namespace = body["metadata"].get("namespace", "")
-        spec = body.get("spec") or {}
-        waitpoint = str(spec.get("waitpointName", ""))
-        try:
-            wp = await api.get(WAITPOINTS.path(namespace, waitpoint))
-        except ApiError as exc:
-            if exc.not_found:
-                raise kopf.AdmissionError(
-                    f"{rules.Refusal.WAITPOINT_NOT_FOUND}: waitpoint {waitpoint!r} does not exist "
-                    f"in namespace {namespace!r}",
-                    code=404,
-                ) from None
-            raise
-        status = wp.get("status") or {}
-        meta = wp["metadata"]
-        algorithm = status.get("tokenAlgorithm") or config.token_algorithm
-        refusal = rules.judge_signal(
-            rules.SignalCheck(
-                namespace=namespace,
-                waitpoint=waitpoint,
-                waitpoint_state=status.get("state"),
-                required_signal_names=wp["spec"].get("requiredSignalNames") or [],
-                used_nonces=[r.get("nonce", "") for r in status.get("receivedSignals") or []],
-                token=rules.mint_token(
-                    operator_key, namespace, meta["name"], meta["uid"], algorithm
-                ),
-                signal_name=str(spec.get("signalName", "")),
-                nonce=str(spec.get("nonce", "")),
-                payload=str(spec.get("payload", "")),
-                proof=str(spec.get("proof", "")),
-                sender=str(userinfo.get("username", "")),
-                claimed_sender=str(
-                    (body["metadata"].get("annotations") or {}).get(ANNOTATION_SENDER, "")
-                ),
-            )
-        )
+        refusal = await admit_signal(api, keys, config.token_algorithm, body, userinfo)
         if refusal is not None:
-            reason, message = refusal
+            reason, message, code = refusal
             metrics.record_signal(False, reason)
-            raise kopf.AdmissionError(f"{reason}: {message}", code=403)
+            raise kopf.AdmissionError(f"{reason}: {message}", code=code)
+
+    register_approval_admission(registry, api, keys, config.token_algorithm)
 
     @kopf.on.validate(
         GROUP,
@@ -167,7 +136,7 @@ def register_admission(
                     code=400,
                 ) from None
             for verb in ("create", "patch"):
-                if not await _allowed(
+                if not await allowed(
                     api, userinfo, verb, resource.group, resource.plural, namespace
                 ):
                     raise kopf.AdmissionError(
@@ -190,7 +159,7 @@ async def _claim_held(api: KubeApi, namespace: str, workorder: Body, requester: 
             return False
         raise
     view = LeaseView.from_body(lease)
-    attempt = int((workorder.get("status") or {}).get("retryCount") or 0) + 1
+    attempt = current_attempt_of(workorder.get("status"))
     return (
         controlled_by(lease, workorder["metadata"]["uid"])
         and view.attempt == attempt
@@ -198,8 +167,3 @@ async def _claim_held(api: KubeApi, namespace: str, workorder: Body, requester: 
         and view.holder == requester
     )
 
-
-async def _allowed(
-    api: KubeApi, userinfo: kopf.UserInfo, verb: str, group: str, plural: str, namespace: str
-) -> bool:
-    return await allowed(api, userinfo, verb, group, plural, namespace)

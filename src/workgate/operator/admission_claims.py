@@ -18,9 +18,9 @@ from workgate.core import claims as rules
 from workgate.core.claims import ClaimTarget, LeaseView
 from workgate.core.naming import lease_name
 from workgate.k8s.api import WORKORDERS, ApiError, KubeApi
+from workgate.k8s.authz import allowed
 from workgate.k8s.owners import controller_of, workgate_owner
 from workgate.operator.config import OperatorConfig
-from workgate.operator.sar import allowed
 
 CLAIMS_WEBHOOK_ID = "claims"
 

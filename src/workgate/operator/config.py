@@ -49,6 +49,11 @@ class OperatorConfig:
     namespaces: tuple[str, ...] = ()  # empty: cluster-wide
     operator_namespace: str = "workgate-system"  # where the token-minting key Secret lives
     token_algorithm: str = "sha256"  # or sha1, for compatibility with the source format
+    token_key_refresh_seconds: float = 60.0  # re-read the key ring (after a rotation)
+    # With the webhook off, identities (Signal senders, WorkOrder creators) are believed only
+    # when this MutatingAdmissionPolicy, bound by this binding, records them (see deploy/).
+    identity_policy: str = "workgate-identity"
+    identity_policy_binding: str = "workgate-identity"
     webhook: bool = True
     webhook_addr: str = "127.0.0.1"
     webhook_port: int = 9443
@@ -101,6 +106,13 @@ class OperatorConfig:
             operator_namespace=env.get("WORKGATE_OPERATOR_NAMESPACE", default.operator_namespace),
             token_algorithm=_algorithm(
                 env.get("WORKGATE_TOKEN_ALGORITHM", default.token_algorithm)
+            ),
+            token_key_refresh_seconds=float(
+                env.get("WORKGATE_TOKEN_KEY_REFRESH_SECONDS", default.token_key_refresh_seconds)
+            ),
+            identity_policy=env.get("WORKGATE_IDENTITY_POLICY", default.identity_policy),
+            identity_policy_binding=env.get(
+                "WORKGATE_IDENTITY_POLICY_BINDING", default.identity_policy_binding
             ),
             webhook=env.get("WORKGATE_WEBHOOK", "on").lower() not in ("off", "false", "0", "no"),
             webhook_addr=env.get("WORKGATE_WEBHOOK_ADDR", default.webhook_addr),

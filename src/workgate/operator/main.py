@@ -12,7 +12,7 @@ import kopf
 
 from workgate.agent.client import retrying, whoami
 from workgate.k8s.api import KubeApi
-from workgate.k8s.waitpoints import ensure_operator_key
+from workgate.k8s.tokenkeys import TokenKeys
 from workgate.operator.config import OperatorConfig
 from workgate.operator.handlers import build_registry
 from workgate.operator.metrics import OperatorMetrics, serve_metrics
@@ -32,9 +32,11 @@ async def run_operator(
     api = KubeApi()
     if config.claimant is None:  # claims are made as the user the API server sees
         config = replace(config, claimant=await retrying(lambda: whoami(api), what="who am I"))
-    operator_key = await ensure_operator_key(api, config.operator_namespace)
+    keys = await TokenKeys.load(
+        api, config.operator_namespace, refresh_seconds=config.token_key_refresh_seconds
+    )
     metrics = OperatorMetrics()
-    gates = WaitpointReconciler(api, config, operator_key, metrics)
+    gates = WaitpointReconciler(api, config, keys, metrics)
     reconciler = WorkOrderReconciler(api, config, gates, metrics)
     metrics.set_workorder_source(reconciler.workorder_rows)
     metrics_runner = (

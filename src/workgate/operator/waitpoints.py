@@ -3,21 +3,28 @@
 The WorkOrder reconciler activates and cancels waitpoints (it knows when the WorkOrder
 reaches a gate); this one owns everything a signal changes. Both write status with a
 resourceVersion precondition, so neither overwrites the other.
+
+A new waitpoint is initialised in two writes: first the id of the key its token is minted
+with and the WorkOrder's author (so a crash, or a key rotation, between the two can never
+leave a token Secret that disagrees with the key id on record), then, with its token
+Secret in place, the state `pending`.
 """
 
 from __future__ import annotations
 
 import binascii
 import logging
+import math
+import time
 from collections import defaultdict
 from datetime import datetime
 
 from pydantic import ValidationError
 
-from workgate.api.common import format_time, now_utc, parse_time
+from workgate.api.common import now_utc, parse_time
 from workgate.api.waitpoint import (
-    CloseReason,
     ReceivedSignal,
+    Rejection,
     SignalPhase,
     SignalSpec,
     WaitpointSpec,
@@ -25,24 +32,40 @@ from workgate.api.waitpoint import (
     WaitpointState,
     WaitpointStatus,
 )
+from workgate.core import approvals
 from workgate.core import signals as rules
 from workgate.core.lifecycle import WaitpointView
 from workgate.core.naming import token_secret_name
+from workgate.core.waitpoints import settle
+from workgate.k8s import authz
 from workgate.k8s import waitpoints as io
-from workgate.k8s.api import SIGNALS, WAITPOINTS, Body, KubeApi
+from workgate.k8s.api import SIGNALS, WAITPOINTS, WORKORDERS, ApiError, Body, KubeApi
 from workgate.k8s.events import post_event
 from workgate.k8s.owners import controlled_by
+from workgate.k8s.tokenkeys import TokenKeys
 from workgate.operator.cache import ObjectCache
 from workgate.operator.config import OperatorConfig
+from workgate.operator.judging import Candidate, judge
 from workgate.operator.metrics import OperatorMetrics
 from workgate.operator.queue import WorkQueue
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]
+Verdict = tuple[str, SignalPhase, str, str]  # (Signal name, phase, reason, message)
+POLICY_CHECK_SECONDS = 10.0
 
 
-def sender_of(signal: Body) -> str | None:
-    return (signal["metadata"].get("annotations") or {}).get(io.ANNOTATION_SENDER)
+def sender_of(signal: Body) -> approvals.Sender:
+    annotations = signal["metadata"].get("annotations") or {}
+    return approvals.Sender(
+        str(annotations.get(io.ANNOTATION_SENDER, "")),
+        approvals.parse_groups(annotations.get(io.ANNOTATION_SENDER_GROUPS)),
+    )
+
+
+def _arrival(signal: Body) -> tuple[str, str]:
+    meta = signal["metadata"]
+    return str(meta.get("creationTimestamp", "")), str(meta["name"])
 
 
 class WaitpointReconciler:
@@ -50,18 +73,20 @@ class WaitpointReconciler:
         self,
         api: KubeApi,
         config: OperatorConfig,
-        operator_key: bytes,
+        keys: TokenKeys,
         metrics: OperatorMetrics | None = None,
     ) -> None:
         self.api = api
         self.metrics = metrics or OperatorMetrics()
         self.config = config
-        self.operator_key = operator_key
+        self.keys = keys
         self.waitpoints: ObjectCache[Key] = ObjectCache()
         self.signals: ObjectCache[Key] = ObjectCache()
         self.signals_by_waitpoint: dict[Key, set[str]] = defaultdict(set)
         self.by_workorder: dict[Key, set[str]] = defaultdict(set)  # (ns, WorkOrder) -> names
         self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=config.workers)
+        self._policy_bound_at: datetime | None = None
+        self._policy_checked = -math.inf
 
     def views_for(self, namespace: str, workorder: str, uid: str) -> dict[str, WaitpointView]:
         """The waitpoints this very WorkOrder controls, by key, for the lifecycle decision
@@ -97,12 +122,42 @@ class WaitpointReconciler:
             self.signals_by_waitpoint[target].add(name)
         return target
 
-    def token_for(self, body: Body) -> str:
-        meta = body["metadata"]
-        algorithm = (body.get("status") or {}).get("tokenAlgorithm") or self.config.token_algorithm
-        return rules.mint_token(
-            self.operator_key, meta["namespace"], meta["name"], meta["uid"], algorithm
+    # --- whose word counts ------------------------------------------------------------
+
+    async def trusted(self, created: datetime | None) -> bool:
+        """May identities recorded at admission on an object created then be believed?"""
+        # Checked again at most once a second while not in force, every 10 s while it is.
+        age = time.monotonic() - self._policy_checked
+        if not self.config.webhook and age > (
+            POLICY_CHECK_SECONDS if self._policy_bound_at is not None else 1.0
+        ):
+            self._policy_bound_at = await authz.policy_bound_at(
+                self.api, self.config.identity_policy_binding, self.config.identity_policy
+            )
+            self._policy_checked = time.monotonic()
+        return approvals.identity_trusted(
+            webhook=self.config.webhook, created=created, policy_bound_at=self._policy_bound_at
         )
+
+    async def author_of(self, waitpoint: Body) -> str | None:
+        """Who created the waitpoint's WorkOrder, if admission recorded it believably."""
+        meta = waitpoint["metadata"]
+        try:
+            wo = await self.api.get(
+                WORKORDERS.path(meta["namespace"], str(waitpoint["spec"]["workOrderName"]))
+            )
+        except ApiError as exc:
+            if exc.not_found:
+                return None
+            raise
+        owners = {r.get("uid") for r in meta.get("ownerReferences") or []}
+        if wo["metadata"]["uid"] not in owners:
+            return None  # not our WorkOrder's waitpoint: whoever made it has no author
+        author = (wo["metadata"].get("annotations") or {}).get(io.ANNOTATION_CREATED_BY)
+        created = parse_time(wo["metadata"].get("creationTimestamp"))
+        return author if author and await self.trusted(created) else None
+
+    # --- reconcile -------------------------------------------------------------------
 
     async def reconcile(self, key: Key) -> None:
         with self.metrics.time_reconcile("waitpoint"):
@@ -119,77 +174,85 @@ class WaitpointReconciler:
         except ValidationError as exc:
             log.error("Waitpoint %s/%s is unreadable: %s", namespace, name, exc)
             return
-        status = before.model_copy(deep=True)
         now = now_utc()
+        status = before.model_copy(deep=True)
         events: list[tuple[str, str, str]] = []
-        if status.state is None:
-            secret_name = token_secret_name(name)
-            await io.ensure_token_secret(self.api, body, secret_name, self.token_for(body))
-            annotations = body["metadata"].get("annotations") or {}
-            recipient = annotations.get(io.ANNOTATION_RECIPIENT_KEY)
-            if spec.stage == WaitpointStage.DYNAMIC and recipient:
-                try:
-                    status.sealed_token = rules.seal_token(
-                        self.token_for(body), recipient, body["metadata"]["uid"]
-                    )
-                except (ValueError, binascii.Error):
-                    message = "the token-recipient-key annotation is not an X25519 public key"
-                    events.append(("Warning", "InvalidRecipientKey", message))
-            status.state = WaitpointState.PENDING
-            status.created_at = parse_time(body["metadata"].get("creationTimestamp")) or now
-            status.token_secret_name = secret_name
+        verdicts: list[Verdict] = []
+        if status.state is None and status.token_key_id is None:
+            status.token_key_id, _ = await self.keys.current()
             status.token_algorithm = self.config.token_algorithm
-        verdicts = self.take_signals(body, spec, status, now)
-        if status.state == WaitpointState.ACTIVE:
-            received = [s.name for s in status.received_signals]
-            expires = status.expires_at
-            if rules.is_satisfied(spec.required_signal_names, received):
-                self.close(status, CloseReason.SATISFIED, now)
-                events.append(
-                    ("Normal", "Satisfied", f"closed: received {', '.join(sorted(set(received)))}")
-                )
-            elif expires is not None and now >= expires:
-                self.close(status, CloseReason.EXPIRED, now)
-                events.append(
-                    ("Warning", "Expired", f"expired at {format_time(expires)} ({spec.on_timeout})")
-                )
-            elif expires is not None:
-                self.queue.add_at(key, expires)
-        status.received_count = len(status.received_signals)
-        status.observed_generation = body["metadata"].get("generation")
+            status.author = await self.author_of(body)
+            status.created_at = parse_time(body["metadata"].get("creationTimestamp")) or now
+        elif status.state is None:
+            events += await self.mint(body, spec, status)
+        else:
+            verdicts = await self.take_signals(body, status, now)
+            settled = settle(spec, status, now, body["metadata"].get("generation"))
+            status, events = settled.status, events + settled.events
+            if settled.wake_at is not None:
+                self.queue.add_at(key, settled.wake_at)
         if status != before:
+            wire, old = status.to_wire(), body.get("status") or {}
             written = await io.patch_status(
                 self.api,
                 WAITPOINTS.path(namespace, name),
                 body["metadata"]["resourceVersion"],
-                status.to_wire(),
+                {k: wire.get(k) for k in old.keys() | wire.keys()},  # null clears a field
             )
             if written is None:
                 self.queue.add_after(key, 0.2)
                 return
             self.observe_waitpoint(written)
             body = written
+            if before.state is None:
+                self.queue.add(key)  # the next step of initialisation, or buffered signals
             if status.close_reason and status.close_reason != before.close_reason:
                 self.metrics.record_waitpoint_closed(status.close_reason, status.activated_at, now)
         for signal_name, phase, reason, message in verdicts:
             await self.mark_signal(namespace, signal_name, phase, reason, message)
             self.metrics.record_signal(phase == SignalPhase.ACCEPTED, reason)
-            kind = "Normal" if phase == SignalPhase.ACCEPTED else "Warning"
-            events.append((kind, f"Signal{phase}", f"signal {signal_name}: {message}"))
+        events += summarize(verdicts)
         for type_, reason, message in events:
             await post_event(self.api, body, type_, reason, message, instance=self.config.identity)
 
-    def take_signals(
-        self, waitpoint: Body, spec: WaitpointSpec, status: WaitpointStatus, now: datetime
-    ) -> list[tuple[str, SignalPhase, str, str]]:
-        """Judge the waitpoint's unjudged Signals; accepted ones are recorded in `status`."""
+    async def mint(
+        self, body: Body, spec: WaitpointSpec, status: WaitpointStatus
+    ) -> list[tuple[str, str, str]]:
+        """Create the token Secret (for the key id already on record) and go pending."""
+        meta = body["metadata"]
+        key_id = status.token_key_id or ""
+        token = await self.keys.token(meta, key_id, status.token_algorithm or "sha256")
+        if token is None:
+            message = f"the operator key {key_id!r} on record is gone; recreate the waitpoint"
+            return [("Warning", "TokenKeyMissing", message)]
+        secret_name = token_secret_name(meta["name"])
+        await io.ensure_token_secret(self.api, body, secret_name, token, key_id)
+        recipient = (meta.get("annotations") or {}).get(io.ANNOTATION_RECIPIENT_KEY)
+        events = []
+        if spec.stage == WaitpointStage.DYNAMIC and recipient:
+            try:
+                status.sealed_token = rules.seal_token(token, recipient, meta["uid"])
+            except (ValueError, binascii.Error):
+                message = "the token-recipient-key annotation is not an X25519 public key"
+                events.append(("Warning", "InvalidRecipientKey", message))
+        status.state = WaitpointState.PENDING
+        status.token_secret_name = secret_name
+        return events
+
+    async def take_signals(
+        self, waitpoint: Body, status: WaitpointStatus, now: datetime
+    ) -> list[Verdict]:
+        """Judge the waitpoint's unjudged Signals in order of arrival; accepted ones are
+        recorded in `status` (so later ones in the same round see them)."""
         namespace, name = waitpoint["metadata"]["namespace"], waitpoint["metadata"]["name"]
-        verdicts: list[tuple[str, SignalPhase, str, str]] = []
-        token = self.token_for(waitpoint)
-        for signal_name in sorted(self.signals_by_waitpoint.get((namespace, name), ())):
+        verdicts: list[Verdict] = []
+        pending = []
+        for signal_name in self.signals_by_waitpoint.get((namespace, name), ()):
             signal = self.signals.get((namespace, signal_name))
-            if signal is None or (signal.get("status") or {}).get("phase"):
-                continue
+            if signal is not None and not (signal.get("status") or {}).get("phase"):
+                pending.append(signal)
+        for signal in sorted(pending, key=_arrival):
+            signal_name = signal["metadata"]["name"]
             try:
                 sig = SignalSpec.model_validate(signal["spec"])
             except ValidationError:
@@ -203,22 +266,15 @@ class WaitpointReconciler:
             ):
                 verdicts.append((signal_name, SignalPhase.ACCEPTED, "Accepted", "accepted"))
                 continue
-            sender = sender_of(signal) or ""
-            refusal = rules.judge_signal(
-                rules.SignalCheck(
-                    namespace=namespace,
-                    waitpoint=name,
-                    waitpoint_state=status.state,
-                    required_signal_names=spec.required_signal_names,
-                    used_nonces=[r.nonce for r in status.received_signals],
-                    token=token,
-                    signal_name=sig.signal_name,
-                    nonce=sig.nonce,
-                    payload=sig.payload,
-                    proof=sig.proof,
-                    sender=sender,
-                    claimed_sender=None,
-                )
+            created = parse_time(signal["metadata"].get("creationTimestamp"))
+            sender = sender_of(signal)
+            refusal = await judge(
+                self.api,
+                self.keys,
+                waitpoint,
+                status,
+                Candidate(spec=sig, sender=sender, verified=await self.trusted(created)),
+                default_algorithm=self.config.token_algorithm,
             )
             if refusal is not None:
                 verdicts.append((signal_name, SignalPhase.REJECTED, refusal[0], refusal[1]))
@@ -227,12 +283,17 @@ class WaitpointReconciler:
                 ReceivedSignal(
                     name=sig.signal_name,
                     signal=signal_name,
-                    sender=sender,
+                    sender=sender.user,
                     received_at=now,
                     payload_digest=rules.payload_digest(sig.payload),
                     nonce=sig.nonce,
                 )
             )
+            spec = WaitpointSpec.model_validate(waitpoint["spec"])
+            if sig.signal_name == spec.reject_signal_name:
+                status.rejection = Rejection(
+                    waitpoint=name, signal=signal_name, by=sender.user, at=now, payload=sig.payload
+                )
             buffered = (
                 " (buffered until activation)" if status.state == WaitpointState.PENDING else ""
             )
@@ -241,16 +302,10 @@ class WaitpointReconciler:
                     signal_name,
                     SignalPhase.ACCEPTED,
                     "Accepted",
-                    f"{sig.signal_name} accepted{buffered}",
+                    f"{sig.signal_name} from {sender.user} accepted{buffered}",
                 )
             )
         return verdicts
-
-    @staticmethod
-    def close(status: WaitpointStatus, reason: CloseReason, now: datetime) -> None:
-        status.state = WaitpointState.CLOSED
-        status.close_reason = reason
-        status.closed_at = now
 
     async def mark_signal(
         self, namespace: str, name: str, phase: SignalPhase, reason: str, message: str
@@ -271,3 +326,21 @@ class WaitpointReconciler:
         )
         if written is not None:
             self.signals.observe((namespace, name), written)
+
+
+def summarize(verdicts: list[Verdict]) -> list[tuple[str, str, str]]:
+    """One Event per accepted signal, one per refusal reason in a round (a flood of refused
+    signals costs one Event, not one each)."""
+    events: list[tuple[str, str, str]] = []
+    refused: dict[str, list[Verdict]] = defaultdict(list)
+    for verdict in verdicts:
+        signal_name, phase, reason, message = verdict
+        if phase == SignalPhase.ACCEPTED:
+            events.append(("Normal", "SignalAccepted", f"signal {signal_name}: {message}"))
+        else:
+            refused[reason].append(verdict)
+    for reason, group in refused.items():
+        first = f"signal {group[0][0]}: {group[0][3]}"
+        more = f" (and {len(group) - 1} more)" if len(group) > 1 else ""
+        events.append(("Warning", "SignalRejected", f"{reason}: {first}{more}"))
+    return events

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pydantic import ValidationError
 
 from workgate.api.common import now_utc, parse_time
+from workgate.api.wire import current_attempt
 from workgate.api.workorder import Phase, WorkOrderSpec, WorkOrderStatus
 from workgate.core import lifecycle
 from workgate.core.claims import LeaseView
@@ -154,7 +155,8 @@ class WorkOrderReconciler:
         lease_body = self.leases.get(key)
         if lease_body is not None and not owners.controlled_by(lease_body, uid):
             lease_body = None
-        run_body = self.build_runs.get((namespace, build_run_name(name, status.retry_count + 1)))
+        run_name = build_run_name(name, current_attempt(status.retry_count))
+        run_body = self.build_runs.get((namespace, run_name))
         if run_body is not None and not owners.controlled_by(run_body, uid):
             run_body = None
         return lifecycle.Observation(
