@@ -38,6 +38,7 @@ from tests.integration.conftest import (
     wait_phase,
     workorder,
 )
+from tests.integration.test_waitpoints import start_with_webhook
 from workgate.agent.client import Agent
 from workgate.k8s.api import BUILDRUNS, LEASES, WAITPOINTS, Body, KubeApi, load_config
 from workgate.k8s.owners import controlled_by
@@ -335,7 +336,9 @@ async def test_an_agent_may_claim_only_the_work_types_it_is_granted(
 
 
 def gated_build(name: str, key: str) -> Body:
-    return workorder(name, gates=[{"key": key, "stage": "BeforeExecution"}])
+    # The test's one user creates and signals: self-approval must be allowed here.
+    gate = {"key": key, "stage": "BeforeExecution", "forbidSelfApproval": False}
+    return workorder(name, gates=[gate])
 
 
 async def signal_gate(kubectl: Any, namespace: str, waitpoint: str) -> None:
@@ -371,7 +374,8 @@ async def build_run_of(api: KubeApi, namespace: str, owner: Body) -> Body:
 async def test_colliding_names_each_wait_at_their_own_gate(
     api: KubeApi, namespace: str, kubectl: Any, start_operator: Any
 ) -> None:
-    start_operator(namespace)
+    # The webhook records who signals (a gate opens only for a verified sender).
+    await start_with_webhook(start_operator, api, namespace)
     first = await create_workorder(api, namespace, gated_build("release", "prod-approval"))
     second = await create_workorder(api, namespace, gated_build("release-prod", "approval"))
     wp_first = await waitpoint_of(api, namespace, "release.prod-approval", first)
@@ -393,7 +397,8 @@ async def test_colliding_names_each_wait_at_their_own_gate(
 async def test_a_recreated_work_order_waits_and_builds_again(
     api: KubeApi, namespace: str, kubectl: Any, start_operator: Any
 ) -> None:
-    start_operator(namespace)
+    # The webhook records who signals (a gate opens only for a verified sender).
+    await start_with_webhook(start_operator, api, namespace)
     old = await create_workorder(api, namespace, gated_build("again", "go"))
     await waitpoint_of(api, namespace, "again.go", old)
     await signal_gate(kubectl, namespace, "again.go")

@@ -421,3 +421,15 @@ def test_dynamic_suspension_waits_at_the_claimants_waitpoint_then_requeues() -> 
     done = replace(review, state=WaitpointState.CLOSED, close_reason=CloseReason.SATISFIED)
     resumed = lc.decide(observe(d.status, work_type="test", waitpoints={"review": done}), POLICY)
     assert resumed.status.phase == Phase.PENDING and resumed.status.retry_count == 0
+
+
+def test_an_agent_that_finished_before_the_operator_looked_costs_one_status_write_and_one_event() -> None:
+    pending = lc.decide(observe(work_type="test"), POLICY).status
+    assert pending.phase == Phase.PENDING
+    done = lc.decide(
+        observe(pending, work_type="test", lease=lease(outcome=Outcome.SUCCEEDED)), POLICY
+    )
+    assert done.status.phase == Phase.SUCCEEDED and kinds(done) == ["ReleaseLease"]
+    [event] = done.events
+    assert event.reason == "Succeeded"
+    assert "claimed by agent-1" in event.message and "succeeded" in event.message

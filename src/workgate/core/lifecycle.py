@@ -229,6 +229,12 @@ class _Machine:
 
     # helpers
     def event(self, type_: str, reason: str, message: str) -> None:
+        """Record an Event; a claim and its outcome in one decision make one Event (an
+        agent that finished before the operator looked): Events are API writes too."""
+        claimed = [e for e in self.decision.events if e.reason == "Claimed"]
+        if claimed and reason != "Claimed":
+            self.decision.events = [e for e in self.decision.events if e.reason != "Claimed"]
+            message = f"{claimed[0].message}; {message}"
         self.decision.events.append(Event(type_, reason, message))
 
     def release(self) -> None:
@@ -408,8 +414,7 @@ class _Machine:
             return self.finish()
         self.ensure_waitpoints()
         if self.st.phase is None:
-            self.st.phase = Phase.PENDING
-            self.event("Normal", "Queued", f"queued as {self.obs.spec.work_type} work")
+            self.st.phase = Phase.PENDING  # no Event: the status says it, the claim follows
             if self.local and self.build_work() is None:
                 return self.finish()
             if self.gates(WaitpointStage.BEFORE_EXECUTION):
@@ -467,8 +472,6 @@ class _Machine:
         self.st.build_run_name = (
             build_run_name(self.obs.name, self.st.attempt) if self.local else None
         )
-        # Queued and claimed in one step: one Event says both (Events are API writes too).
-        self.decision.events = [e for e in self.decision.events if e.reason != "Queued"]
         who = lease.claimant if lease else holder
         self.event("Normal", "Claimed", f"attempt {self.st.attempt} claimed by {who}")
 
