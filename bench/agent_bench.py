@@ -3,7 +3,9 @@ Prints figures, asserts nothing.
 
     python bench/agent_bench.py [--workorders 500] [--agents 10]
 
-Uses $KUBECONFIG (e.g. from `workgate dev up`). Starts an operator (webhook off, scoped
+Uses $KUBECONFIG, best a bare plane (`workgate dev up --bare --detach`, then
+`eval "$(workgate dev env)"`): the bench plays Shipwright itself, so a real Shipwright
+controller must not race it. Starts an operator (webhook off, scoped
 to a fresh namespace) and then, one after the other in the same run:
   - build: N `build` WorkOrders, with a stand-in Shipwright that marks each new BuildRun
     Succeeded (the bench measures workgate, not Shipwright);
@@ -35,8 +37,8 @@ from workgate.k8s.api import BUILDRUNS, NAMESPACES, WORKORDERS, KubeApi
 
 WRITES = {"POST", "PUT", "PATCH", "APPLY", "DELETE"}
 METRIC = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$")
-BUILD_YAML = (
-    "apiVersion: shipwright.io/v1beta1\nkind: Build\nmetadata:\n  name: b\nspec:\n"
+BUILD_YAML = (  # each WorkOrder its own Build: a name another WorkOrder controls is refused
+    "apiVersion: shipwright.io/v1beta1\nkind: Build\nmetadata:\n  name: {name}\nspec:\n"
     "  source: {type: Git, git: {url: https://git.example.com/app}}\n"
     "  strategy: {name: buildah, kind: ClusterBuildStrategy}\n"
     "  output: {image: registry.example.com/app:latest}\n"
@@ -90,7 +92,7 @@ def workorder(name: str, work_type: str) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {
             "workType": work_type,
-            "yamlContent": BUILD_YAML if work_type == "build" else "{}",
+            "yamlContent": BUILD_YAML.replace("{name}", name) if work_type == "build" else "{}",
         },
     }
 
@@ -102,40 +104,56 @@ async def idle_rate(api: KubeApi, seconds: float = 5.0) -> float:
     return (writes(await requests(api)) - before) / seconds
 
 
+async def watch_forever(path: str, params: dict[str, str], on_event: Any) -> None:
+    """Watch `path` on a client of its own, starting over (with a list) after any error."""
+    while True:
+        try:
+            async with KubeApi() as api:
+                listing = await api.get(path, params=params)
+                for body in listing.get("items", []):
+                    await on_event(api, "ADDED", body)
+                version = listing["metadata"]["resourceVersion"]
+                watch = {**params, "resourceVersion": version}
+                async for kind, body in api.watch(path, params=watch, timeout_seconds=600):
+                    await on_event(api, kind, body)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            print(f"  (watch of {path} restarted after {type(exc).__name__})", file=sys.stderr)
+            await asyncio.sleep(0.2)
+
+
 async def drain(api: KubeApi, namespace: str, work_type: str, total: int) -> float:
     """Create `total` WorkOrders (16 at a time); seconds until the last is SUCCEEDED."""
     done: set[str] = set()
     finished = asyncio.Event()
 
-    async def watch() -> None:
-        params = {"fieldSelector": f"spec.workType={work_type},status.phase=SUCCEEDED"}
-        while not finished.is_set():
-            async for kind, body in api.watch(WORKORDERS.path(namespace), params=params):
-                if kind in ("ADDED", "MODIFIED"):
-                    done.add(body["metadata"]["name"])
-                    if len(done) >= total:
-                        finished.set()
-                        return
+    async def on_event(_: KubeApi, kind: str, body: Any) -> None:
+        if kind in ("ADDED", "MODIFIED"):
+            done.add(body["metadata"]["name"])
+            if len(done) >= total:
+                finished.set()
 
-    watcher = asyncio.create_task(watch())
+    params = {"fieldSelector": f"spec.workType={work_type},status.phase=SUCCEEDED"}
+    watcher = asyncio.create_task(watch_forever(WORKORDERS.path(namespace), params, on_event))
     await asyncio.sleep(0.5)
     start = time.monotonic()
     semaphore = asyncio.Semaphore(16)
 
     async def create(index: int) -> None:
         async with semaphore:
-            await api.create(
-                WORKORDERS.path(namespace), workorder(f"{work_type}-{index}", work_type)
-            )
+            body = workorder(f"{work_type}-{index}", work_type)
+            await api.create(WORKORDERS.path(namespace), body)
 
     await asyncio.gather(*(create(i) for i in range(total)))
-    await asyncio.wait_for(finished.wait(), timeout=max(120.0, total * 0.5))
-    elapsed = time.monotonic() - start
-    watcher.cancel()
-    return elapsed
+    try:
+        await asyncio.wait_for(finished.wait(), timeout=max(120.0, total * 0.5))
+    finally:
+        watcher.cancel()
+    return time.monotonic() - start
 
 
-async def stand_in_shipwright(api: KubeApi, namespace: str, marked: list[int]) -> None:
+async def stand_in_shipwright(namespace: str, marked: set[str]) -> None:
     """Mark each new BuildRun Succeeded (one status write each: the bench's own)."""
     condition = {
         "type": "Succeeded",
@@ -144,13 +162,16 @@ async def stand_in_shipwright(api: KubeApi, namespace: str, marked: list[int]) -
         "message": "stand-in",
         "lastTransitionTime": "2026-01-01T00:00:00Z",
     }
-    async for kind, run in api.watch(BUILDRUNS.path(namespace), timeout_seconds=3600):
-        if kind == "ADDED":
+
+    async def on_event(api: KubeApi, kind: str, run: Any) -> None:
+        name = run["metadata"]["name"]
+        if kind == "ADDED" and name not in marked and not (run.get("status") or {}):
             await api.merge_patch(
-                BUILDRUNS.path(namespace, run["metadata"]["name"], "status"),
-                {"status": {"conditions": [condition]}},
+                BUILDRUNS.path(namespace, name, "status"), {"status": {"conditions": [condition]}}
             )
-            marked[0] += 1
+            marked.add(name)
+
+    await watch_forever(BUILDRUNS.path(namespace), {}, on_event)
 
 
 def report(
@@ -186,8 +207,8 @@ async def main(args: argparse.Namespace) -> None:
         try:
             idle = await idle_rate(api)
             print(f"idle cluster: {idle:.1f} writes/s (subtracted)")
-            marked = [0]
-            shipwright = asyncio.create_task(stand_in_shipwright(api, namespace, marked))
+            marked: set[str] = set()
+            shipwright = asyncio.create_task(stand_in_shipwright(namespace, marked))
             before = await requests(api)
             seconds = await drain(api, namespace, "build", args.workorders)
             delta = await requests(api) - before
@@ -196,7 +217,7 @@ async def main(args: argparse.Namespace) -> None:
                 args.workorders,
                 seconds,
                 delta,
-                own=args.workorders + marked[0],
+                own=args.workorders + len(marked),
                 idle=idle,
             )
             shipwright.cancel()
@@ -219,7 +240,8 @@ async def main(args: argparse.Namespace) -> None:
             )
             print(
                 f"  LISTs of WorkOrders during the run: {delta['LIST workorders']} "
-                f"(watch re-lists included); WATCH starts {delta['WATCH workorders']}"
+                f"(the bench's own watch makes 1; agents' re-lists would add to it); "
+                f"WATCH starts {delta['WATCH workorders']}"
             )
             rss = [peak_rss_mb(agent.pid) for agent in agents]
             print(f"  agent peak RSS: max {max(rss):.1f} MB, mean {sum(rss) / len(rss):.1f} MB")

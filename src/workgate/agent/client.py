@@ -30,8 +30,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from workgate.agent.feed import Candidate, WorkFeed, spread_score
-from workgate.api.wire import Phase, current_attempt_of, now_utc
+from workgate.agent.feed import Candidate, WorkFeed, claimable_selector, spread_score
+from workgate.api.wire import Phase, current_attempt_of, now_utc, open_to_claim
 from workgate.core.claims import Fencing, LeaseView, Outcome
 from workgate.core.naming import lease_name, waitpoint_name
 from workgate.k8s import claims
@@ -293,15 +293,21 @@ def _attempt_open(workorder: Body, uid: str, attempt: int, identity: str) -> boo
     The operator may have seen our Lease and recorded the claim before we look.
     """
     status = workorder.get("status") or {}
-    phase = status.get("phase")
     return (
         workorder["metadata"]["uid"] == uid
         and current_attempt_of(status) == attempt
         and (
-            phase == Phase.PENDING
-            or (phase == Phase.CLAIMED and status.get("claimedBy") == identity)
+            open_to_claim(workorder.get("spec") or {}, status)
+            or (status.get("phase") == Phase.CLAIMED and status.get("claimedBy") == identity)
         )
     )
+
+
+# How long, at most, an agent defers to agents that rank a newly pending WorkOrder higher.
+# The winner waits about this over (agents + 1); the runner-up as long again, enough for
+# the winner's Lease to reach it through its watch on a busy API server (at 0.05 s, 10
+# agents collided on about every WorkOrder; see bench/agent_bench.py).
+DEFAULT_SPREAD_SECONDS = 0.5
 
 
 class Agent:
@@ -319,7 +325,7 @@ class Agent:
         *,
         namespace: str | None = None,
         instance: str | None = None,
-        spread_seconds: float = 0.05,
+        spread_seconds: float = DEFAULT_SPREAD_SECONDS,
     ) -> None:
         self.api = api
         self.work_type = work_type
@@ -383,10 +389,14 @@ class Agent:
         return claim
 
     async def claim_next(self) -> Claim | None:
-        """One look (a filtered list, no watch): claim any PENDING WorkOrder of our type."""
-        params = {"fieldSelector": f"spec.workType={self.work_type},status.phase={Phase.PENDING}"}
+        """One look (a filtered list, no watch): claim any claimable WorkOrder of our type."""
+        params = {"fieldSelector": claimable_selector(self.work_type)}
         listing = await self.api.get(WORKORDERS.path(self.namespace), params=params)
-        candidates = [wo for wo in listing.get("items", []) if wo.get("spec")]
+        candidates = [
+            wo
+            for wo in listing.get("items", [])
+            if wo.get("spec") and open_to_claim(wo["spec"], wo.get("status") or {})
+        ]
         random.shuffle(candidates)  # racing agents spread out instead of all taking the head
         for workorder in candidates:
             claim = await self.claim(workorder)

@@ -1,7 +1,8 @@
 """What an agent may claim, kept current by watches the API server filters.
 
-Two watches per agent, both filtered on the server: PENDING WorkOrders of the agent's
-work type (the CRD's selectableFields `spec.workType` and `status.phase`), and the claim
+Two watches per agent, both filtered on the server: the agent's work type's WorkOrders
+that are PENDING or have no phase yet (the CRD's selectableFields `spec.workType` and
+`status.phase`; `api.wire.open_to_claim` has the last word), and the claim
 Leases of that work type (label `workgate.io/work-type`). Nothing is listed again except
 when a watch must restart (410 Gone): the re-list then replaces the whole view, since a
 restarted watch does not report what vanished meanwhile. Only what choosing needs is
@@ -17,7 +18,13 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from workgate.api.wire import LABEL_MANAGED_BY, LABEL_WORK_TYPE, MANAGED_BY, Phase
+from workgate.api.wire import (
+    LABEL_MANAGED_BY,
+    LABEL_WORK_TYPE,
+    MANAGED_BY,
+    UNCLAIMABLE_PHASES,
+    open_to_claim,
+)
 from workgate.core.naming import label_value
 from workgate.k8s.api import LEASES, WORKORDERS, ApiError, Body, KubeApi, is_transient
 
@@ -27,7 +34,7 @@ Key = tuple[str, str]
 
 @dataclass(frozen=True)
 class Candidate:
-    """What claiming needs of a PENDING WorkOrder (its YAML is read once claimed)."""
+    """What claiming needs of a claimable WorkOrder (its YAML is read once claimed)."""
 
     namespace: str
     name: str
@@ -79,7 +86,7 @@ class _View:
         if got is None:
             return
         key, value = got
-        if type_ == "DELETED":
+        if type_ == "DELETED" or value is None:  # gone, or no longer of interest
             self.items.pop(key, None)
         else:
             self.items[key] = value
@@ -94,7 +101,7 @@ class _View:
                 fresh: dict[Key, object] = {}
                 for body in listing.get("items", []):
                     got = self.extract(body)
-                    if got is not None:
+                    if got is not None and got[1] is not None:
                         fresh[got[0]] = got[1]
                 self.items = fresh
                 self.synced.set()
@@ -122,12 +129,19 @@ class _View:
             backoff = min(backoff * 2, 5.0)
 
 
+def claimable_selector(work_type: str) -> str:
+    """The field selector of WorkOrders of `work_type` that are PENDING or have no phase
+    yet: every phase but the unclaimable ones (field selectors have no "in")."""
+    excluded = ",".join(f"status.phase!={phase}" for phase in UNCLAIMABLE_PHASES)
+    return f"spec.workType={work_type},{excluded}"
+
+
 class WorkFeed:
-    """PENDING WorkOrders of one work type that no Lease claims yet, as agents see them."""
+    """Claimable WorkOrders of one work type that no Lease claims yet, as agents see them."""
 
     def __init__(self, api: KubeApi, work_type: str, namespace: str | None) -> None:
         self.changed = asyncio.Event()
-        selector = f"spec.workType={work_type},status.phase={Phase.PENDING}"
+        selector = claimable_selector(work_type)
         self.workorders = _View(
             api,
             WORKORDERS.path(namespace),
@@ -145,10 +159,10 @@ class WorkFeed:
     @staticmethod
     def _workorder(body: Body) -> tuple[Key, object] | None:
         meta = body["metadata"]
-        if meta.get("deletionTimestamp"):
-            return None
         key = (meta["namespace"], meta["name"])
         spec, status = body.get("spec") or {}, body.get("status") or {}
+        if meta.get("deletionTimestamp") or not open_to_claim(spec, status):
+            return key, None
         return key, Candidate(
             namespace=key[0],
             name=key[1],

@@ -37,6 +37,24 @@ class Phase(StrEnum):
 TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED})
 
 
+# Phases in which no claim is open: what an agent's feed asks the API server to leave out.
+UNCLAIMABLE_PHASES = (Phase.CLAIMED, Phase.WAITING, Phase.RETRY_PENDING, *TERMINAL_PHASES)
+
+
+def open_to_claim(spec: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+    """May a claimant take this WorkOrder's current attempt? When PENDING, and also before
+    the operator has written any status when nothing gates it before execution: a new
+    WorkOrder the operator has not looked at yet is claimed straight away (the operator,
+    seeing the claim first, records PENDING and CLAIMED in one status write)."""
+    phase = status.get("phase")
+    if phase == Phase.PENDING:
+        return True
+    if phase:
+        return False
+    gates = spec.get("gates") or []
+    return not any(g.get("stage", "BeforeExecution") == "BeforeExecution" for g in gates)
+
+
 def current_attempt(retry_count: int) -> int:
     """The attempt a WorkOrder is on: the first, plus one per retry. The one home of the rule."""
     return retry_count + 1

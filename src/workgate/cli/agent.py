@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from workgate.agent.client import Agent, Claim, ClaimLost
+from workgate.agent.client import DEFAULT_SPREAD_SECONDS, Agent, Claim, ClaimLost
 from workgate.k8s.api import KubeApi, is_transient
 from workgate.logs import setup_logging
 
@@ -95,17 +95,19 @@ async def run_command(claim: Claim, command: list[str], suspend_file: Path) -> t
 
 
 async def work_on(claim: Claim, args: argparse.Namespace) -> None:
-    suspend_file = Path(tempfile.mkdtemp(prefix="workgate-agent-")) / "suspend.json"
-    async with claim.kept_alive():  # renewing until the outcome is reported
-        code, error = await run_command(claim, args.command, suspend_file)
-        if claim.lost.is_set():
-            raise ClaimLost(f"{claim.namespace}/{claim.name} attempt {claim.attempt}")
-        if code == 0 and suspend_file.exists():
-            await suspend(claim, suspend_file, Path(args.token_dir))
-        elif code == 0:
-            await claim.succeed()
-        else:
-            await claim.fail(error or f"command exited with status {code}", "CommandFailed")
+    # A directory per attempt for the command's suspend request, removed afterwards.
+    with tempfile.TemporaryDirectory(prefix="workgate-agent-") as scratch:
+        suspend_file = Path(scratch) / "suspend.json"
+        async with claim.kept_alive():  # renewing until the outcome is reported
+            code, error = await run_command(claim, args.command, suspend_file)
+            if claim.lost.is_set():
+                raise ClaimLost(f"{claim.namespace}/{claim.name} attempt {claim.attempt}")
+            if code == 0 and suspend_file.exists():
+                await suspend(claim, suspend_file, Path(args.token_dir))
+            elif code == 0:
+                await claim.succeed()
+            else:
+                await claim.fail(error or f"command exited with status {code}", "CommandFailed")
     log.info("%s/%s attempt %d: exit %d", claim.namespace, claim.name, claim.attempt, code)
 
 
@@ -181,7 +183,7 @@ def add_agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser.add_argument(
         "--spread-seconds",
         type=float,
-        default=0.05,
+        default=DEFAULT_SPREAD_SECONDS,
         help="at most this long an agent defers to agents ranking new work higher",
     )
     parser.add_argument("--once", action="store_true", help="exit after one WorkOrder")
