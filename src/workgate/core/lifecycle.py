@@ -10,13 +10,11 @@ a crash at any point, converges on the same result (level-based).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from workgate.api.common import ConditionStatus
 from workgate.api.waitpoint import (
     CloseReason,
-    Rejection,
     TimeoutPolicy,
     WaitpointStage,
     WaitpointState,
@@ -28,193 +26,36 @@ from workgate.api.workorder import (
     Gate,
     GateStage,
     Phase,
-    WorkOrderSpec,
-    WorkOrderStatus,
 )
-from workgate.core.approvals import rules_key
 from workgate.core.backoff import backoff_seconds, next_retry_time
 from workgate.core.claims import LeaseView, Outcome, renewal_due
 from workgate.core.conditions import set_condition
+from workgate.core.decisions import (
+    NAME_TAKEN_RETRY_SECONDS,
+    PERMANENT_BUILD_RUN_REASONS,
+    Action,
+    ActivateWaitpoint,
+    ApplyObjects,
+    BuildRunView,
+    CancelBuildRun,
+    CancelWaitpoint,
+    ClaimLease,
+    CreateBuildRun,
+    CreateWaitpoint,
+    Decision,
+    Event,
+    Observation,
+    Policy,
+    ReleaseLease,
+    RenewLease,
+    WaitpointView,
+)
 from workgate.core.manifests import (
-    DEFAULT_ALLOWED_KINDS,
     EmbeddedObject,
     ManifestError,
     parse_build_work,
 )
 from workgate.core.naming import build_run_name, lease_name, waitpoint_name
-
-# --- inputs -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BuildRunView:
-    name: str
-    succeeded: ConditionStatus | None
-    reason: str = ""
-    message: str = ""
-    cancelled: bool = False  # spec.state asks Shipwright to cancel it
-
-
-@dataclass(frozen=True)
-class WaitpointView:
-    name: str
-    key: str
-    state: WaitpointState | None  # None until the operator has minted its token
-    close_reason: CloseReason | None
-    uid: str
-    resource_version: str
-    stage: str = ""
-    required_signal_names: tuple[str, ...] = ()
-    timeout_seconds: int | None = None
-    on_timeout: str = TimeoutPolicy.FAIL
-    approval_rules: str = ""  # core.approvals.rules_key of the waitpoint's decision rules
-    rejection: Rejection | None = None  # who rejected it, when closed as Rejected
-
-    def matches(self, gate: Gate) -> bool:
-        """Is this the gate's waitpoint as declared (not one pre-created with a lower bar)?"""
-        return (
-            self.stage == str(gate.stage)
-            and set(self.required_signal_names) == set(gate.required_signal_names)
-            and self.timeout_seconds == gate.timeout_seconds
-            and self.on_timeout == gate.on_timeout
-            and self.approval_rules == rules_key(gate)
-        )
-
-
-# BuildRun failures a retry would only repeat: Shipwright validates a Build when its
-# generation changes, and every retry applies the same Build, so a Build it refused to
-# register (a missing strategy, a bad source) fails every later attempt the same way.
-PERMANENT_BUILD_RUN_REASONS = frozenset({"BuildRegistrationFailed"})
-
-
-@dataclass(frozen=True)
-class Policy:
-    """Operator configuration that shapes decisions."""
-
-    identity: str = "workgate-operator"
-    local_work_types: frozenset[str] = frozenset({"build"})
-    allowed_kinds: frozenset[tuple[str, str]] = DEFAULT_ALLOWED_KINDS
-    backoff_cap_seconds: float = 3600.0
-    jitter: float = 0.0
-
-
-@dataclass(frozen=True)
-class Observation:
-    now: datetime
-    name: str
-    namespace: str
-    generation: int
-    spec: WorkOrderSpec
-    status: WorkOrderStatus
-    lease: LeaseView | None = None
-    build_run: BuildRunView | None = None
-    waitpoints: dict[str, WaitpointView] = field(default_factory=dict)  # by gate key
-    random_value: float = 0.0  # drawn by the shell, so the decision itself stays pure
-    # The API server refused a side effect of the previous decision for this very
-    # observation: (reason, message, retryable). The attempt fails with it.
-    action_error: tuple[str, str, bool] | None = None
-    # A child's deterministic name is held by an object this WorkOrder does not control
-    # (a squatter, or a deleted namesake's child awaiting garbage collection): what the
-    # previous decision tried to create, described. Nothing is created this time; the
-    # WorkOrder reports it (Stalled=True, reason NameTaken) and looks again later.
-    name_taken: str | None = None
-
-
-NAME_TAKEN_RETRY_SECONDS = 5.0
-
-
-# --- outputs ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ClaimLease:
-    """Create the claim Lease for `attempt` (atomic: fails if it exists)."""
-
-    name: str
-    attempt: int
-    holder: str
-    duration_seconds: int
-
-
-@dataclass(frozen=True)
-class RenewLease:
-    lease: LeaseView
-
-
-@dataclass(frozen=True)
-class ReleaseLease:
-    """Delete the claim Lease, only if it is still the one observed."""
-
-    lease: LeaseView
-
-
-@dataclass(frozen=True)
-class ApplyObjects:
-    objects: tuple[EmbeddedObject, ...]
-
-
-@dataclass(frozen=True)
-class CreateBuildRun:
-    name: str
-    build_name: str
-    attempt: int
-
-
-@dataclass(frozen=True)
-class CancelBuildRun:
-    """Stop a superseded attempt's BuildRun through Shipwright (spec.state)."""
-
-    name: str
-
-
-@dataclass(frozen=True)
-class CreateWaitpoint:
-    name: str
-    gate: Gate
-
-
-@dataclass(frozen=True)
-class ActivateWaitpoint:
-    waitpoint: WaitpointView
-    timeout_seconds: int | None
-
-
-@dataclass(frozen=True)
-class CancelWaitpoint:
-    waitpoint: WaitpointView
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal or Warning
-    reason: str
-    message: str
-
-
-Action = (
-    ClaimLease
-    | RenewLease
-    | ReleaseLease
-    | ApplyObjects
-    | CreateBuildRun
-    | CancelBuildRun
-    | CreateWaitpoint
-    | ActivateWaitpoint
-    | CancelWaitpoint
-)
-
-
-@dataclass
-class Decision:
-    status: WorkOrderStatus
-    actions: list[Action] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
-    requeue_at: datetime | None = None
-
-    def wake_at(self, when: datetime | None) -> None:
-        if when is not None and (self.requeue_at is None or when < self.requeue_at):
-            self.requeue_at = when
-
 
 # --- the machine --------------------------------------------------------------------
 
@@ -633,3 +474,26 @@ class _Machine:
 
 def decide(obs: Observation, policy: Policy) -> Decision:
     return _Machine(obs, policy).run()
+
+
+__all__ = [
+    "NAME_TAKEN_RETRY_SECONDS",
+    "PERMANENT_BUILD_RUN_REASONS",
+    "Action",
+    "ActivateWaitpoint",
+    "ApplyObjects",
+    "BuildRunView",
+    "CancelBuildRun",
+    "CancelWaitpoint",
+    "ClaimLease",
+    "CreateBuildRun",
+    "CreateWaitpoint",
+    "Decision",
+    "Event",
+    "Observation",
+    "Policy",
+    "ReleaseLease",
+    "RenewLease",
+    "WaitpointView",
+    "decide",
+]
