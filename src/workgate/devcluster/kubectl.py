@@ -48,6 +48,10 @@ def workgate_crd_files(directory: Path | None = None) -> list[Path]:
     return paths
 
 
+# How the plane applies what it installs: server-side, as its own field manager.
+SERVER_SIDE_APPLY = ("apply", "--server-side", "--force-conflicts", "--field-manager=workgate-dev")
+
+
 def default_crd_files(progress: Progress = stderr_progress) -> list[Path]:
     """The CRDs every embedded plane serves: Shipwright's (v1beta1 only) and workgate's."""
     return shipwright.crd_files(progress=progress) + workgate_crd_files()
@@ -89,10 +93,7 @@ def install_crds(
     run_kubectl(
         kubectl,
         kubeconfig,
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=workgate-dev",
+        *SERVER_SIDE_APPLY,
         *files,
     )
     run_kubectl(
@@ -115,10 +116,7 @@ def apply_manifests(
     run_kubectl(
         kubectl,
         kubeconfig,
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=workgate-dev",
+        *SERVER_SIDE_APPLY,
         "-f",
         "-",
         input=yaml.safe_dump_all(documents, sort_keys=False),
