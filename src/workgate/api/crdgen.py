@@ -67,6 +67,8 @@ KINDS: tuple[Kind, ...] = (
             _column("Next-Retry", ".status.nextRetryAfter", "date"),
             AGE,
             _column("Attempt", ".status.attempt", "integer", wide=True),
+            _column("Priority", ".spec.priority", "integer", wide=True),
+            _column("Queue-Position", ".status.queue.position", "integer", wide=True),
             _column("Last-Error", ".status.lastError", wide=True),
         ],
         selectable_fields=[".spec.workType", ".status.phase"],

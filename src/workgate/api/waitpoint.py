@@ -68,8 +68,7 @@ class Subject(CamelModel):
 DECISION_RULES: list[JsonValue] = [
     {
         "rule": (
-            "!has(self.requiredSignalNames) || "
-            "!(self.rejectSignalName in self.requiredSignalNames)"
+            "!has(self.requiredSignalNames) || !(self.rejectSignalName in self.requiredSignalNames)"
         ),
         "message": "rejectSignalName must not be one of requiredSignalNames",
     },

@@ -32,13 +32,27 @@ class Phase(StrEnum):
     WAITING = "WAITING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
+    CANCELLED = "CANCELLED"  # spec.cancel: stopped by request, terminal
+    SUSPENDED = "SUSPENDED"  # spec.suspend: not claimed until resumed
+    QUEUED = "QUEUED"  # its work type is at its concurrency limit: waits for a slot
 
 
-TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED})
+TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED})
 
 
 # Phases in which no claim is open: what an agent's feed asks the API server to leave out.
-UNCLAIMABLE_PHASES = (Phase.CLAIMED, Phase.WAITING, Phase.RETRY_PENDING, *TERMINAL_PHASES)
+UNCLAIMABLE_PHASES = (
+    Phase.CLAIMED,
+    Phase.WAITING,
+    Phase.RETRY_PENDING,
+    Phase.SUSPENDED,
+    Phase.QUEUED,
+    *TERMINAL_PHASES,
+)
+
+# Annotations a user (or `kubectl workgate`) sets on a WorkOrder: requests, not spec, so a
+# GitOps source of truth that does not carry them is not fought over.
+ANNOTATION_RERUN = f"{GROUP}/rerun"  # a new value starts a FAILED/CANCELLED WorkOrder over
 
 
 def open_to_claim(spec: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
@@ -48,8 +62,8 @@ def open_to_claim(spec: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
     seeing the claim first, records PENDING and CLAIMED in one status write)."""
     phase = status.get("phase")
     if phase == Phase.PENDING:
-        return True
-    if phase:
+        return not spec.get("suspend") and not spec.get("cancel")
+    if phase or spec.get("suspend") or spec.get("cancel"):
         return False
     gates = spec.get("gates") or []
     return not any(g.get("stage", "BeforeExecution") == "BeforeExecution" for g in gates)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import ConfigDict, Field
 
@@ -74,6 +75,68 @@ class Gate(ApprovalRules):
     )
 
 
+class ExitCodeOperator(StrEnum):
+    IN = "In"
+    NOT_IN = "NotIn"
+
+
+class FailureAction(StrEnum):
+    FAIL_WORK_ORDER = "FailWorkOrder"  # end the WorkOrder now: retrying would not help
+    RETRY = "Retry"  # the default for any failure no rule matches
+
+
+class ExitCodeRule(CamelModel):
+    operator: ExitCodeOperator = Field(
+        description="In: the rule matches these exit codes; NotIn: any other exit code."
+    )
+    values: list[Annotated[int, Field(ge=0, le=255)]] = Field(
+        min_length=1,
+        max_length=255,
+        description="Exit codes of the agent's command (0-255).",
+    )
+
+
+class FailureRule(CamelModel):
+    """One rule of a failure policy, as a Job's podFailurePolicy rule: the first that
+    matches a failed attempt decides what happens to the WorkOrder."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.onExitCodes) != has(self.onReasons)",
+                    "message": "a rule needs exactly one of onExitCodes and onReasons",
+                }
+            ]
+        }
+    )
+
+    action: FailureAction = Field(
+        description="FailWorkOrder: the WorkOrder fails at once with the reason; Retry: as usual."
+    )
+    on_exit_codes: ExitCodeRule | None = Field(
+        default=None, description="Matches an agent's command by its exit code."
+    )
+    on_reasons: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=32,
+        description=(
+            "Matches a failure by its reason: an agent's (e.g. CommandFailed), a BuildRun's "
+            "(e.g. BuildRunTimeout, Failed), or workgate's (ClaimTimedOut, "
+            "AttemptDeadlineExceeded)."
+        ),
+    )
+
+
+class FailurePolicy(CamelModel):
+    rules: list[FailureRule] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Checked in order; the first rule that matches decides. None: retry.",
+    )
+
+
 class WorkOrderSpec(CamelModel):
     """What to do and how persistently to try. Written by the author, never by the operator."""
 
@@ -129,6 +192,67 @@ class WorkOrderSpec(CamelModel):
             "within this time is stale and its attempt fails with reason ClaimTimedOut."
         ),
     )
+    priority: int = Field(
+        default=0,
+        ge=-1000,
+        le=1000,
+        description=(
+            "Order among pending WorkOrders of the same work type: higher first, then "
+            "oldest. Agents and the operator's own execution honour it."
+        ),
+    )
+    suspend: bool = Field(
+        default=False,
+        description=(
+            "As Job.spec.suspend: while true no attempt is claimed (phase SUSPENDED). An "
+            "attempt already running when it is set runs to its end; a retry it needs "
+            "waits until the WorkOrder is resumed (set false)."
+        ),
+    )
+    cancel: bool = Field(
+        default=False,
+        description=(
+            "Cancel the WorkOrder: a running attempt is stopped (an agent terminates its "
+            "command, a BuildRun is cancelled through Shipwright), open waitpoints close, "
+            "and it ends CANCELLED. `kubectl workgate cancel` sets it."
+        ),
+    )
+    active_deadline_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=365 * 86400,
+        description=(
+            "Seconds from the WorkOrder's start (status.startTime) after which it fails "
+            "with reason DeadlineExceeded, whatever it is doing, waiting at a gate included."
+        ),
+    )
+    attempt_deadline_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=30 * 86400,
+        description=(
+            "Seconds an attempt may run from its claim; a longer one is stopped and fails "
+            "with reason AttemptDeadlineExceeded (retried, unless the failure policy says "
+            "otherwise). Renewing the claim does not extend it."
+        ),
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None,
+        ge=0,
+        le=365 * 86400,
+        description=(
+            "As on Jobs: seconds after the WorkOrder finished (SUCCEEDED, FAILED or "
+            "CANCELLED) at which the operator deletes it, and the garbage collector its "
+            "children. Unset: the operator's default (none unless configured)."
+        ),
+    )
+    failure_policy: FailurePolicy | None = Field(
+        default=None,
+        description=(
+            "Which failures are not worth retrying, as a Job's podFailurePolicy: by the "
+            "agent command's exit code or by the failure's reason. Default: retry."
+        ),
+    )
     gates: list[Gate] = Field(
         default_factory=list,
         max_length=8,
@@ -146,14 +270,34 @@ class WorkOrderSpec(CamelModel):
     )
 
 
+MAX_HISTORY = 16
+
+
+class RunRecord(CamelModel):
+    """How one run (the attempts before a rerun) ended."""
+
+    phase: Phase = Field(description="FAILED or CANCELLED.")
+    first_attempt: int = Field(ge=1, description="Its first attempt.")
+    last_attempt: int = Field(ge=0, description="Its last attempt.")
+    reason: str | None = Field(default=None, max_length=128, description="Why it ended.")
+    message: str | None = Field(default=None, max_length=1024, description="Its last error.")
+    completed_at: Timestamp | None = Field(default=None, description="When it ended.")
+
+
+class QueueStatus(CamelModel):
+    reason: str = Field(max_length=128, description="Why it waits, e.g. ConcurrencyLimit.")
+    message: str = Field(default="", max_length=1024, description="Details.")
+    position: int = Field(ge=1, description="1 is next for its work type.")
+
+
 class WorkOrderStatus(CamelModel):
     """Observed state, written only by the operator."""
 
     phase: Phase | None = Field(
         default=None,
         description=(
-            "Queue phase: PENDING, CLAIMED, RETRY_PENDING, WAITING (at a gate), SUCCEEDED "
-            "or FAILED."
+            "Queue phase: QUEUED (at its work type's concurrency limit), PENDING, CLAIMED, "
+            "RETRY_PENDING, WAITING (at a gate), SUSPENDED, SUCCEEDED, FAILED or CANCELLED."
         ),
     )
     waiting_on: str | None = Field(
@@ -169,7 +313,9 @@ class WorkOrderStatus(CamelModel):
     attempt: int = Field(
         default=0, ge=0, description="Number of the current (or last) attempt, from 1."
     )
-    retry_count: int = Field(default=0, ge=0, description="Retries used so far.")
+    retry_count: int = Field(
+        default=0, ge=0, description="Retries so far, reruns included (see retryBase)."
+    )
     claimed_by: str | None = Field(
         default=None, description="Identity of the claimant holding the current attempt's Lease."
     )
@@ -198,6 +344,30 @@ class WorkOrderStatus(CamelModel):
     next_retry_after: Timestamp | None = Field(
         default=None, description="When a RETRY_PENDING WorkOrder becomes PENDING again."
     )
+    start_time: Timestamp | None = Field(
+        default=None,
+        description="When the WorkOrder (or its latest rerun) started: activeDeadlineSeconds "
+        "counts from here.",
+    )
+    retry_base: int = Field(
+        default=0,
+        ge=0,
+        description="retryCount when the latest rerun started: maxRetries counts from here.",
+    )
+    rerun: str | None = Field(
+        default=None,
+        max_length=128,
+        description="The workgate.io/rerun annotation value the latest rerun answered.",
+    )
+    history: list[RunRecord] = Field(
+        default_factory=list,
+        max_length=MAX_HISTORY,
+        description=f"Earlier runs of a rerun WorkOrder, newest last (at most {MAX_HISTORY}).",
+    )
+    queue: QueueStatus | None = Field(
+        default=None,
+        description="While QUEUED: why, and where the WorkOrder stands in its queue.",
+    )
     completed_at: Timestamp | None = Field(
         default=None, description="When the WorkOrder reached SUCCEEDED or FAILED."
     )
@@ -206,7 +376,10 @@ class WorkOrderStatus(CamelModel):
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description=("Standard conditions: Ready, Succeeded, Reconciling, Stalled, Claimed."),
+        description=(
+            "Standard conditions: Ready, Succeeded, Reconciling, Stalled, Claimed, "
+            "Suspended, Cancelled."
+        ),
         json_schema_extra={
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["type"],
