@@ -166,4 +166,3 @@ async def _claim_held(api: KubeApi, namespace: str, workorder: Body, requester: 
         and view.outcome is None
         and view.holder == requester
     )
-
