@@ -283,3 +283,16 @@ def test_a_revoked_claim_can_only_be_released_by_its_holder() -> None:
     assert claims.judge_claim_update(old, unrevoke, "agent-1", "op", True) is not None
     assert claims.judge_claim_update(lease(), old, "agent-1", "op", True) is not None
     assert claims.judge_claim_delete(old, "agent-1", (), "op") is None
+
+
+def test_a_claim_past_the_limit_is_revoked_and_the_work_order_stays_queued() -> None:
+    full = controls.QueueView(limit=1, active=1, admitted=False, position=1)
+    d = lc.decide(observe(work_type="test", queue=full, lease=lease()), POLICY)
+    assert d.status.phase == Phase.QUEUED and kinds(d) == ["RevokeLease"]
+    # once the claimant released it and a slot is free, it is claimable again
+    free = controls.QueueView(limit=1, active=0, admitted=True, position=0)
+    revoked = replace(lease(), revoked="ConcurrencyLimit")
+    waiting = lc.decide(observe(d.status, work_type="test", queue=free, lease=revoked), POLICY)
+    assert waiting.status.phase == Phase.QUEUED and kinds(waiting) == []
+    open_again = lc.decide(observe(d.status, work_type="test", queue=free), POLICY)
+    assert open_again.status.phase == Phase.PENDING

@@ -433,7 +433,9 @@ def test_dynamic_suspension_waits_at_the_claimants_waitpoint_then_requeues() -> 
     assert resumed.status.phase == Phase.PENDING and resumed.status.retry_count == 0
 
 
-def test_an_agent_that_finished_before_the_operator_looked_costs_one_status_write_and_one_event() -> None:
+def test_an_agent_that_finished_before_the_operator_looked_costs_one_status_write_and_one_event() -> (
+    None
+):
     pending = lc.decide(observe(work_type="test"), POLICY).status
     assert pending.phase == Phase.PENDING
     done = lc.decide(

@@ -255,11 +255,15 @@ class _Machine(ControlRules, GateRules, StatusRules):
         attempt = current_attempt(self.st.retry_count)
         lease = self.obs.lease
         if lease is not None:
-            if lease.attempt == attempt:  # claimed; CLAIMED handles its outcome or staleness
-                self.take_claim(lease.holder or "unknown", lease)
-                return
-            if self.draining(lease):  # the last attempt's claimant is still stopping
+            if self.draining(lease):  # a revoked claimant is still stopping
                 self.decision.wake_at(lease.expires_at)
+                return
+            if lease.attempt == attempt and lease.revoked is None:
+                if not self.admitted():  # claimed past the limit (no webhook to refuse it)
+                    self.decision.actions.append(RevokeLease(lease, "ConcurrencyLimit"))
+                    self.decision.wake_at(lease.expires_at)
+                    return
+                self.take_claim(lease.holder or "unknown", lease)  # CLAIMED handles the rest
                 return
             self.decision.actions.append(ReleaseLease(lease))  # left over from an old attempt
             self.decision.wake_at(self.obs.now)
