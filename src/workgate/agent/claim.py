@@ -146,6 +146,14 @@ class Claim:
                 raise
             log.info("could not release %s: %s; it goes stale", self.lease.name, exc)
 
+    async def _learn_revocation(self) -> None:
+        """After a refusal: was it a revocation? Then the Lease is ours to release."""
+        with contextlib.suppress(Exception):
+            current = await self._reread()
+            revoked = LeaseView.from_body(current).revoked if current else None
+            if revoked is not None:
+                self.revoke(revoked)
+
     def _still_ours(self, body: Body) -> bool:
         view = LeaseView.from_body(body)
         return (
@@ -189,6 +197,13 @@ class Claim:
             body = await retrying(once, until=self.deadline, what="renewing the claim")
         except claims.ClaimTaken:
             raise self._lose("the Lease was taken over or deleted") from None
+        except ApiError as exc:
+            if exc.status != 403:
+                raise
+            # Refused: the claim was revoked (admission lets only the operator touch it
+            # then) or this identity may no longer hold it. Either way: stop.
+            await self._learn_revocation()
+            raise self._lose(f"renewal refused: {exc.message}") from None
         except Exception as exc:
             if is_transient(exc):
                 raise self._lose("not renewed before the renew deadline") from None
@@ -303,6 +318,11 @@ class Claim:
             body = await retrying(once, until=self.deadline, what="reporting the outcome")
         except claims.ClaimTaken:
             raise self._lose("the Lease was taken over before the report") from None
+        except ApiError as exc:
+            if exc.status != 403:
+                raise
+            await self._learn_revocation()
+            raise self._lose(f"report refused: {exc.message}") from None
         except Exception as exc:
             if is_transient(exc):
                 raise self._lose("the report did not land before the renew deadline") from None
