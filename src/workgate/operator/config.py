@@ -67,6 +67,8 @@ class OperatorConfig:
     # Per-work-type concurrency limits, the platform team's (not each author's): at most
     # this many WorkOrders of the type hold a slot (PENDING or CLAIMED) at a time.
     concurrency_limits: tuple[tuple[str, int], ...] = ()
+    # The Lease (in operator_namespace) of the one replica that admits queued work.
+    admission_lease: str = "workgate-queue-admission"
     operator_namespace: str = "workgate-system"  # where the token-minting key Secret lives
     token_algorithm: str = "sha256"  # or sha1, for compatibility with the source format
     token_key_refresh_seconds: float = 60.0  # re-read the key ring (after a rotation)
@@ -126,6 +128,7 @@ class OperatorConfig:
             namespaces=tuple(sorted(_csv(env.get("WORKGATE_NAMESPACES", "")))),
             default_ttl_seconds=_optional_int(env.get("WORKGATE_TTL_SECONDS_AFTER_FINISHED")),
             concurrency_limits=_limits(env.get("WORKGATE_CONCURRENCY_LIMITS", "")),
+            admission_lease=env.get("WORKGATE_ADMISSION_LEASE", default.admission_lease),
             workers=int(env.get("WORKGATE_WORKERS", default.workers)),
             operator_namespace=env.get("WORKGATE_OPERATOR_NAMESPACE", default.operator_namespace),
             token_algorithm=_algorithm(

@@ -29,6 +29,7 @@ from workgate.k8s.api import (
 from workgate.k8s.events import post_event
 from workgate.operator.cache import ObjectCache
 from workgate.operator.config import OperatorConfig
+from workgate.operator.leader import LeaderElector
 from workgate.operator.metrics import OperatorMetrics
 from workgate.operator.queue import WorkQueue
 from workgate.operator.queues import ACTIVE, WorkTypeQueues
@@ -77,6 +78,7 @@ class WorkOrderReconciler:
         self.build_runs: ObjectCache[Key] = ObjectCache()  # by (namespace, BuildRun name)
         self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=config.workers)
         self.queues = WorkTypeQueues(config.policy.concurrency_limits)
+        self.leader: LeaderElector | None = None  # set when limits need one admitter
         self.writes = 0
 
     def observe_workorder(self, key: Key, body: Body, *, deleted: bool = False) -> None:
@@ -121,8 +123,24 @@ class WorkOrderReconciler:
         lock = None
         if phase not in ACTIVE and phase not in TERMINAL:
             lock = self.queues.admitting(str((body.get("spec") or {}).get("workType", "")))
+        if lock is not None and not self.leading():
+            return  # a limited work type's waiting WorkOrders are the admitting leader's
         async with lock or contextlib.nullcontext():
             await self._reconcile_body(key, body)
+
+    def leading(self) -> bool:
+        """May this replica admit queued work? (operator/leader.py; one replica: always.)"""
+        return self.leader is None or self.leader.leading()
+
+    def took_the_lead(self) -> None:
+        """Now admitting: look at every waiting WorkOrder of a limited work type."""
+        for body in self.workorders.values():
+            key = (body["metadata"]["namespace"], body["metadata"]["name"])
+            spec, status = body.get("spec") or {}, body.get("status") or {}
+            phase = status.get("phase")
+            limited = self.queues.limited(str(spec.get("workType", "")))
+            if limited and phase not in ACTIVE and phase not in TERMINAL:
+                self.queue.add(key)
 
     async def _reconcile_body(self, key: Key, body: Body) -> None:
         body = self.workorders.get(key) or body  # as it is now, after waiting for the lock
