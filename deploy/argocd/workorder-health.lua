@@ -24,6 +24,26 @@ local function explain(status, default)
   return default
 end
 
+-- Where a QUEUED WorkOrder stands: "queued at position 3: <why>".
+local function queued(status)
+  local queue = status.queue
+  if queue == nil then
+    return explain(status, "Queued")
+  end
+  local why = queue.message
+  if why == nil or why == "" then
+    why = queue.reason
+  end
+  local text = "queued"
+  if queue.position ~= nil then
+    text = text .. " at position " .. tostring(queue.position)
+  end
+  if why ~= nil and why ~= "" then
+    text = text .. ": " .. why
+  end
+  return text
+end
+
 local status = obj.status
 if status == nil or status.phase == nil then
   hs.status = "Progressing"
@@ -51,10 +71,23 @@ elseif phase == "FAILED" then
   else
     hs.message = explain(status, "Failed")
   end
+elseif phase == "CANCELLED" then
+  -- Stopped on request (spec.cancel). Degraded, as Argo CD rates a stopped or terminated
+  -- Workflow (its phase is then Failed): the work did not happen, whoever stopped it.
+  hs.status = "Degraded"
+  hs.message = explain(status, "Cancelled")
 elseif phase == "WAITING" then
   -- Waiting at a waitpoint for people to signal: paused on purpose, not stuck.
   hs.status = "Suspended"
   hs.message = explain(status, "Waiting at a waitpoint")
+elseif phase == "SUSPENDED" then
+  -- spec.suspend: held on purpose until someone resumes it, as a suspended Job.
+  hs.status = "Suspended"
+  hs.message = explain(status, "Suspended (spec.suspend)")
+elseif phase == "QUEUED" then
+  -- Its work type is at its concurrency limit: it runs when a slot frees up.
+  hs.status = "Progressing"
+  hs.message = queued(status)
 elseif phase == "PENDING" or phase == "CLAIMED" then
   hs.status = "Progressing"
   hs.message = explain(status, phase)

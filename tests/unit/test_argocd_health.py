@@ -17,6 +17,7 @@ import lupa.lua51 as lua51
 import pytest
 import yaml
 
+from tests.unit import samples
 from tests.unit.samples import BUILD, NOW, POLICY
 from workgate.api.common import ConditionStatus
 from workgate.api.workorder import WorkOrderSpec, WorkOrderStatus
@@ -182,6 +183,48 @@ def test_waiting_at_a_waitpoint_is_suspended() -> None:
     }
     del obj["status"]["conditions"]
     assert workorder_health(obj) == {"status": "Suspended", "message": "Waiting at a waitpoint"}
+
+
+def test_cancelled_is_degraded_as_argo_cd_rates_a_stopped_workflow() -> None:
+    assert workorder_health(as_object(samples.CANCELLED)) == {
+        "status": "Degraded",
+        "message": "cancelled during attempt 1",
+    }
+    bare = as_object(samples.CANCELLED.model_copy(update={"conditions": []}))
+    assert workorder_health(bare) == {"status": "Degraded", "message": "Cancelled"}
+
+
+def test_suspended_is_suspended() -> None:
+    assert workorder_health(as_object(samples.SUSPENDED)) == {
+        "status": "Suspended",
+        "message": "suspended: no attempt is claimed until resumed",
+    }
+    bare = as_object(samples.SUSPENDED.model_copy(update={"conditions": []}))
+    assert workorder_health(bare) == {"status": "Suspended", "message": "Suspended (spec.suspend)"}
+
+
+def test_queued_is_progressing_and_says_where_it_stands() -> None:
+    assert workorder_health(as_object(samples.QUEUED)) == {
+        "status": "Progressing",
+        "message": "queued at position 3: 2 of 2 build WorkOrders running",
+    }
+    assert samples.QUEUED.queue is not None
+    no_message = samples.QUEUED.queue.model_copy(update={"message": ""})
+    obj = as_object(samples.QUEUED.model_copy(update={"queue": no_message}))
+    assert workorder_health(obj)["message"] == "queued at position 3: ConcurrencyLimit"
+    # Without status.queue, the operator's Ready message.
+    obj = as_object(samples.QUEUED.model_copy(update={"queue": None}))
+    assert workorder_health(obj) == {
+        "status": "Progressing",
+        "message": "queued behind 2 build WorkOrders",
+    }
+
+
+def test_a_cancel_not_yet_observed_is_progressing() -> None:
+    """spec.cancel bumps the generation: until the operator answers, the old status does not
+    speak for it (a running WorkOrder does not look Healthy or Degraded too early)."""
+    health = workorder_health(as_object(samples.SUSPENDED, generation=2))
+    assert health["status"] == "Progressing"
 
 
 def test_a_status_of_an_older_generation_is_progressing() -> None:
