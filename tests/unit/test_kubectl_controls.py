@@ -72,7 +72,9 @@ def test_resume_clears_spec_suspend() -> None:
 def test_suspend_and_resume_are_idempotent() -> None:
     assert kc.plan_suspend(wo("SUSPENDED", suspend=True), True).patch is None
     plan = kc.plan_suspend(wo("PENDING"), False)
-    assert plan.patch is None and plan.notes == ("workorder.workgate.io/w is already not suspended",)
+    assert plan.patch is None and plan.notes == (
+        "workorder.workgate.io/w is already not suspended",
+    )
 
 
 @pytest.mark.parametrize("phase", ["SUCCEEDED", "FAILED", "CANCELLED"])
@@ -127,9 +129,7 @@ def test_rerun_values_are_fresh_and_fit_an_annotation() -> None:
 
 
 def test_describe_says_where_it_stands() -> None:
-    body = with_status(
-        wo("QUEUED"), attempt=2, queue={"position": 3, "reason": "ConcurrencyLimit"}
-    )
+    body = with_status(wo("QUEUED"), attempt=2, queue={"position": 3, "reason": "ConcurrencyLimit"})
     assert kc.describe(body) == "workorder.workgate.io/w QUEUED, attempt 2, queue position 3"
     failed = with_status(wo("FAILED"), attempt=1, lastErrorReason="X", lastError="boom")
     assert kc.describe(failed) == "workorder.workgate.io/w FAILED, attempt 1, last error X: boom"
