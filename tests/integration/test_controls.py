@@ -36,6 +36,7 @@ from tests.integration.conftest import (
 )
 from tests.integration.evidence import WatchRecorder
 from tests.integration.test_waitpoints import plugin
+from tests.unit.test_argocd_health import workorder_health
 from workgate.api.wire import ANNOTATION_RERUN, parse_time
 from workgate.core.claims import Fencing
 from workgate.k8s.api import (
@@ -290,6 +291,7 @@ async def test_cancel_stops_the_running_command_within_its_grace_period(
     status = wo["status"]
     assert (status["phase"], status["attempt"]) == ("CANCELLED", 1), status
     assert condition(wo, "Cancelled")["status"] == "True"
+    assert workorder_health(wo)["status"] == "Degraded"  # deploy/argocd, on what the operator wrote
     assert len(work.executions("long")) == 1, "a cancelled WorkOrder was retried"
 
     # retry: spec.cancel is cleared with the rerun, and the work runs again (attempt 2).
@@ -374,6 +376,7 @@ async def test_a_suspended_workorder_is_not_claimed_until_resumed(
     held = await get_workorder(api, namespace, "held")
     assert held["spec"]["suspend"] is True
     assert condition(held, "Suspended")["status"] == "True"
+    assert workorder_health(held)["status"] == "Suspended"
 
     # An agent of the type, running from here on; a sentinel proves it claims work.
     agent = start_agent("hold", namespace, work.command("0.2")).proc
@@ -675,6 +678,8 @@ async def run_burst(
     for event in queued:
         queue = event.body["status"].get("queue") or {}
         assert queue.get("reason") and int(queue.get("position") or 0) >= 1, event.body["status"]
+    health = workorder_health(queued[-1].body)
+    assert health["status"] == "Progressing" and health["message"].startswith("queued at position")
     return names, runs, seen
 
 
