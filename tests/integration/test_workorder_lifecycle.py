@@ -90,9 +90,12 @@ async def test_success_path_with_kubectl(
     assert set(done["metadata"].get("annotations", {})) <= {
         "kubectl.kubernetes.io/last-applied-configuration"
     }
-    await wait_for(
-        lambda: _absent(api, LEASES.path(namespace, f"{name}-claim")), what="claim released"
-    )
+    # The attempt's Lease stays as its record (as a Job keeps its Pods): who held it, for
+    # which attempt, owned by this WorkOrder, so it goes with it.
+    record = await api.get(LEASES.path(namespace, f"{name}-claim"))
+    assert record["metadata"]["uid"] == lease["metadata"]["uid"]
+    assert record["metadata"]["annotations"]["workgate.io/attempt"] == "1"
+    assert record["metadata"]["ownerReferences"][0]["uid"] == done["metadata"]["uid"]
     events = await list_items(
         api, EVENTS.path(namespace), fieldSelector=f"involvedObject.name={name}"
     )
@@ -530,8 +533,18 @@ async def test_operator_killed_at_random_points_converges(
         for previous, following in itertools.pairwise(attempts):
             assert following.resource_version > shipwright.finished[previous.uid], name
     assert mid_flight >= 4, "most kills must land while WorkOrders are still in flight"
-    leases = await list_items(api, LEASES.path(namespace))
-    assert leases == []
+    # What Leases remain are records: one per SUCCEEDED WorkOrder, of its last attempt,
+    # owned by that very WorkOrder; a FAILED one's claims were all released.
+    leases = {
+        lease["metadata"]["ownerReferences"][0]["uid"]: lease
+        for lease in await list_items(api, LEASES.path(namespace))
+    }
+    succeeded = {wo["metadata"]["uid"]: wo for wo in items.values()
+                 if wo["status"]["phase"] == "SUCCEEDED"}
+    assert set(leases) == set(succeeded)
+    for uid, lease in leases.items():
+        attempt = lease["metadata"]["annotations"][ANNOTATION_ATTEMPT]
+        assert attempt == str(succeeded[uid]["status"]["attempt"]), lease["metadata"]["name"]
 
 
 async def _reconciled_all(op: OperatorProcess, total: int) -> bool:

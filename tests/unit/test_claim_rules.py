@@ -19,7 +19,9 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 def test_waitpoint_names_are_injective() -> None:
     assert waitpoint_name("release", "prod-approval") != waitpoint_name("release-prod", "approval")
     assert waitpoint_name("release", "prod-approval") == "release.prod-approval"
-    pairs = [(f"w{i}-x" * (i % 5 + 1), f"k{j}-y" * (j % 3 + 1)) for i in range(30) for j in range(9)]
+    pairs = [
+        (f"w{i}-x" * (i % 5 + 1), f"k{j}-y" * (j % 3 + 1)) for i in range(30) for j in range(9)
+    ]
     names = {waitpoint_name(w, k) for w, k in pairs}
     assert len(names) == len(pairs)
     long = waitpoint_name("a" * 250, "key")
@@ -41,7 +43,9 @@ def test_fencing_stops_work_before_the_lease_can_go_stale(duration: int) -> None
     assert fence.grace <= 30
 
 
-def view(holder: str = "alice", attempt: int | None = 1, outcome: Outcome | None = None) -> LeaseView:
+def view(
+    holder: str = "alice", attempt: int | None = 1, outcome: Outcome | None = None
+) -> LeaseView:
     return LeaseView("wo-claim", holder, attempt, T0, T0, 60, "1", "u", outcome=outcome)
 
 
@@ -81,7 +85,10 @@ def test_only_the_holder_the_operator_or_the_cluster_releases_a_claim() -> None:
     judge = rules.judge_claim_delete
     assert judge(view(), "alice", (), "op") is None
     assert judge(view(), "op", (), "op") is None
-    assert judge(view(), "system:serviceaccount:kube-system:generic-garbage-collector", (), "op") is None
+    assert (
+        judge(view(), "system:serviceaccount:kube-system:generic-garbage-collector", (), "op")
+        is None
+    )
     assert judge(view(), "root", ("system:masters",), "op") is None
     assert "holder" in (judge(view(), "mallory", ("system:authenticated",), "op") or "")
 
@@ -101,7 +108,12 @@ def handler(id_: str, plural: str, group: str = "workgate.io", **labels: str) ->
 def test_webhooks_are_scoped_to_the_operators_namespaces_and_objects() -> None:
     handlers = [
         handler("signals", "signals"),
-        handler("claims", "leases", "coordination.k8s.io", **{"app.kubernetes.io/managed-by": "workgate"}),
+        handler(
+            "claims",
+            "leases",
+            "coordination.k8s.io",
+            **{"app.kubernetes.io/managed-by": "workgate"},
+        ),
     ]
     config = {"url": "https://127.0.0.1:9443", "caBundle": "Q0E="}
     scoped = build_webhook_configurations(handlers, config, "wg", ["team-b", "team-a"])

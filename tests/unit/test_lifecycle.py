@@ -18,14 +18,18 @@ def observe(
     work_type: str = "build",
     now: datetime = NOW,
     yaml: str = BUILD,
+    spec_kw: dict[str, object] | None = None,
     **kw: object,
 ) -> lc.Observation:
-    spec = WorkOrderSpec(
-        work_type=work_type,
-        yaml_content=yaml,
-        max_retries=2,
-        backoff_seconds=10,
-        claim_timeout_seconds=30,
+    spec = WorkOrderSpec.model_validate(
+        {
+            "work_type": work_type,
+            "yaml_content": yaml,
+            "max_retries": 2,
+            "backoff_seconds": 10,
+            "claim_timeout_seconds": 30,
+            **(spec_kw or {}),
+        }
     )
     return lc.Observation(
         now=now,
@@ -106,7 +110,8 @@ def test_build_run_success_and_failure() -> None:
         ),
         POLICY,
     )
-    assert ok.status.phase == Phase.SUCCEEDED and kinds(ok) == ["ReleaseLease"]
+    # the attempt's Lease stays with the WorkOrder as the record of who ran it
+    assert ok.status.phase == Phase.SUCCEEDED and kinds(ok) == []
     assert get_condition(ok.status.conditions, "Ready").status == ConditionStatus.TRUE  # type: ignore[union-attr]
     bad = lc.decide(
         observe(
@@ -229,11 +234,16 @@ def test_bad_manifests_fail_at_once_without_applying(yaml: str, reason: str) -> 
     assert d.actions == [] and d.status.retry_count == 0
 
 
-def test_terminal_work_order_releases_a_leftover_lease_only() -> None:
-    d = lc.decide(
-        observe(WorkOrderStatus(phase=Phase.SUCCEEDED, attempt=1), lease=lease(holder="op")), POLICY
-    )
-    assert d.status.phase == Phase.SUCCEEDED and kinds(d) == ["ReleaseLease"] and d.events == []
+def test_terminal_work_order_keeps_its_record_and_releases_a_leftover_live_claim() -> None:
+    done = WorkOrderStatus(phase=Phase.SUCCEEDED, attempt=1)
+    d = lc.decide(observe(done, lease=lease(holder="op")), POLICY)
+    assert d.status.phase == Phase.SUCCEEDED and kinds(d) == [] and d.events == []
+    reported = lease(holder="agent-1", outcome=Outcome.SUCCEEDED)
+    d = lc.decide(observe(done, work_type="test", lease=reported), POLICY)
+    assert kinds(d) == []
+    failed = WorkOrderStatus(phase=Phase.FAILED, attempt=1)
+    d = lc.decide(observe(failed, work_type="test", lease=lease(holder="agent-1")), POLICY)
+    assert d.status.phase == Phase.FAILED and kinds(d) == ["ReleaseLease"] and d.events == []
 
 
 def wp(key: str, state: str | None, reason: str | None = None, **kw: object) -> lc.WaitpointView:
@@ -362,7 +372,7 @@ def test_success_stops_at_after_success_gate_and_continue_policy_completes() -> 
     views = {"approve": wp("approve", "closed", "Satisfied"), "verify": wp("verify", "pending")}
     d = lc.decide(gated(claimed, waitpoints=views, lease=lease(outcome=Outcome.SUCCEEDED)), POLICY)
     assert d.status.phase == Phase.WAITING and d.status.waiting_stage == "AfterSuccess"
-    assert kinds(d) == ["ReleaseLease", "ActivateWaitpoint"]
+    assert kinds(d) == ["ActivateWaitpoint"]
     views["verify"] = wp("verify", "closed", "Expired")
     done = lc.decide(gated(d.status, waitpoints=views), POLICY)
     assert done.status.phase == Phase.SUCCEEDED
@@ -423,13 +433,15 @@ def test_dynamic_suspension_waits_at_the_claimants_waitpoint_then_requeues() -> 
     assert resumed.status.phase == Phase.PENDING and resumed.status.retry_count == 0
 
 
-def test_an_agent_that_finished_before_the_operator_looked_costs_one_status_write_and_one_event() -> None:
+def test_an_agent_that_finished_before_the_operator_looked_costs_one_status_write_and_one_event() -> (
+    None
+):
     pending = lc.decide(observe(work_type="test"), POLICY).status
     assert pending.phase == Phase.PENDING
     done = lc.decide(
         observe(pending, work_type="test", lease=lease(outcome=Outcome.SUCCEEDED)), POLICY
     )
-    assert done.status.phase == Phase.SUCCEEDED and kinds(done) == ["ReleaseLease"]
+    assert done.status.phase == Phase.SUCCEEDED and kinds(done) == []
     [event] = done.events
     assert event.reason == "Succeeded"
     assert "claimed by agent-1" in event.message and "succeeded" in event.message

@@ -80,6 +80,7 @@ class Claim:
     identity: str
     instance: str = ""
     lost: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    revoked: str | None = field(default=None, init=False)  # the operator's reason, if it did
     _renewed_at: float = field(default_factory=time.monotonic, init=False)
 
     @property
@@ -115,6 +116,44 @@ class Claim:
         self.lost.set()
         return ClaimLost(f"{self.namespace}/{self.name} attempt {self.attempt}: {why}")
 
+    def revoke(self, reason: str) -> None:
+        """The operator ended this attempt (cancelled, past its deadline): stop, report
+        nothing, then `release()`."""
+        if self.revoked is None:
+            self.revoked = reason
+            self._lose(f"revoked by the operator ({reason})")
+
+    async def release(self) -> None:
+        """Hand the Lease back once the work has stopped (the answer to a revocation)."""
+
+        async def once() -> None:
+            current = await self._reread()
+            if current is not None:
+                meta = current["metadata"]
+                await self.api.delete(
+                    LEASES.path(self.namespace, self.lease.name),
+                    uid=meta["uid"],
+                    resource_version=meta["resourceVersion"],
+                )
+
+        try:
+            await retrying(once, until=time.monotonic() + 30, what="releasing the claim")
+        except ApiError as exc:
+            if not (exc.not_found or exc.conflict):
+                raise
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.info("could not release %s: %s; it goes stale", self.lease.name, exc)
+
+    async def _learn_revocation(self) -> None:
+        """After a refusal: was it a revocation? Then the Lease is ours to release."""
+        with contextlib.suppress(Exception):
+            current = await self._reread()
+            revoked = LeaseView.from_body(current).revoked if current else None
+            if revoked is not None:
+                self.revoke(revoked)
+
     def _still_ours(self, body: Body) -> bool:
         view = LeaseView.from_body(body)
         return (
@@ -147,6 +186,10 @@ class Claim:
                 current = await self._reread()
                 if current is None or LeaseView.from_body(current).outcome is not None:
                     raise
+                revoked = LeaseView.from_body(current).revoked
+                if revoked is not None:
+                    self.revoke(revoked)
+                    raise
                 self.lease = LeaseView.from_body(current)
                 return await claims.renew_lease(self.api, self.namespace, self.lease, now_utc())
 
@@ -154,6 +197,13 @@ class Claim:
             body = await retrying(once, until=self.deadline, what="renewing the claim")
         except claims.ClaimTaken:
             raise self._lose("the Lease was taken over or deleted") from None
+        except ApiError as exc:
+            if exc.status != 403:
+                raise
+            # Refused: the claim was revoked (admission lets only the operator touch it
+            # then) or this identity may no longer hold it. Either way: stop.
+            await self._learn_revocation()
+            raise self._lose(f"renewal refused: {exc.message}") from None
         except Exception as exc:
             if is_transient(exc):
                 raise self._lose("not renewed before the renew deadline") from None
@@ -186,8 +236,10 @@ class Claim:
     async def succeed(self) -> None:
         await self._report(Outcome.SUCCEEDED)
 
-    async def fail(self, error: str, reason: str = "AgentReportedFailure") -> None:
-        await self._report(Outcome.FAILED, error=error, reason=reason)
+    async def fail(
+        self, error: str, reason: str = "AgentReportedFailure", exit_code: int | None = None
+    ) -> None:
+        await self._report(Outcome.FAILED, error=error, reason=reason, exit_code=exit_code)
 
     async def suspend(
         self,
@@ -249,6 +301,9 @@ class Claim:
                 current = await self._reread()
                 if current is None:
                     raise
+                if LeaseView.from_body(current).revoked is not None:
+                    self.revoke(str(LeaseView.from_body(current).revoked))
+                    raise
                 reported = LeaseView.from_body(current).outcome
                 if reported == outcome:
                     return current  # our earlier try landed
@@ -263,6 +318,11 @@ class Claim:
             body = await retrying(once, until=self.deadline, what="reporting the outcome")
         except claims.ClaimTaken:
             raise self._lose("the Lease was taken over before the report") from None
+        except ApiError as exc:
+            if exc.status != 403:
+                raise
+            await self._learn_revocation()
+            raise self._lose(f"report refused: {exc.message}") from None
         except Exception as exc:
             if is_transient(exc):
                 raise self._lose("the report did not land before the renew deadline") from None

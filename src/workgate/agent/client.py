@@ -24,6 +24,7 @@ import random
 import socket
 import time
 import uuid
+import weakref
 from typing import TypeVar
 
 from workgate.agent.claim import Claim, ClaimLost, Suspension, retrying, whoami
@@ -89,6 +90,13 @@ class Agent:
         self.spread_seconds = spread_seconds
         self._identity: str | None = None
         self._feed: WorkFeed | None = None
+        self._claims: weakref.WeakValueDictionary[str, Claim] = weakref.WeakValueDictionary()
+
+    def _revoked(self, lease_uid: str, reason: str) -> None:
+        """The feed saw the operator revoke a claim: if it is one of ours, it stops."""
+        claim = self._claims.get(lease_uid)
+        if claim is not None:
+            claim.revoke(reason)
 
     async def identity(self) -> str:
         if self._identity is None:
@@ -141,6 +149,7 @@ class Agent:
         log.info("claimed %s/%s attempt %d", meta["namespace"], meta["name"], attempt)
         claim = Claim(self.api, current, created, identity, self.instance)
         claim._renewed_at = sent
+        self._claims[created.uid] = claim
         return claim
 
     async def claim_next(self) -> Claim | None:
@@ -162,6 +171,7 @@ class Agent:
     async def _feed_started(self) -> WorkFeed:
         if self._feed is None:
             self._feed = WorkFeed(self.api, self.work_type, self.namespace)
+            self._feed.on_revoked = self._revoked
             await self._feed.start()
         return self._feed
 

@@ -25,6 +25,7 @@ from workgate.api.wire import (
     UNCLAIMABLE_PHASES,
     open_to_claim,
 )
+from workgate.core.claims import ANNOTATION_REVOKED
 from workgate.core.naming import label_value
 from workgate.k8s.api import LEASES, WORKORDERS, ApiError, Body, KubeApi, is_transient
 
@@ -44,6 +45,7 @@ class Candidate:
     work_type: str
     retry_count: int
     claim_timeout_seconds: int
+    priority: int = 0
 
     def as_body(self) -> Body:
         return {
@@ -54,6 +56,11 @@ class Candidate:
             },
             "status": {"retryCount": self.retry_count},
         }
+
+
+# Of the highest-priority work, agents choose among this many of the oldest: old work goes
+# first, while enough choice is left for racing agents to spread instead of colliding.
+OLDEST_FIRST = 16
 
 
 def spread_score(identity: str, uid: str) -> float:
@@ -155,6 +162,8 @@ class WorkFeed:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._passed: set[Candidate] = set()  # tried and not claimable, until they change
+        # Told (lease uid, reason) when the operator revokes a claim: the holder stops.
+        self.on_revoked: Callable[[str, str], None] | None = None
 
     @staticmethod
     def _workorder(body: Body) -> tuple[Key, object] | None:
@@ -172,11 +181,14 @@ class WorkFeed:
             work_type=str(spec.get("workType", "")),
             retry_count=int(status.get("retryCount") or 0),
             claim_timeout_seconds=int(spec.get("claimTimeoutSeconds") or 3600),
+            priority=int(spec.get("priority") or 0),
         )
 
-    @staticmethod
-    def _lease(body: Body) -> tuple[Key, object] | None:
+    def _lease(self, body: Body) -> tuple[Key, object] | None:
         meta = body["metadata"]
+        revoked = (meta.get("annotations") or {}).get(ANNOTATION_REVOKED)
+        if revoked and self.on_revoked is not None:
+            self.on_revoked(str(meta.get("uid", "")), str(revoked))
         for ref in meta.get("ownerReferences") or []:
             if ref.get("controller"):
                 return (meta["namespace"], str(ref.get("name"))), str(ref.get("uid"))
@@ -195,14 +207,18 @@ class WorkFeed:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def claimable(self) -> list[Candidate]:
+        """What no Lease claims yet, of the highest priority among it (higher first)."""
         leased = self.leases.items
         current = self.workorders.items.values()
         self._passed.intersection_update(current)  # forget what has changed since
-        return [
+        work = [
             c
             for key, c in self.workorders.items.items()
             if isinstance(c, Candidate) and leased.get(key) != c.uid and c not in self._passed
         ]
+        top = max((c.priority for c in work), default=0)
+        tier = sorted((c for c in work if c.priority == top), key=lambda c: c.created)
+        return tier[:OLDEST_FIRST]
 
     def pass_over(self, candidate: Candidate) -> None:
         """Claiming it failed: skip it until the watch shows it changed."""

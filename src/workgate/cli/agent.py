@@ -95,6 +95,15 @@ async def run_command(claim: Claim, command: list[str], suspend_file: Path) -> t
 
 
 async def work_on(claim: Claim, args: argparse.Namespace) -> None:
+    try:
+        await _work_on(claim, args)
+    except ClaimLost:
+        if claim.revoked is not None:  # the work has stopped: the next attempt may start
+            await claim.release()
+        raise
+
+
+async def _work_on(claim: Claim, args: argparse.Namespace) -> None:
     # A directory per attempt for the command's suspend request, removed afterwards.
     with tempfile.TemporaryDirectory(prefix="workgate-agent-") as scratch:
         suspend_file = Path(scratch) / "suspend.json"
@@ -107,7 +116,9 @@ async def work_on(claim: Claim, args: argparse.Namespace) -> None:
             elif code == 0:
                 await claim.succeed()
             else:
-                await claim.fail(error or f"command exited with status {code}", "CommandFailed")
+                await claim.fail(
+                    error or f"command exited with status {code}", "CommandFailed", exit_code=code
+                )
     log.info("%s/%s attempt %d: exit %d", claim.namespace, claim.name, claim.attempt, code)
 
 

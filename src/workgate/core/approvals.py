@@ -104,9 +104,7 @@ def tally(
     tallies = []
     for name in _tally_names(required_signal_names):
         senders = list(
-            dict.fromkeys(
-                v.sender for v in votes if _counts_for(name, v, rules.reject_signal_name)
-            )
+            dict.fromkeys(v.sender for v in votes if _counts_for(name, v, rules.reject_signal_name))
         )
         counted = senders[: rules.required_approvals]
         tallies.append(
@@ -159,9 +157,7 @@ def judge_sender(
     """None if `sender` may decide with this signal now (RBAC aside), else why not."""
     if not sender.user:
         return Refusal.SENDER_UNVERIFIED, "the signal carries no verified sender"
-    if rules.approvers and not any(
-        subject_matches(s, sender, namespace) for s in rules.approvers
-    ):
+    if rules.approvers and not any(subject_matches(s, sender, namespace) for s in rules.approvers):
         return (
             Refusal.NOT_AN_APPROVER,
             f"{sender.user} is not among the approvers of waitpoint {waitpoint} "

@@ -20,6 +20,11 @@ ANNOTATION_ERROR = f"{GROUP}/error"
 ANNOTATION_ERROR_REASON = f"{GROUP}/error-reason"
 ANNOTATION_WAITPOINT = f"{GROUP}/waitpoint"
 ANNOTATION_INSTANCE = f"{GROUP}/claimant-instance"  # which process of the holder
+ANNOTATION_EXIT_CODE = f"{GROUP}/exit-code"  # an agent command's exit status, with Failed
+# Set by the operator only: the attempt is over (cancelled, past its deadline). The holder
+# stops its work, reports nothing and releases the Lease; until it has, or until the Lease
+# goes stale (fencing stops the work before that), no next attempt can be claimed.
+ANNOTATION_REVOKED = f"{GROUP}/revoked"
 MAX_INSTANCE = 63  # an instance name is display text the claimant chose: bounded
 
 
@@ -44,6 +49,8 @@ class LeaseView:
     error_reason: str | None = None
     waitpoint_key: str | None = None
     instance: str | None = None  # which process of the holder (claimant-written, display only)
+    exit_code: int | None = None
+    revoked: str | None = None  # why the operator ended this claim (a reason), if it did
 
     @property
     def claimant(self) -> str:
@@ -69,6 +76,10 @@ class LeaseView:
             attempt: int | None = int(annotations.get(ANNOTATION_ATTEMPT, ""))
         except ValueError:
             attempt = None
+        try:
+            exit_code: int | None = int(annotations.get(ANNOTATION_EXIT_CODE, ""))
+        except ValueError:
+            exit_code = None
         raw_outcome = str(annotations.get(ANNOTATION_RESULT, ""))
         outcome = Outcome(raw_outcome) if raw_outcome in set(Outcome) else None
         return cls(
@@ -85,6 +96,8 @@ class LeaseView:
             error_reason=annotations.get(ANNOTATION_ERROR_REASON),
             waitpoint_key=annotations.get(ANNOTATION_WAITPOINT),
             instance=str(annotations.get(ANNOTATION_INSTANCE) or "")[:MAX_INSTANCE] or None,
+            exit_code=exit_code,
+            revoked=str(annotations.get(ANNOTATION_REVOKED) or "")[:128] or None,
         )
 
 
@@ -146,6 +159,10 @@ class ClaimTarget:
     lease_name: str  # the claim Lease name this WorkOrder's claims must use
     work_type: str
     local: bool  # the operator itself runs this work type
+    phase: str = ""
+    suspended: bool = False
+    cancelled: bool = False
+    limited: bool = False  # its work type has a concurrency limit
 
 
 def judge_claim_create(
@@ -174,6 +191,8 @@ def judge_claim_create(
         return f"metadata.annotations[{ANNOTATION_ATTEMPT}] must be the attempt number"
     if lease.outcome is not None:
         return "a new claim cannot carry an outcome"
+    if lease.revoked is not None:
+        return f"a new claim cannot be {ANNOTATION_REVOKED}"
     if requester == operator:
         return None
     if target.local:
@@ -182,6 +201,15 @@ def judge_claim_create(
         return (
             f"{requester} may not claim {target.work_type!r} work (needs verb 'claim' on "
             f"worktypes.{GROUP}/{target.work_type})"
+        )
+    if target.cancelled:
+        return "the WorkOrder is cancelled (spec.cancel)"
+    if target.suspended:
+        return "the WorkOrder is suspended (spec.suspend): it is not claimed until resumed"
+    if target.limited and target.phase != "PENDING":
+        return (
+            f"{target.work_type!r} work has a concurrency limit: a WorkOrder is claimed "
+            f"only once the operator admitted it (PENDING), not while {target.phase or 'new'}"
         )
     return None
 
@@ -193,6 +221,10 @@ def judge_claim_update(
     never who holds it, which attempt it is for, or whose it is."""
     if requester not in (old.holder, operator):
         return f"only the claim's holder {old.holder!r} (or the operator) may change it"
+    if requester != operator and new.revoked != old.revoked:
+        return f"only the operator may set {ANNOTATION_REVOKED}"
+    if requester != operator and old.revoked is not None:
+        return f"the claim was revoked ({old.revoked}): stop the work and release the Lease"
     if new.holder != old.holder:
         return "a claim's holderIdentity cannot change: release it and claim anew"
     if new.attempt != old.attempt:

@@ -25,6 +25,7 @@ from workgate.api.workorder import (
 )
 from workgate.core.approvals import rules_key
 from workgate.core.claims import LeaseView
+from workgate.core.controls import QueueView
 from workgate.core.manifests import (
     DEFAULT_ALLOWED_KINDS,
     EmbeddedObject,
@@ -83,6 +84,12 @@ class Policy:
     allowed_kinds: frozenset[tuple[str, str]] = DEFAULT_ALLOWED_KINDS
     backoff_cap_seconds: float = 3600.0
     jitter: float = 0.0
+    default_ttl_seconds: int | None = None  # ttlSecondsAfterFinished when a spec has none
+    # Per-work-type concurrency limits, set by the platform team: (work type, limit).
+    concurrency_limits: tuple[tuple[str, int], ...] = ()
+
+    def limit_for(self, work_type: str) -> int | None:
+        return next((n for t, n in self.concurrency_limits if t == work_type), None)
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,7 @@ class Observation:
     lease: LeaseView | None = None
     build_run: BuildRunView | None = None
     waitpoints: dict[str, WaitpointView] = field(default_factory=dict)  # by gate key
+    uid: str = ""
     random_value: float = 0.0  # drawn by the shell, so the decision itself stays pure
     # The API server refused a side effect of the previous decision for this very
     # observation: (reason, message, retryable). The attempt fails with it.
@@ -105,6 +113,11 @@ class Observation:
     # previous decision tried to create, described. Nothing is created this time; the
     # WorkOrder reports it (Stalled=True, reason NameTaken) and looks again later.
     name_taken: str | None = None
+    # The workgate.io/rerun annotation: a value the status has not answered starts a
+    # FAILED or CANCELLED WorkOrder over.
+    rerun: str | None = None
+    # Its work type's queue, when that type has a concurrency limit.
+    queue: QueueView | None = None
 
 
 NAME_TAKEN_RETRY_SECONDS = 5.0
@@ -126,6 +139,14 @@ class ClaimLease:
 @dataclass(frozen=True)
 class RenewLease:
     lease: LeaseView
+
+
+@dataclass(frozen=True)
+class RevokeLease:
+    """End a claimant's live claim: it stops its work and releases the Lease."""
+
+    lease: LeaseView
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -172,6 +193,20 @@ class CancelWaitpoint:
 
 
 @dataclass(frozen=True)
+class DeleteWaitpoint:
+    """Remove a gate's closed waitpoint (a rerun decides it anew)."""
+
+    waitpoint: WaitpointView
+
+
+@dataclass(frozen=True)
+class DeleteWorkOrder:
+    """ttlSecondsAfterFinished has passed: delete it (its children go with it)."""
+
+    uid: str
+
+
+@dataclass(frozen=True)
 class Event:
     type: str  # Normal or Warning
     reason: str
@@ -181,6 +216,7 @@ class Event:
 Action = (
     ClaimLease
     | RenewLease
+    | RevokeLease
     | ReleaseLease
     | ApplyObjects
     | CreateBuildRun
@@ -188,6 +224,8 @@ Action = (
     | CreateWaitpoint
     | ActivateWaitpoint
     | CancelWaitpoint
+    | DeleteWaitpoint
+    | DeleteWorkOrder
 )
 
 

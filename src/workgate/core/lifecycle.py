@@ -1,35 +1,30 @@
 """The WorkOrder state machine, as one pure function.
 
 `decide(observation, policy)` looks at everything the operator knows about one WorkOrder
-(its spec and status, its claim Lease, its attempt's BuildRun, the clock) and returns
-the status it should have, the side effects to perform first, and when to look again.
-It never talks to the API: the operator's shell executes the decision and writes the
-status once. Because the input is the whole observed world, running it twice, or after
-a crash at any point, converges on the same result (level-based).
+(its spec and status, its claim Lease, its attempt's BuildRun, its gates, its queue, the
+clock) and returns the status it should have, the side effects to perform first, and when
+to look again. It never talks to the API: the operator's shell executes the decision and
+writes the status once. Because the input is the whole observed world, running it twice,
+or after a crash at any point, converges on the same result (level-based).
+
+The gate rules live in `lifecycle_gates`, the conditions in `lifecycle_status`, the work
+controls' pure questions (failure policy, deadlines, TTL, queues) in `controls`.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from workgate.api.common import ConditionStatus
-from workgate.api.waitpoint import (
-    CloseReason,
-    TimeoutPolicy,
-    WaitpointStage,
-    WaitpointState,
-)
+from workgate.api.waitpoint import WaitpointStage
 from workgate.api.wire import current_attempt
 from workgate.api.workorder import (
     MAX_ERROR_LENGTH,
     TERMINAL_PHASES,
-    Gate,
-    GateStage,
+    FailureAction,
     Phase,
 )
+from workgate.core import controls
 from workgate.core.backoff import backoff_seconds, next_retry_time
 from workgate.core.claims import LeaseView, Outcome, renewal_due
-from workgate.core.conditions import set_condition
 from workgate.core.decisions import (
     NAME_TAKEN_RETRY_SECONDS,
     PERMANENT_BUILD_RUN_REASONS,
@@ -43,30 +38,37 @@ from workgate.core.decisions import (
     CreateBuildRun,
     CreateWaitpoint,
     Decision,
+    DeleteWaitpoint,
+    DeleteWorkOrder,
     Event,
     Observation,
     Policy,
     ReleaseLease,
     RenewLease,
+    RevokeLease,
     WaitpointView,
 )
+from workgate.core.lifecycle_controls import ControlRules
+from workgate.core.lifecycle_gates import GateRules
+from workgate.core.lifecycle_status import StatusRules
 from workgate.core.manifests import (
     EmbeddedObject,
     ManifestError,
     parse_build_work,
 )
-from workgate.core.naming import build_run_name, lease_name, waitpoint_name
+from workgate.core.naming import build_run_name, lease_name
 
 # --- the machine --------------------------------------------------------------------
 
 
-class _Machine:
+class _Machine(ControlRules, GateRules, StatusRules):
     def __init__(self, obs: Observation, policy: Policy) -> None:
         self.obs = obs
         self.policy = policy
         self.st = obs.status.model_copy(deep=True)
         self.decision = Decision(status=self.st)
         self.local = obs.spec.work_type in policy.local_work_types
+        self.waitpoints = dict(obs.waitpoints)
 
     # helpers
     def event(self, type_: str, reason: str, message: str) -> None:
@@ -78,10 +80,43 @@ class _Machine:
             message = f"{claimed[0].message}; {message}"
         self.decision.events.append(Event(type_, reason, message))
 
+    def draining(self, lease: LeaseView) -> bool:
+        """A revoked claim whose holder may still be stopping its work: the Lease stays
+        until the holder releases it or it goes stale (by then fencing stopped the work),
+        so no next attempt can be claimed beside it."""
+        return (
+            lease.revoked is not None
+            and lease.holder != self.policy.identity
+            and lease.outcome is None
+            and not lease.is_stale(self.obs.now)
+        )
+
     def release(self) -> None:
         lease = self.obs.lease
-        if lease is not None:
-            self.decision.actions.append(ReleaseLease(lease))
+        if lease is None:
+            return
+        if self.draining(lease):
+            self.decision.wake_at(lease.expires_at)
+            return
+        self.decision.actions.append(ReleaseLease(lease))
+
+    def end_claim(self, reason: str) -> None:
+        """The current attempt is over whatever its claimant is doing: a live claim of an
+        agent's is revoked (it stops its work), anything else released."""
+        lease = self.obs.lease
+        if (
+            lease is not None
+            and not self.local
+            and lease.attempt == self.st.attempt
+            and lease.holder != self.policy.identity
+            and lease.outcome is None
+            and lease.revoked is None
+            and not lease.is_stale(self.obs.now)
+        ):
+            self.decision.actions.append(RevokeLease(lease, reason))
+            self.decision.wake_at(lease.expires_at)
+            return
+        self.release()
 
     def clear_claim(self) -> None:
         self.st.claimed_by = None
@@ -89,7 +124,8 @@ class _Machine:
         self.st.lease_name = None
 
     def succeed(self) -> None:
-        self.release()
+        # The claim Lease stays: the record of who ran the attempt (as a Job keeps its
+        # Pods), removed with the WorkOrder by the garbage collector. One write fewer.
         self.clear_claim()
         if self.gates(WaitpointStage.AFTER_SUCCESS):
             self.event("Normal", "WorkSucceeded", f"attempt {self.st.attempt} succeeded")
@@ -102,106 +138,27 @@ class _Machine:
         self.st.completed_at = self.obs.now
         self.event("Normal", "Succeeded", f"attempt {self.st.attempt} succeeded")
 
-    # gates
-    def gates(self, stage: WaitpointStage) -> list[Gate]:
-        if stage == WaitpointStage.DYNAMIC:
-            # A claimant's suspension: its waitpoint is the gate, with the bar it asked for.
-            key = self.st.waiting_on or ""
-            view = self.obs.waitpoints.get(key)
-            return (
-                [
-                    Gate(
-                        key=key,
-                        stage=GateStage.BEFORE_EXECUTION,  # placeholder: not compared for Dynamic
-                        required_signal_names=list(view.required_signal_names) if view else [],
-                        timeout_seconds=view.timeout_seconds if view else None,
-                        on_timeout=TimeoutPolicy(view.on_timeout) if view else TimeoutPolicy.FAIL,
-                    )
-                ]
-                if key
-                else []
-            )
-        return [gate for gate in self.obs.spec.gates if str(gate.stage) == str(stage)]
-
-    def ensure_waitpoints(self) -> None:
-        if self.obs.name_taken:
-            return
-        for gate in self.obs.spec.gates:
-            if gate.key not in self.obs.waitpoints:
-                name = waitpoint_name(self.obs.name, gate.key)
-                self.decision.actions.append(CreateWaitpoint(name, gate))
-
-    def wait_at(self, stage: WaitpointStage) -> None:
-        self.st.phase = Phase.WAITING
-        self.st.waiting_stage = stage
-        self.st.waiting_on = ",".join(gate.key for gate in self.gates(stage))
-        self.event("Normal", "Waiting", f"waiting at {stage} gates: {self.st.waiting_on}")
-        self.waiting()
-
-    def waiting(self) -> None:
-        """Activate this stage's gates; move on once all are closed."""
-        stage = WaitpointStage(self.st.waiting_stage or WaitpointStage.BEFORE_EXECUTION)
-        open_keys = []
-        for gate in self.gates(stage):
-            view = self.obs.waitpoints.get(gate.key)
-            if view is not None and stage != WaitpointStage.DYNAMIC and not view.matches(gate):
-                self.fail(
-                    "WaitpointConflict",
-                    f"waitpoint {view.name} does not match gate {gate.key} as declared",
-                    retryable=False,
-                )
-                return
-            if view is None or view.state is None:
-                open_keys.append(gate.key)  # token not minted yet: the Waitpoint's event wakes us
-            elif view.state == WaitpointState.PENDING:
-                self.decision.actions.append(ActivateWaitpoint(view, gate.timeout_seconds))
-                open_keys.append(gate.key)
-            elif view.state == WaitpointState.ACTIVE:
-                open_keys.append(gate.key)
-            elif view.close_reason == CloseReason.REJECTED:
-                self.reject(gate.key, view)
-                return
-            elif view.close_reason == CloseReason.CANCELLED or (
-                view.close_reason == CloseReason.EXPIRED and gate.on_timeout == TimeoutPolicy.FAIL
-            ):
-                reason = f"Waitpoint{view.close_reason}"
-                self.fail(reason, f"gate {gate.key} closed as {view.close_reason}", retryable=False)
-                return
-        if open_keys:
-            self.st.waiting_on = ",".join(open_keys)
-            return
-        self.st.waiting_on = None
-        self.event("Normal", "GatesPassed", f"{stage} gates passed")
-        if stage == WaitpointStage.AFTER_SUCCESS:
-            self.complete()
-        else:  # before execution, or a suspended attempt: claimable (again)
-            self.st.phase = Phase.PENDING
-
-    def reject(self, key: str, view: WaitpointView) -> None:
-        """A reviewer rejected the gate: the WorkOrder fails, recording who, when and why."""
-        self.st.rejection = view.rejection
-        who = f" by {view.rejection.by}" if view.rejection else ""
-        why = f": {view.rejection.payload}" if view.rejection and view.rejection.payload else ""
-        self.fail("Rejected", f"gate {key} was rejected{who}{why}", retryable=False)
-
-    def cancel_open_waitpoints(self) -> None:
-        for view in self.obs.waitpoints.values():
-            if view.state in (WaitpointState.PENDING, WaitpointState.ACTIVE):
-                self.decision.actions.append(CancelWaitpoint(view))
-
-    def fail(self, reason: str, message: str, *, retryable: bool) -> None:
+    def fail(
+        self, reason: str, message: str, *, retryable: bool, exit_code: int | None = None
+    ) -> None:
         now = self.obs.now
+        spec = self.obs.spec
         self.cancel_running_build()
-        self.release()
+        self.end_claim(reason)
         self.clear_claim()
+        if retryable and (
+            controls.failure_action(spec.failure_policy, reason, exit_code)
+            == FailureAction.FAIL_WORK_ORDER
+        ):
+            retryable = False
+            message = f"{message} (the failure policy does not retry it)"
         self.st.last_error = message[:MAX_ERROR_LENGTH]
         self.st.last_error_reason = reason
         self.st.last_error_at = now
-        spec = self.obs.spec
-        if retryable and self.st.retry_count < spec.max_retries:
+        if retryable and self.st.retry_count - self.st.retry_base < spec.max_retries:
             delay = backoff_seconds(
                 spec.backoff_seconds,
-                self.st.retry_count,
+                self.st.retry_count - self.st.retry_base,
                 self.policy.backoff_cap_seconds,
                 jitter=self.policy.jitter,
                 random_value=self.obs.random_value,
@@ -214,7 +171,7 @@ class _Machine:
                 "Warning",
                 reason,
                 f"attempt {self.st.attempt} failed: {message[:512]}; retry "
-                f"{self.st.retry_count}/{spec.max_retries} in {delay:g}s",
+                f"{self.st.retry_count - self.st.retry_base}/{spec.max_retries} in {delay:g}s",
             )
         else:
             self.st.phase = Phase.FAILED
@@ -250,21 +207,22 @@ class _Machine:
     # phases
     def run(self) -> Decision:
         if self.st.phase in TERMINAL_PHASES:
-            self.release()  # a claim left over from a crash between status write and release
-            self.cancel_open_waitpoints()
+            self.finished()
             return self.finish()
         self.ensure_waitpoints()
         if self.st.phase is None:
-            self.st.phase = Phase.PENDING  # no Event: the status says it, the claim follows
-            if self.local and self.build_work() is None:
-                return self.finish()
-            if self.gates(WaitpointStage.BEFORE_EXECUTION):
-                self.wait_at(WaitpointStage.BEFORE_EXECUTION)
+            self.start()
+        if self.obs.spec.cancel:
+            self.cancel()
+        elif self.past_deadline():
+            pass
         elif self.st.phase == Phase.WAITING:
             self.waiting()
+        elif self.st.phase == Phase.SUSPENDED:
+            self.suspended()
         if self.st.phase == Phase.RETRY_PENDING:
             self.retry_pending()
-        if self.st.phase == Phase.PENDING:
+        if self.st.phase in (Phase.PENDING, Phase.QUEUED):
             self.pending()
         if self.st.phase == Phase.CLAIMED:
             self.claimed()
@@ -272,27 +230,49 @@ class _Machine:
             self.cancel_open_waitpoints()
         return self.finish()
 
+    def start(self) -> None:
+        self.st.phase = Phase.PENDING  # no Event: the status says it, the claim follows
+        self.st.start_time = self.obs.now
+        if self.local and self.build_work() is None:
+            return
+        if self.gates(WaitpointStage.BEFORE_EXECUTION):
+            self.wait_at(WaitpointStage.BEFORE_EXECUTION)
+
     def retry_pending(self) -> None:
         due = self.st.next_retry_after
+        lease = self.obs.lease
         if due is not None and self.obs.now < due:
-            lease = self.obs.lease
-            if lease is not None:  # claimed before its time: not this attempt's claim
+            if lease is not None and lease.attempt == current_attempt(self.st.retry_count):
+                # claimed before its time: not this attempt's claim
                 self.decision.actions.append(ReleaseLease(lease))
             self.decision.wake_at(due)
             return
         self.st.phase = Phase.PENDING
         self.st.next_retry_after = None
-        self.event("Normal", "Requeued", f"retry {self.st.retry_count} is due")
+        self.event("Normal", "Requeued", f"retry {self.st.retry_count - self.st.retry_base} is due")
 
     def pending(self) -> None:
         attempt = current_attempt(self.st.retry_count)
         lease = self.obs.lease
         if lease is not None:
-            if lease.attempt == attempt:  # claimed; CLAIMED handles its outcome or staleness
-                self.take_claim(lease.holder or "unknown", lease)
+            if self.draining(lease):  # a revoked claimant is still stopping
+                self.decision.wake_at(lease.expires_at)
+                return
+            if lease.attempt == attempt and lease.revoked is None:
+                if not self.admitted():  # claimed past the limit (no webhook to refuse it)
+                    self.decision.actions.append(RevokeLease(lease, "ConcurrencyLimit"))
+                    self.decision.wake_at(lease.expires_at)
+                    return
+                self.take_claim(lease.holder or "unknown", lease)  # CLAIMED handles the rest
                 return
             self.decision.actions.append(ReleaseLease(lease))  # left over from an old attempt
             self.decision.wake_at(self.obs.now)
+            return
+        if self.obs.spec.suspend:
+            self.st.phase = Phase.SUSPENDED
+            self.event("Normal", "Suspended", "spec.suspend is true: not claimed until resumed")
+            return
+        if not self.admitted():
             return
         if not self.local:
             return  # an agent's claim (a Lease event) wakes us
@@ -320,6 +300,8 @@ class _Machine:
         lease = self.obs.lease
         if lease is not None and lease.attempt != self.st.attempt:
             lease = None  # some other attempt's Lease does not hold this one
+        if lease is not None and lease.outcome is None and self.past_attempt_deadline():
+            return
         if self.local:
             self.claimed_locally(lease)
             return
@@ -340,6 +322,7 @@ class _Machine:
                 lease.error_reason or "AttemptFailed",
                 lease.error or f"{lease.holder} reported a failure",
                 retryable=True,
+                exit_code=lease.exit_code,
             )
         elif lease.is_stale(self.obs.now):
             self.fail_timed_out(lease)
@@ -421,56 +404,6 @@ class _Machine:
             self.decision.actions.append(ApplyObjects(tuple(objects)))
             self.decision.actions.append(CreateBuildRun(run_name, build.name, attempt))
 
-    # conditions, from the phase the machine ended in
-    def finish(self) -> Decision:
-        st, gen, now = self.st, self.obs.generation, self.obs.now
-        phase = Phase(st.phase) if st.phase else Phase.PENDING
-        reason = {
-            Phase.PENDING: "Queued",
-            Phase.CLAIMED: "Claimed",
-            Phase.RETRY_PENDING: "RetryPending",
-            Phase.WAITING: "Waiting",
-            Phase.SUCCEEDED: "Succeeded",
-            Phase.FAILED: st.last_error_reason or "Failed",
-        }[phase]
-        message = {
-            Phase.PENDING: f"waiting for a claimant of {self.obs.spec.work_type} work",
-            Phase.CLAIMED: f"attempt {st.attempt} held by {st.claimed_by}",
-            Phase.RETRY_PENDING: f"retry {st.retry_count} after {st.next_retry_after}",
-            Phase.WAITING: f"waiting at gates {st.waiting_on} ({st.waiting_stage})",
-            Phase.SUCCEEDED: f"succeeded on attempt {st.attempt}",
-            Phase.FAILED: st.last_error or "failed",
-        }[phase]
-        T, F, U = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
-        # kstatus reads Ready/Reconciling/Stalled; `kubectl wait` users read Succeeded.
-        wanted = {
-            "Succeeded": {Phase.SUCCEEDED: T, Phase.FAILED: F}.get(phase, U),
-            "Ready": T if phase == Phase.SUCCEEDED else F,
-            "Reconciling": F if phase in TERMINAL_PHASES else T,
-            "Stalled": T if phase == Phase.FAILED else F,
-            "Claimed": T if phase == Phase.CLAIMED else F,
-        }
-        blocked = self.obs.name_taken if phase not in TERMINAL_PHASES else None
-        conds = st.conditions
-        for type_, value in wanted.items():
-            if type_ == "Stalled" and blocked:
-                conds = set_condition(
-                    conds, type_, T, "NameTaken", blocked, generation=gen, now=now
-                )
-                continue
-            conds = set_condition(conds, type_, value, reason, message, generation=gen, now=now)
-        if blocked:
-            already = any(
-                c.type == "Stalled" and c.status == T and c.reason == "NameTaken"
-                for c in self.obs.status.conditions
-            )
-            if not already:
-                self.event("Warning", "NameTaken", blocked)
-            self.decision.wake_at(self.obs.now + timedelta(seconds=NAME_TAKEN_RETRY_SECONDS))
-        st.conditions = conds
-        st.observed_generation = gen
-        return self.decision
-
 
 def decide(obs: Observation, policy: Policy) -> Decision:
     return _Machine(obs, policy).run()
@@ -489,11 +422,14 @@ __all__ = [
     "CreateBuildRun",
     "CreateWaitpoint",
     "Decision",
+    "DeleteWaitpoint",
+    "DeleteWorkOrder",
     "Event",
     "Observation",
     "Policy",
     "ReleaseLease",
     "RenewLease",
+    "RevokeLease",
     "WaitpointView",
     "decide",
 ]

@@ -72,9 +72,7 @@ async def may_approve(
 ) -> tuple[bool, str]:
     """Is `user` allowed the verb `approve` on this waitpoint? (allowed, the API's reason)."""
     userinfo = {"username": user, "groups": list(groups), "uid": uid, "extra": extra}
-    return await review(
-        api, userinfo, APPROVE_VERB, GROUP, "waitpoints", namespace, name=waitpoint
-    )
+    return await review(api, userinfo, APPROVE_VERB, GROUP, "waitpoints", namespace, name=waitpoint)
 
 
 def refusal_message(user: str, namespace: str, waitpoint: str) -> str:

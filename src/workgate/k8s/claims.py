@@ -9,8 +9,10 @@ from workgate.core.claims import (
     ANNOTATION_ATTEMPT,
     ANNOTATION_ERROR,
     ANNOTATION_ERROR_REASON,
+    ANNOTATION_EXIT_CODE,
     ANNOTATION_INSTANCE,
     ANNOTATION_RESULT,
+    ANNOTATION_REVOKED,
     ANNOTATION_WAITPOINT,
     MAX_INSTANCE,
     LeaseView,
@@ -99,9 +101,12 @@ async def report_outcome(
     error: str | None = None,
     reason: str | None = None,
     waitpoint_key: str | None = None,
+    exit_code: int | None = None,
 ) -> Body:
     """Record the attempt's outcome on the held Lease, conditioned on still holding it."""
     annotations: dict[str, str | None] = {ANNOTATION_RESULT: outcome.value}
+    if exit_code is not None:
+        annotations[ANNOTATION_EXIT_CODE] = str(exit_code)
     if waitpoint_key is not None:
         annotations[ANNOTATION_WAITPOINT] = waitpoint_key
     if error is not None:
@@ -109,6 +114,22 @@ async def report_outcome(
     if reason is not None:
         annotations[ANNOTATION_ERROR_REASON] = reason[:128]
     patch = {"metadata": {"resourceVersion": lease.resource_version, "annotations": annotations}}
+    try:
+        return await api.merge_patch(LEASES.path(namespace, lease.name), patch)
+    except ApiError as exc:
+        if exc.conflict or exc.not_found:
+            raise ClaimTaken(lease.name) from None
+        raise
+
+
+async def revoke_lease(api: KubeApi, namespace: str, lease: LeaseView, reason: str) -> Body:
+    """End someone else's claim (the operator only): its holder stops and releases it."""
+    patch = {
+        "metadata": {
+            "resourceVersion": lease.resource_version,
+            "annotations": {ANNOTATION_REVOKED: reason[:128]},
+        }
+    }
     try:
         return await api.merge_patch(LEASES.path(namespace, lease.name), patch)
     except ApiError as exc:

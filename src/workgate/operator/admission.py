@@ -19,7 +19,7 @@ import kopf
 
 from workgate.api.common import GROUP, VERSION
 from workgate.api.waitpoint import WaitpointStage
-from workgate.api.wire import current_attempt_of
+from workgate.api.wire import current_attempt_of, now_utc
 from workgate.core.claims import LeaseView
 from workgate.core.manifests import ManifestError, parse_documents, validate_objects
 from workgate.core.naming import lease_name
@@ -164,6 +164,7 @@ async def _claim_held(api: KubeApi, namespace: str, workorder: Body, requester: 
         controlled_by(lease, workorder["metadata"]["uid"])
         and view.attempt == attempt
         and view.outcome is None
+        and view.revoked is None
+        and not view.is_stale(now_utc())
         and view.holder == requester
     )
-

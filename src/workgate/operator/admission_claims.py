@@ -84,13 +84,18 @@ async def _judge_create(
             if not exc.not_found:
                 raise
             wo = None
-        work_type = str(((wo or {}).get("spec") or {}).get("workType", ""))
+        spec = (wo or {}).get("spec") or {}
+        work_type = str(spec.get("workType", ""))
         target = ClaimTarget(
             exists=wo is not None,
             uid_matches=wo is not None and wo["metadata"]["uid"] == uid,
             lease_name=lease_name(name),
             work_type=work_type,
             local=work_type in config.local_work_types,
+            phase=str(((wo or {}).get("status") or {}).get("phase") or ""),
+            suspended=bool(spec.get("suspend")),
+            cancelled=bool(spec.get("cancel")),
+            limited=work_type in dict(config.concurrency_limits),
         )
         if wo is not None and requester != operator and not target.local:
             may_claim = await allowed(

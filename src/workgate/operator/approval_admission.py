@@ -37,9 +37,7 @@ def stamp_creator(
     if operation == "CREATE":
         patch.metadata.annotations[ANNOTATION_CREATED_BY] = str(userinfo.get("username", ""))
         return
-    previous = ((old or {}).get("metadata", {}).get("annotations") or {}).get(
-        ANNOTATION_CREATED_BY
-    )
+    previous = ((old or {}).get("metadata", {}).get("annotations") or {}).get(ANNOTATION_CREATED_BY)
     patch.metadata.annotations[ANNOTATION_CREATED_BY] = previous  # None removes a forgery
 
 

@@ -25,6 +25,21 @@ def _kinds(value: str) -> frozenset[tuple[str, str]]:
     return frozenset(kinds)
 
 
+def _limits(value: str) -> tuple[tuple[str, int], ...]:
+    """`build=2,backup=5` -> (("backup", 5), ("build", 2))."""
+    limits = {}
+    for item in _csv(value):
+        work_type, _, number = item.partition("=")
+        if not work_type or not number.isdigit() or int(number) < 1:
+            raise ValueError(f"concurrency limit {item!r} is not WORKTYPE=N (N >= 1)")
+        limits[work_type.strip()] = int(number)
+    return tuple(sorted(limits.items()))
+
+
+def _optional_int(value: str | None) -> int | None:
+    return int(value) if value not in (None, "") else None
+
+
 def _flag(value: str) -> bool:
     return value.lower() not in ("off", "false", "0", "no", "")
 
@@ -47,6 +62,13 @@ class OperatorConfig:
     backoff_cap_seconds: float = 3600.0
     jitter: float = 0.0
     namespaces: tuple[str, ...] = ()  # empty: cluster-wide
+    # ttlSecondsAfterFinished of WorkOrders that set none (None: kept until deleted).
+    default_ttl_seconds: int | None = None
+    # Per-work-type concurrency limits, the platform team's (not each author's): at most
+    # this many WorkOrders of the type hold a slot (PENDING or CLAIMED) at a time.
+    concurrency_limits: tuple[tuple[str, int], ...] = ()
+    # The Lease (in operator_namespace) of the one replica that admits queued work.
+    admission_lease: str = "workgate-queue-admission"
     operator_namespace: str = "workgate-system"  # where the token-minting key Secret lives
     token_algorithm: str = "sha256"  # or sha1, for compatibility with the source format
     token_key_refresh_seconds: float = 60.0  # re-read the key ring (after a rotation)
@@ -83,6 +105,8 @@ class OperatorConfig:
             allowed_kinds=self.allowed_kinds,
             backoff_cap_seconds=self.backoff_cap_seconds,
             jitter=self.jitter,
+            default_ttl_seconds=self.default_ttl_seconds,
+            concurrency_limits=self.concurrency_limits,
         )
 
     @classmethod
@@ -102,6 +126,9 @@ class OperatorConfig:
             ),
             jitter=float(env.get("WORKGATE_BACKOFF_JITTER", default.jitter)),
             namespaces=tuple(sorted(_csv(env.get("WORKGATE_NAMESPACES", "")))),
+            default_ttl_seconds=_optional_int(env.get("WORKGATE_TTL_SECONDS_AFTER_FINISHED")),
+            concurrency_limits=_limits(env.get("WORKGATE_CONCURRENCY_LIMITS", "")),
+            admission_lease=env.get("WORKGATE_ADMISSION_LEASE", default.admission_lease),
             workers=int(env.get("WORKGATE_WORKERS", default.workers)),
             operator_namespace=env.get("WORKGATE_OPERATOR_NAMESPACE", default.operator_namespace),
             token_algorithm=_algorithm(

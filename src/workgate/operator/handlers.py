@@ -126,11 +126,7 @@ def build_registry(
     async def workorder_event(event: kopf.RawEvent, **_: Any) -> None:
         body = cast(dict[str, Any], event["object"])
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
-        if event.get("type") == "DELETED":
-            reconciler.workorders.deleted(key, body)
-            return
-        reconciler.workorders.observe(key, body)
-        reconciler.queue.add(key)
+        reconciler.observe_workorder(key, body, deleted=event.get("type") == "DELETED")
 
     def children(cache: ObjectCache[tuple[str, str]], by_owner: bool) -> Any:
         """A handler for Leases (cached by owner) or BuildRuns (cached by name)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from dataclasses import replace
 from typing import Any
 
@@ -15,12 +16,20 @@ from workgate.k8s.api import KubeApi
 from workgate.k8s.tokenkeys import TokenKeys
 from workgate.operator.config import OperatorConfig
 from workgate.operator.handlers import build_registry
+from workgate.operator.leader import LeaderElector
 from workgate.operator.metrics import OperatorMetrics, serve_metrics
 from workgate.operator.waitpoints import WaitpointReconciler
 from workgate.operator.webhooks import remove_webhook_configurations
 from workgate.operator.workorders import WorkOrderReconciler
 
 log = logging.getLogger(__name__)
+
+
+async def _on_lead(leader: LeaderElector, reconciler: WorkOrderReconciler) -> None:
+    while True:
+        await leader.became_leader.wait()
+        leader.became_leader.clear()
+        reconciler.took_the_lead()
 
 
 async def run_operator(
@@ -49,6 +58,16 @@ async def run_operator(
         asyncio.create_task(reconciler.queue.run(), name="workgate-workorders"),
         asyncio.create_task(gates.queue.run(), name="workgate-waitpoints"),
     ]
+    if config.concurrency_limits:  # one replica gives limited work types' slots away
+        leader = LeaderElector(
+            api,
+            config.operator_namespace,
+            config.admission_lease,
+            f"{config.identity}/{uuid.uuid4().hex[:8]}",
+        )
+        reconciler.leader = leader
+        queues.append(asyncio.create_task(leader.run(), name="workgate-leader"))
+        queues.append(asyncio.create_task(_on_lead(leader, reconciler), name="workgate-lead"))
 
     @kopf.on.cleanup(registry=registry)
     async def stop_queues(**_: Any) -> None:

@@ -49,6 +49,7 @@ _ATTEMPT_OUTCOMES = {
     Phase.SUCCEEDED.value: "succeeded",
     Phase.FAILED.value: "failed",
     Phase.RETRY_PENDING.value: "failed",
+    Phase.CANCELLED.value: "cancelled",
 }
 STALE_CLAIM_REASON = "ClaimTimedOut"
 OTHER = "Other"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from collections.abc import Iterator
@@ -9,7 +10,7 @@ from collections.abc import Iterator
 from pydantic import ValidationError
 
 from workgate.api.common import now_utc, parse_time
-from workgate.api.wire import current_attempt
+from workgate.api.wire import ANNOTATION_RERUN, current_attempt
 from workgate.api.workorder import Phase, WorkOrderSpec, WorkOrderStatus
 from workgate.core import lifecycle
 from workgate.core.claims import LeaseView
@@ -28,12 +29,16 @@ from workgate.k8s.api import (
 from workgate.k8s.events import post_event
 from workgate.operator.cache import ObjectCache
 from workgate.operator.config import OperatorConfig
+from workgate.operator.leader import LeaderElector
 from workgate.operator.metrics import OperatorMetrics
 from workgate.operator.queue import WorkQueue
+from workgate.operator.queues import ACTIVE, WorkTypeQueues
 from workgate.operator.waitpoints import WaitpointReconciler
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]
+TERMINAL = frozenset(p.value for p in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED))
+DEFERRED = (lifecycle.ReleaseLease, lifecycle.RevokeLease)
 
 
 class ActionFailed(Exception):
@@ -72,7 +77,26 @@ class WorkOrderReconciler:
         self.leases: ObjectCache[Key] = ObjectCache()  # by (namespace, WorkOrder name)
         self.build_runs: ObjectCache[Key] = ObjectCache()  # by (namespace, BuildRun name)
         self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=config.workers)
+        self.queues = WorkTypeQueues(config.policy.concurrency_limits)
+        self.leader: LeaderElector | None = None  # set when limits need one admitter
         self.writes = 0
+
+    def observe_workorder(self, key: Key, body: Body, *, deleted: bool = False) -> None:
+        """A WorkOrder as the watch (or our own write) shows it."""
+        work_type = str((body.get("spec") or {}).get("workType", ""))
+        if deleted:
+            self.workorders.deleted(key, body)
+            self.queues.forget(key, work_type)
+            self.slots_changed(work_type)
+            return
+        self.workorders.observe(key, body)
+        self.queues.observe(key, body)
+        self.queue.add(key)
+
+    def slots_changed(self, work_type: str) -> None:
+        if self.queues.limited(work_type):
+            for waiting in self.queues.next_up(work_type):
+                self.queue.add(waiting)
 
     def workorder_rows(self) -> Iterator[tuple[str, str, str, str]]:
         """(namespace, name, work type, phase) of every cached WorkOrder, for the gauge."""
@@ -93,6 +117,33 @@ class WorkOrderReconciler:
         body = self.workorders.get(key)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return  # deleted: the garbage collector removes the Lease and BuildRuns
+        # A WorkOrder that may take a limited work type's slot decides under that type's
+        # lock: two workers never give one free slot away twice.
+        phase = (body.get("status") or {}).get("phase")
+        lock = None
+        if phase not in ACTIVE and phase not in TERMINAL:
+            lock = self.queues.admitting(str((body.get("spec") or {}).get("workType", "")))
+        if lock is not None and not self.leading():
+            return  # a limited work type's waiting WorkOrders are the admitting leader's
+        async with lock or contextlib.nullcontext():
+            await self._reconcile_body(key, body)
+
+    def leading(self) -> bool:
+        """May this replica admit queued work? (operator/leader.py; one replica: always.)"""
+        return self.leader is None or self.leader.leading()
+
+    def took_the_lead(self) -> None:
+        """Now admitting: look at every waiting WorkOrder of a limited work type."""
+        for body in self.workorders.values():
+            key = (body["metadata"]["namespace"], body["metadata"]["name"])
+            spec, status = body.get("spec") or {}, body.get("status") or {}
+            phase = status.get("phase")
+            limited = self.queues.limited(str(spec.get("workType", "")))
+            if limited and phase not in ACTIVE and phase not in TERMINAL:
+                self.queue.add(key)
+
+    async def _reconcile_body(self, key: Key, body: Body) -> None:
+        body = self.workorders.get(key) or body  # as it is now, after waiting for the lock
         namespace, name = key
         try:
             spec = WorkOrderSpec.model_validate(body.get("spec") or {})
@@ -101,9 +152,10 @@ class WorkOrderReconciler:
             log.error("WorkOrder %s/%s is unreadable: %s", namespace, name, exc)
             return
         decision = lifecycle.decide(self.observe(key, spec, status, body), self.policy)
-        # Claims are released only after the status records the attempt's end: an agent
-        # that claims the moment the Lease is gone must then see that its attempt is over.
-        release = [a for a in decision.actions if isinstance(a, lifecycle.ReleaseLease)]
+        # Claims are released (or revoked) only after the status records the attempt's
+        # end: an agent that claims the moment the Lease is gone must then see that its
+        # attempt is over.
+        release = [a for a in decision.actions if isinstance(a, DEFERRED)]
         try:
             done = await self.execute(body, [a for a in decision.actions if a not in release])
         except (ActionFailed, NameTakenError) as failure:
@@ -113,7 +165,7 @@ class WorkOrderReconciler:
             else:
                 observation = self.observe(key, spec, status, body, name_taken=str(failure))
             decision = lifecycle.decide(observation, self.policy)
-            release = [a for a in decision.actions if isinstance(a, lifecycle.ReleaseLease)]
+            release = [a for a in decision.actions if isinstance(a, DEFERRED)]
             done = await self.execute(body, [a for a in decision.actions if a not in release])
         if not done:
             self.queue.add_after(key, 0.2)
@@ -125,6 +177,8 @@ class WorkOrderReconciler:
                 return
             self.record(body, status, decision.status)
             body = written
+            if status.phase in ACTIVE and decision.status.phase not in ACTIVE:
+                self.slots_changed(spec.work_type)
         if not await self.execute(body, list(release)):
             self.queue.add_after(key, 0.2)
         for event in decision.events:
@@ -169,6 +223,9 @@ class WorkOrderReconciler:
             lease=LeaseView.from_body(lease_body) if lease_body else None,
             build_run=shipwright.build_run_view(run_body) if run_body else None,
             waitpoints=self.gates.views_for(namespace, name, uid),
+            uid=uid,
+            rerun=(body["metadata"].get("annotations") or {}).get(ANNOTATION_RERUN),
+            queue=self.queues.view(key, body),
             random_value=random.random(),
             action_error=action_error,
             name_taken=name_taken,
@@ -205,10 +262,26 @@ class WorkOrderReconciler:
                         )
                     except claims.ClaimTaken:
                         return False
+                case lifecycle.RevokeLease():
+                    try:
+                        self.leases.observe(
+                            key,
+                            await claims.revoke_lease(
+                                self.api, namespace, action.lease, action.reason
+                            ),
+                        )
+                    except claims.ClaimTaken:
+                        return False
                 case lifecycle.ReleaseLease():
                     if not await claims.release_lease(self.api, namespace, action.lease):
                         return False
                     self.leases.forget(key, action.lease.uid)
+                case lifecycle.DeleteWaitpoint():
+                    view = action.waitpoint
+                    if not await self._delete(WAITPOINTS.path(namespace, view.name), view.uid):
+                        return False
+                case lifecycle.DeleteWorkOrder():
+                    await self._delete(WORKORDERS.path(namespace, meta["name"]), action.uid)
                 case lifecycle.ApplyObjects():
                     try:
                         taken = await shipwright.apply_objects(self.api, workorder, action.objects)
@@ -250,6 +323,18 @@ class WorkOrderReconciler:
                         await self._existing_child(workorder, BUILDRUNS, action.name)
                 case lifecycle.CancelBuildRun():
                     await shipwright.cancel_build_run(self.api, namespace, action.name)
+        return True
+
+    async def _delete(self, path: str, uid: str) -> bool:
+        """Delete the object at `path` if it is still `uid`: True once it is gone."""
+        try:
+            await self.api.delete(path, uid=uid)
+        except ApiError as exc:
+            if exc.not_found:
+                return True
+            if exc.conflict:
+                return False
+            raise
         return True
 
     async def _existing_child(self, workorder: Body, resource: ResourceRef, name: str) -> Body:
@@ -298,5 +383,7 @@ class WorkOrderReconciler:
             if exc.conflict or exc.not_found:
                 return None
             raise
-        self.workorders.observe((meta["namespace"], meta["name"]), written)
+        key = (meta["namespace"], meta["name"])
+        self.workorders.observe(key, written)
+        self.queues.observe(key, written)
         return written
