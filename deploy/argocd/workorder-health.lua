@@ -24,22 +24,22 @@ local function explain(status, default)
   return default
 end
 
--- Where a QUEUED WorkOrder stands: "queued at position 3: <why>".
+-- Where a QUEUED WorkOrder stands: the operator's account of it (which names the
+-- position), else "queued at position 3: ConcurrencyLimit".
 local function queued(status)
   local queue = status.queue
   if queue == nil then
     return explain(status, "Queued")
   end
-  local why = queue.message
-  if why == nil or why == "" then
-    why = queue.reason
+  if queue.message ~= nil and queue.message ~= "" then
+    return "queued: " .. queue.message
   end
   local text = "queued"
   if queue.position ~= nil then
     text = text .. " at position " .. tostring(queue.position)
   end
-  if why ~= nil and why ~= "" then
-    text = text .. ": " .. why
+  if queue.reason ~= nil and queue.reason ~= "" then
+    text = text .. ": " .. queue.reason
   end
   return text
 end

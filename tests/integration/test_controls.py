@@ -679,7 +679,7 @@ async def run_burst(
         queue = event.body["status"].get("queue") or {}
         assert queue.get("reason") and int(queue.get("position") or 0) >= 1, event.body["status"]
     health = workorder_health(queued[-1].body)
-    assert health["status"] == "Progressing" and health["message"].startswith("queued at position")
+    assert health["status"] == "Progressing" and health["message"].startswith("queued")
     return names, runs, seen
 
 
