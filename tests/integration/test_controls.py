@@ -35,6 +35,7 @@ from tests.integration.conftest import (
     workorder,
 )
 from tests.integration.evidence import WatchRecorder
+from tests.integration.test_approvals import start_with_webhook
 from tests.integration.test_waitpoints import plugin
 from tests.unit.test_argocd_health import workorder_health
 from workgate.api.wire import ANNOTATION_RERUN, parse_time
@@ -485,7 +486,7 @@ async def test_ttl_deletes_a_finished_workorder_and_its_children(
     """The operator's default TTL (env) deletes a finished WorkOrder no sooner than its TTL
     after completion; the garbage collector takes its Waitpoint and token Secret; a
     WorkOrder's own longer TTL overrides the default."""
-    ttl = 3
+    ttl = 5
     start_operator(namespace, WORKGATE_TTL_SECONDS_AFTER_FINISHED=str(ttl))
     start_agent("tidy", namespace, work.command("0.2"))
     # An AfterSuccess gate that expires into Continue: a Waitpoint and its Secret, no signal.
@@ -504,8 +505,10 @@ async def test_ttl_deletes_a_finished_workorder_and_its_children(
         children = [
             WAITPOINTS.path(namespace, "brief.look"),
             SECRETS.path(namespace, secret),
-            LEASES.path(namespace, "brief-claim"),
+            LEASES.path(namespace, "brief-claim"),  # a successful attempt's, kept as its record
         ]
+        for path in children:  # all there while it is finished, within its TTL
+            await api.get(path)
         await wait_for(lambda: absent(api, WORKORDERS.path(namespace, "brief")), timeout=60,
                        what="the TTL to delete brief")  # fmt: skip
         await seen.caught_up()
@@ -698,8 +701,12 @@ async def test_a_concurrency_limit_holds_for_work_created_while_agents_wait(
 ) -> None:
     """10 WorkOrders of a type limited to 2, created while three agents wait for that type:
     never more than 2 commands at once, by the commands' own logs (agents may claim new
-    work before the operator has looked at it; the limit must hold all the same)."""
-    start_operator(namespace, WORKGATE_CONCURRENCY_LIMITS=f"burst={LIMIT},other=7")
+    work before the operator has looked at it; the limit must hold all the same). The
+    operator runs as installed, with its admission webhook, which refuses a claim past
+    the limit before any command starts."""
+    await start_with_webhook(
+        start_operator, api, namespace, WORKGATE_CONCURRENCY_LIMITS=f"burst={LIMIT},other=7"
+    )
     await run_burst(api, namespace, work, burst_agents, [0] * 10, agents_first=True)
 
 
@@ -708,7 +715,9 @@ async def test_higher_priority_runs_first_then_the_oldest(
 ) -> None:
     """10 WorkOrders queued before any agent runs, limit 2: they start by priority, then
     age, and still never more than 2 at once."""
-    start_operator(namespace, WORKGATE_CONCURRENCY_LIMITS=f"burst={LIMIT}")
+    await start_with_webhook(
+        start_operator, api, namespace, WORKGATE_CONCURRENCY_LIMITS=f"burst={LIMIT}"
+    )
     priorities = [0, 5, 1, 9, 3, 7, 5, 8, 4, 6]  # two 5s: the older (b1) goes first
     names, runs, _ = await run_burst(
         api, namespace, work, burst_agents, priorities, agents_first=False
