@@ -11,7 +11,9 @@ commands did, not from the operator's status.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -144,8 +146,15 @@ class Work:
 
 
 @pytest.fixture
-def work(tmp_path: Path) -> Work:
-    return Work(tmp_path)
+def work(tmp_path: Path) -> Iterator[Work]:
+    made = Work(tmp_path)
+    yield made
+    # Commands an agent left running (their own sessions outlive a killed agent): this
+    # test's own processes, by the pids they logged.
+    for run in made.executions():
+        if pid_alive(run.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(run.pid, signal.SIGKILL)
 
 
 @dataclass
@@ -185,7 +194,7 @@ def start_agent(kubeconfig: str, tmp_path: Path) -> Iterator[Callable[..., Agent
 
     yield start
     for agent in started:
-        agent.terminate()
+        agent.send_signal(signal.SIGINT)  # it stops its command on the way out
     for agent in started:
         try:
             agent.wait(15)
@@ -219,6 +228,17 @@ async def absent(api: KubeApi, path: str) -> bool:
             return True
         raise
     return False
+
+
+async def reach(
+    api: KubeApi, namespace: str, name: str, *phases: str, timeout: float = 30.0
+) -> Body:
+    """wait_phase, failing with the status last seen (what the operator did instead)."""
+    try:
+        return await wait_phase(api, namespace, name, *phases, timeout=timeout)
+    except AssertionError as exc:
+        status = (await get_workorder(api, namespace, name)).get("status")
+        raise AssertionError(f"{exc}; {name}'s status: {status}") from None
 
 
 def condition(wo: Body, type_: str) -> dict[str, Any]:
@@ -259,6 +279,7 @@ async def test_cancel_stops_the_running_command_within_its_grace_period(
     )
     (run,) = await work.started("long")
     assert run.attempt == 1
+    await reach(api, namespace, "long", "CLAIMED")  # the operator knows it runs
     async with WatchRecorder(api, LEASES.path(namespace)) as leases:
         requested = time.time()
         out = ok(await workgate("cancel", "long", "-n", namespace, "--timeout", "60"))
@@ -298,12 +319,34 @@ async def test_cancel_stops_the_running_command_within_its_grace_period(
     # retry: spec.cancel is cleared with the rerun, and the work runs again (attempt 2).
     out = ok(await workgate("retry", "long", "-n", namespace, "--timeout", "60"))
     assert "spec.cancel was true; set it to false" in out
-    done = await wait_phase(api, namespace, "long", "SUCCEEDED", "FAILED", timeout=60)
+    done = await reach(api, namespace, "long", "SUCCEEDED", "FAILED", timeout=60)
     assert done["status"]["phase"] == "SUCCEEDED", done["status"]
     assert done["spec"]["cancel"] is False
     runs = work.executions("long")
     assert [r.attempt for r in runs] == [1, 2] and runs[1].last_word == "end", runs
     assert [h["phase"] for h in done["status"]["history"]] == ["CANCELLED"]
+
+
+async def test_cancel_stops_a_claim_the_operator_had_not_recorded_yet(
+    api: KubeApi, namespace: str, start_operator: Any, start_agent: Any, work: Work
+) -> None:
+    """Agents claim new work before the operator has looked at it. A cancel that meets such
+    a claim (here: made while no operator runs) must stop the command as well, not leave it
+    running under a WorkOrder that says CANCELLED."""
+    await start_agent("ctl", namespace, work.command("120")).ready()
+    await create_workorder(api, namespace, workorder("early", "ctl", yaml="{}"))
+    (run,) = await work.started("early")
+    ok(await workgate("cancel", "early", "-n", namespace, "--no-wait"))
+    async with WatchRecorder(api, LEASES.path(namespace)) as leases:
+        start_operator(namespace)
+        await reach(api, namespace, "early", "CANCELLED", timeout=60)
+        await wait_for(lambda: _true(not pid_alive(run.pid)), timeout=30,
+                       what="the command stopped")  # fmt: skip
+        revoked = leases.of("MODIFIED", lambda b: bool(
+            (b["metadata"].get("annotations") or {}).get(REVOKED)))  # fmt: skip
+    (run,) = work.executions("early")
+    assert run.last_word == "terminated", run.words
+    assert revoked, "the claim was not revoked (the agent is never told to stop)"
 
 
 async def _true(value: bool) -> bool:
@@ -337,7 +380,7 @@ async def test_an_edit_user_cancels_a_build_and_its_buildrun_is_cancelled(
     await wait_for(may_patch, timeout=60, interval=0.5, what="edit to aggregate workgate-author")
     start_operator(namespace)
     await create_workorder(api, namespace, workorder("img", maxRetries=3))
-    await wait_phase(api, namespace, "img", "CLAIMED")
+    await reach(api, namespace, "img", "CLAIMED")
     await wait_for(lambda: api.get(BUILDRUNS.path(namespace, "img-a1")), what="BuildRun img-a1")
 
     cancel = asyncio.create_task(
@@ -371,7 +414,7 @@ async def test_a_suspended_workorder_is_not_claimed_until_resumed(
 ) -> None:
     start_operator(namespace)
     await create_workorder(api, namespace, workorder("held", "hold", yaml="{}"))
-    await wait_phase(api, namespace, "held", "PENDING")
+    await reach(api, namespace, "held", "PENDING")
     out = ok(await workgate("suspend", "held", "-n", namespace))
     assert "workorder.workgate.io/held SUSPENDED" in out
     held = await get_workorder(api, namespace, "held")
@@ -382,7 +425,7 @@ async def test_a_suspended_workorder_is_not_claimed_until_resumed(
     # An agent of the type, running from here on; a sentinel proves it claims work.
     agent = start_agent("hold", namespace, work.command("0.2")).proc
     await create_workorder(api, namespace, workorder("sentinel", "hold", yaml="{}"))
-    await wait_phase(api, namespace, "sentinel", "SUCCEEDED", timeout=60)
+    await reach(api, namespace, "sentinel", "SUCCEEDED", timeout=60)
     assert work.executions("sentinel"), "the agent never ran the sentinel"
     assert not work.executions("held"), "a suspended WorkOrder was executed"
     held = await get_workorder(api, namespace, "held")
@@ -394,7 +437,7 @@ async def test_a_suspended_workorder_is_not_claimed_until_resumed(
 
     resumed = time.time()
     ok(await workgate("resume", "held", "-n", namespace))
-    done = await wait_phase(api, namespace, "held", "SUCCEEDED", timeout=60)
+    done = await reach(api, namespace, "held", "SUCCEEDED", timeout=60)
     (run,) = work.executions("held")
     assert run.started > resumed, (run.started, resumed)
     assert done["status"]["attempt"] == 1
@@ -413,13 +456,19 @@ async def test_suspending_a_running_attempt_lets_it_finish_and_holds_the_retry(
     )
     (run,) = await work.started("busy")
     ok(await workgate("suspend", "busy", "-n", namespace))
-    suspended = await wait_phase(api, namespace, "busy", "SUSPENDED", timeout=60)
+    suspended = await reach(api, namespace, "busy", "SUSPENDED", timeout=60)
     assert suspended["status"]["lastErrorReason"] == "CommandFailed", suspended["status"]
     (run,) = work.executions("busy")
     assert run.last_word == "end", f"the running attempt was stopped: {run.words}"
-    # The backoff (1 s) passes; the retry must still not start. The sentinel bounds the wait.
+    # The backoff (1 s) passes; the retry must still not start. The sentinel (it runs as
+    # busy's attempt 1 did, failing after 3 s) bounds the wait: the agent was free.
     await create_workorder(api, namespace, workorder("sentinel", "hold", yaml="{}"))
-    await wait_phase(api, namespace, "sentinel", "SUCCEEDED", timeout=60)
+    await work.started("sentinel")
+
+    async def sentinel_ended() -> bool:
+        return work.executions("sentinel")[0].last_word == "end"
+
+    await wait_for(sentinel_ended, timeout=60, what="the sentinel's first attempt to end")
     suspended = await get_workorder(api, namespace, "busy")
     next_retry = parse_time(suspended["status"].get("nextRetryAfter"))
     if next_retry is not None:
@@ -430,7 +479,7 @@ async def test_suspending_a_running_attempt_lets_it_finish_and_holds_the_retry(
 
     resumed = time.time()
     ok(await workgate("resume", "busy", "-n", namespace))
-    done = await wait_phase(api, namespace, "busy", "SUCCEEDED", timeout=60)
+    done = await reach(api, namespace, "busy", "SUCCEEDED", timeout=60)
     runs = work.executions("busy")
     assert [r.attempt for r in runs] == [1, 2] and runs[1].started > resumed, runs
     assert done["status"]["attempt"] == 2
@@ -445,7 +494,7 @@ async def test_retry_after_failed_runs_again_with_history(
     start_operator(namespace)
     start_agent("flaky", namespace, work.command("0.2:3,0.2:0"))
     await create_workorder(api, namespace, workorder("once", "flaky", yaml="{}", maxRetries=0))
-    failed = await wait_phase(api, namespace, "once", "FAILED", timeout=60)
+    failed = await reach(api, namespace, "once", "FAILED", timeout=60)
     assert (failed["status"]["attempt"], failed["status"]["lastErrorReason"]) == (
         1,
         "CommandFailed",
@@ -453,7 +502,7 @@ async def test_retry_after_failed_runs_again_with_history(
 
     out = ok(await workgate("retry", "once", "-n", namespace, "--timeout", "60"))
     assert "retry requested" in out and "spec.cancel" not in out
-    done = await wait_phase(api, namespace, "once", "SUCCEEDED", "FAILED", timeout=60)
+    done = await reach(api, namespace, "once", "SUCCEEDED", "FAILED", timeout=60)
     status = done["status"]
     assert status["phase"] == "SUCCEEDED", status
     assert status["attempt"] == 2  # attempts keep counting up across runs
@@ -496,10 +545,10 @@ async def test_ttl_deletes_a_finished_workorder_and_its_children(
     await create_workorder(
         api, namespace, workorder("kept", "tidy", yaml="{}", ttlSecondsAfterFinished=3600)
     )
-    await wait_phase(api, namespace, "kept", "SUCCEEDED", timeout=60)
+    await reach(api, namespace, "kept", "SUCCEEDED", timeout=60)
     async with WatchRecorder(api, WORKORDERS.path(namespace)) as seen:
         await create_workorder(api, namespace, workorder("brief", "tidy", yaml="{}", gates=[gate]))
-        done = await wait_phase(api, namespace, "brief", "SUCCEEDED", timeout=60)
+        done = await reach(api, namespace, "brief", "SUCCEEDED", timeout=60)
         wp = await api.get(WAITPOINTS.path(namespace, "brief.look"))
         secret = wp["status"]["tokenSecretName"]
         children = [
@@ -545,8 +594,8 @@ async def test_an_attempt_deadline_stops_a_hanging_command_as_the_policy_says(
         backoffSeconds=1,
         failurePolicy={"rules": [
             {"action": "FailWorkOrder", "onReasons": ["AttemptDeadlineExceeded"]}]}))  # fmt: skip
-    retried = await wait_phase(api, namespace, "retried", "FAILED", "SUCCEEDED", timeout=90)
-    final = await wait_phase(api, namespace, "final", "FAILED", "SUCCEEDED", timeout=90)
+    retried = await reach(api, namespace, "retried", "FAILED", "SUCCEEDED", timeout=90)
+    final = await reach(api, namespace, "final", "FAILED", "SUCCEEDED", timeout=90)
     for wo, attempts in ((retried, 2), (final, 1)):
         status = wo["status"]
         assert status["phase"] == "FAILED", status
@@ -577,9 +626,9 @@ async def test_an_active_deadline_fails_a_workorder_waiting_at_a_gate(
     gate = {"key": "ok", "stage": "BeforeExecution", "requiredSignalNames": ["approve"]}
     await create_workorder(api, namespace, workorder(
         "gated", "never", yaml="{}", activeDeadlineSeconds=deadline, gates=[gate]))  # fmt: skip
-    waiting = await wait_phase(api, namespace, "gated", "WAITING")
+    waiting = await reach(api, namespace, "gated", "WAITING")
     assert waiting["status"]["waitingOn"] == "ok"
-    failed = await wait_phase(api, namespace, "gated", "FAILED", timeout=60)
+    failed = await reach(api, namespace, "gated", "FAILED", timeout=60)
     status = failed["status"]
     assert status["lastErrorReason"] == "DeadlineExceeded", status
     assert status.get("retryCount", 0) == 0, status
@@ -602,7 +651,7 @@ async def test_a_non_retryable_exit_code_fails_at_once(
     start_agent("policy", namespace, work.command("0.1:42"))
     await create_workorder(api, namespace, workorder(
         "fatal", "policy", yaml="{}", maxRetries=5, backoffSeconds=1, failurePolicy=policy))  # fmt: skip
-    failed = await wait_phase(api, namespace, "fatal", "FAILED", timeout=60)
+    failed = await reach(api, namespace, "fatal", "FAILED", timeout=60)
     status = failed["status"]
     assert (status["attempt"], status.get("retryCount", 0)) == (1, 0), status
     assert [r.attempt for r in work.executions("fatal")] == [1]
@@ -613,7 +662,7 @@ async def test_a_non_retryable_exit_code_fails_at_once(
         await create_workorder(api, namespace, workorder(
             "flaky", "policy-2", yaml="{}", maxRetries=5, backoffSeconds=1,
             failurePolicy=policy))  # fmt: skip
-        done = await wait_phase(api, namespace, "flaky", "SUCCEEDED", timeout=60)
+        done = await reach(api, namespace, "flaky", "SUCCEEDED", timeout=60)
         await leases.caught_up()
     assert done["status"]["attempt"] == 2
     assert [r.attempt for r in work.executions("flaky")] == [1, 2]
