@@ -296,3 +296,17 @@ def test_a_claim_past_the_limit_is_revoked_and_the_work_order_stays_queued() -> 
     assert waiting.status.phase == Phase.QUEUED and kinds(waiting) == []
     open_again = lc.decide(observe(d.status, work_type="test", queue=free), POLICY)
     assert open_again.status.phase == Phase.PENDING
+
+
+def test_a_blocked_work_order_keeps_its_stalled_condition_unchanged_between_looks() -> None:
+    first = lc.decide(observe(work_type="test", name_taken="Lease wo1-claim is taken"), POLICY)
+    again = lc.decide(
+        observe(
+            first.status,
+            work_type="test",
+            name_taken="Lease wo1-claim is taken",
+            now=NOW + timedelta(seconds=5),
+        ),
+        POLICY,
+    )
+    assert again.status == first.status  # nothing to write: no hot loop

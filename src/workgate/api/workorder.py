@@ -192,25 +192,27 @@ class WorkOrderSpec(CamelModel):
             "within this time is stale and its attempt fails with reason ClaimTimedOut."
         ),
     )
-    priority: int = Field(
-        default=0,
+    # The controls below have no schema default (unset means 0 / false), so the API server
+    # adds nothing to a spec that GitOps applies without them: no drift.
+    priority: int | None = Field(
+        default=None,
         ge=-1000,
         le=1000,
         description=(
             "Order among pending WorkOrders of the same work type: higher first, then "
-            "oldest. Agents and the operator's own execution honour it."
+            "oldest (unset: 0). Agents and the operator's own execution honour it."
         ),
     )
-    suspend: bool = Field(
-        default=False,
+    suspend: bool | None = Field(
+        default=None,
         description=(
             "As Job.spec.suspend: while true no attempt is claimed (phase SUSPENDED). An "
             "attempt already running when it is set runs to its end; a retry it needs "
             "waits until the WorkOrder is resumed (set false)."
         ),
     )
-    cancel: bool = Field(
-        default=False,
+    cancel: bool | None = Field(
+        default=None,
         description=(
             "Cancel the WorkOrder: a running attempt is stopped (an agent terminates its "
             "command, a BuildRun is cancelled through Shipwright), open waitpoints close, "

@@ -61,7 +61,10 @@ class StatusRules:
             "Claimed": T if phase == Phase.CLAIMED else F,
         }
         conds = st.conditions
+        blocked = self.obs.name_taken and phase not in TERMINAL_PHASES
         for type_, value in wanted.items():
+            if type_ == "Stalled" and blocked:
+                continue  # report_name_taken sets it: one change, not two per look
             conds = set_condition(conds, type_, value, reason, message, generation=gen, now=now)
         if spec.suspend or phase == Phase.SUSPENDED:
             running = phase == Phase.CLAIMED
