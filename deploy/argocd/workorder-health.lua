@@ -24,6 +24,26 @@ local function explain(status, default)
   return default
 end
 
+-- Where a QUEUED WorkOrder stands: the operator's account of it (which names the
+-- position), else "queued at position 3: ConcurrencyLimit".
+local function queued(status)
+  local queue = status.queue
+  if queue == nil then
+    return explain(status, "Queued")
+  end
+  if queue.message ~= nil and queue.message ~= "" then
+    return "queued: " .. queue.message
+  end
+  local text = "queued"
+  if queue.position ~= nil then
+    text = text .. " at position " .. tostring(queue.position)
+  end
+  if queue.reason ~= nil and queue.reason ~= "" then
+    text = text .. ": " .. queue.reason
+  end
+  return text
+end
+
 local status = obj.status
 if status == nil or status.phase == nil then
   hs.status = "Progressing"
@@ -51,10 +71,23 @@ elseif phase == "FAILED" then
   else
     hs.message = explain(status, "Failed")
   end
+elseif phase == "CANCELLED" then
+  -- Stopped on request (spec.cancel). Degraded, as Argo CD rates a stopped or terminated
+  -- Workflow (its phase is then Failed): the work did not happen, whoever stopped it.
+  hs.status = "Degraded"
+  hs.message = explain(status, "Cancelled")
 elseif phase == "WAITING" then
   -- Waiting at a waitpoint for people to signal: paused on purpose, not stuck.
   hs.status = "Suspended"
   hs.message = explain(status, "Waiting at a waitpoint")
+elseif phase == "SUSPENDED" then
+  -- spec.suspend: held on purpose until someone resumes it, as a suspended Job.
+  hs.status = "Suspended"
+  hs.message = explain(status, "Suspended (spec.suspend)")
+elseif phase == "QUEUED" then
+  -- Its work type is at its concurrency limit: it runs when a slot frees up.
+  hs.status = "Progressing"
+  hs.message = queued(status)
 elseif phase == "PENDING" or phase == "CLAIMED" then
   hs.status = "Progressing"
   hs.message = explain(status, phase)

@@ -18,9 +18,11 @@ import pytest
 import yaml
 
 from tests.unit.samples import BUILD, NOW, POLICY
+from tests.unit.test_lifecycle import lease, observe
 from workgate.api.common import ConditionStatus
 from workgate.api.workorder import WorkOrderSpec, WorkOrderStatus
 from workgate.core import lifecycle as lc
+from workgate.core.controls import QueueView
 from workgate.core.lifecycle import BuildRunView
 
 ARGOCD_DIR = Path(__file__).resolve().parents[2] / "deploy" / "argocd"
@@ -182,6 +184,67 @@ def test_waiting_at_a_waitpoint_is_suspended() -> None:
     }
     del obj["status"]["conditions"]
     assert workorder_health(obj) == {"status": "Suspended", "message": "Waiting at a waitpoint"}
+
+
+CLAIMED_BY_AGENT = WorkOrderStatus(phase="CLAIMED", attempt=1, claimed_by="agent-1", claimed_at=NOW)
+
+
+def without_conditions(status: WorkOrderStatus) -> WorkOrderStatus:
+    return status.model_copy(update={"conditions": []})
+
+
+def test_cancelled_is_degraded_as_argo_cd_rates_a_stopped_workflow() -> None:
+    cancelled = lc.decide(
+        observe(CLAIMED_BY_AGENT, work_type="test", spec_kw={"cancel": True}, lease=lease()),
+        POLICY,
+    ).status
+    assert cancelled.phase == "CANCELLED"
+    assert workorder_health(as_object(cancelled)) == {
+        "status": "Degraded",
+        "message": "cancelled during attempt 1",
+    }
+    bare = as_object(without_conditions(cancelled))
+    assert workorder_health(bare) == {"status": "Degraded", "message": "Cancelled"}
+
+
+def test_suspended_is_suspended() -> None:
+    suspended = lc.decide(observe(work_type="test", spec_kw={"suspend": True}), POLICY).status
+    assert suspended.phase == "SUSPENDED"
+    assert workorder_health(as_object(suspended)) == {
+        "status": "Suspended",
+        "message": "spec.suspend is true: no attempt is claimed until it is false",
+    }
+    bare = as_object(without_conditions(suspended))
+    assert workorder_health(bare) == {"status": "Suspended", "message": "Suspended (spec.suspend)"}
+
+
+def test_queued_is_progressing_and_says_where_it_stands() -> None:
+    full = QueueView(limit=2, active=2, admitted=False, position=3)
+    queued = lc.decide(observe(work_type="test", queue=full), POLICY).status
+    assert queued.phase == "QUEUED" and queued.queue is not None
+    assert workorder_health(as_object(queued)) == {
+        "status": "Progressing",
+        "message": "queued: 2/2 test WorkOrders hold a slot; position 3 in the queue",
+    }
+    # An operator that gives no message: the position and the reason.
+    terse = queued.model_copy(update={"queue": queued.queue.model_copy(update={"message": ""})})
+    assert workorder_health(as_object(terse))["message"] == (
+        "queued at position 3: ConcurrencyLimit"
+    )
+    # Without status.queue, the operator's Ready message.
+    obj = as_object(queued.model_copy(update={"queue": None}))
+    assert workorder_health(obj) == {
+        "status": "Progressing",
+        "message": "2/2 test WorkOrders hold a slot; position 3 in the queue",
+    }
+
+
+def test_a_cancel_not_yet_observed_is_progressing() -> None:
+    """spec.cancel bumps the generation: until the operator answers, the old status does not
+    speak for it (a running WorkOrder does not look Degraded or Healthy too early)."""
+    claimed = lc.decide(observe(CLAIMED_BY_AGENT, work_type="test", lease=lease()), POLICY)
+    assert claimed.status.phase == "CLAIMED"
+    assert workorder_health(as_object(claimed.status, generation=2))["status"] == "Progressing"
 
 
 def test_a_status_of_an_older_generation_is_progressing() -> None:

@@ -1,9 +1,10 @@
-"""`kubectl workgate`: the reviewer's side of a waitpoint.
+"""`kubectl workgate`: the reviewer's side of a waitpoint, and the work controls.
 
     kubectl workgate pending [WORKORDER] [-n NS | -A] [--all]   what waits, for whom
     kubectl workgate approve WAITPOINT [--signal NAME] [--payload TEXT] [-n NS]
     kubectl workgate reject WAITPOINT [--payload TEXT] [-n NS]
     kubectl workgate signal WAITPOINT NAME [--payload TEXT] [-n NS]
+    kubectl workgate cancel|suspend|resume|retry WORKORDER [-n NS] [--timeout S]
 
 approve/reject/signal read the waitpoint's token Secret with the reviewer's own
 credentials, prove possession of the token with an HMAC over the signal and the
@@ -14,6 +15,11 @@ for the operator's verdict. Deciding also needs the RBAC verb `approve` on the w
 
 Exit status: 0 accepted; 1 refused (by admission or by the operator) or any error;
 2 not judged within --timeout (the Signal exists and may still be accepted).
+
+The controls (workgate.cli.kubectl_controls): cancel sets spec.cancel and waits for
+CANCELLED; suspend/resume set spec.suspend; retry reruns a FAILED or CANCELLED WorkOrder
+(annotation workgate.io/rerun). Exit status 0 done, 1 refused or error, 2 not done
+within --timeout (the request stands).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any
 from workgate.agent.client import whoami
 from workgate.api.common import API_VERSION, LABEL_WORKORDER
 from workgate.api.waitpoint import DEFAULT_REJECT_SIGNAL
+from workgate.cli.kubectl_controls import add_control_parsers
 from workgate.core.approvals import format_groups
 from workgate.core.naming import label_value
 from workgate.core.signals import signal_proof
@@ -273,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     approve.add_argument("--signal", help="which required signal (if it waits for several)")
     deliver("reject", "reject a waitpoint: its WorkOrder fails, recording you and the payload")
     deliver("signal", "deliver any named signal to a waitpoint")
+    add_control_parsers(sub, ns)
     return parser
 
 
