@@ -172,11 +172,27 @@ class AgentProcess:
 
 
 @pytest.fixture
-def start_agent(kubeconfig: str, tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
-    """`workgate agent --work-type T --namespace NS -- COMMAND`, stopped at the end."""
+def start_agent(kubectl: Any, tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
+    """`workgate agent --work-type T --namespace NS -- COMMAND`, stopped at the end. Agents
+    authenticate as a ServiceAccount of their own holding the shipped `workgate-agent`
+    role, as installed agents do: not as the operator's user, which admission trusts."""
     started: list[subprocess.Popen[bytes]] = []
+    configs: dict[str, str] = {}
+
+    def agent_config(namespace: str) -> str:
+        if namespace not in configs:
+            kubectl("apply", "-f", str(SHIPPED_ROLES))
+            directory = tmp_path / f"agent-{namespace}"
+            directory.mkdir()
+            configs[namespace] = service_account_kubeconfig(kubectl, namespace, "agent", directory)
+            kubectl(
+                "create", "rolebinding", "agent-workgate-agent", "-n", namespace,
+                "--clusterrole=workgate-agent", f"--serviceaccount={namespace}:agent",
+            )  # fmt: skip
+        return configs[namespace]
 
     def start(work_type: str, namespace: str, command: list[str]) -> AgentProcess:
+        kubeconfig = agent_config(namespace)
         index = len(started)
         path = tmp_path / f"agent-{index}.log"
         out = path.open("ab")

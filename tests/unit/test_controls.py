@@ -310,3 +310,15 @@ def test_a_blocked_work_order_keeps_its_stalled_condition_unchanged_between_look
         POLICY,
     )
     assert again.status == first.status  # nothing to write: no hot loop
+
+
+def test_cancel_revokes_a_claim_the_operator_has_not_recorded_yet() -> None:
+    # the agent claimed (attempt 1) before the operator's first look; status says nothing
+    d = lc.decide(observe(work_type="test", spec_kw={"cancel": True}, lease=lease()), POLICY)
+    assert d.status.phase == Phase.CANCELLED and kinds(d) == ["RevokeLease"]
+
+
+def test_an_agents_claim_is_revoked_even_when_the_agent_is_the_operators_user() -> None:
+    mine = lease(holder="op")  # an agent run with the operator's credentials
+    d = lc.decide(observe(CLAIMED, work_type="test", spec_kw={"cancel": True}, lease=mine), POLICY)
+    assert kinds(d) == ["RevokeLease"]

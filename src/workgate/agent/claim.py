@@ -123,6 +123,10 @@ class Claim:
             self.revoked = reason
             self._lose(f"revoked by the operator ({reason})")
 
+    def lose(self, why: str) -> None:
+        """Stop: the claim is gone (its Lease deleted), nothing is reported."""
+        self._lose(why)
+
     async def release(self) -> None:
         """Hand the Lease back once the work has stopped (the answer to a revocation)."""
 

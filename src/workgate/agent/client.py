@@ -93,10 +93,15 @@ class Agent:
         self._claims: weakref.WeakValueDictionary[str, Claim] = weakref.WeakValueDictionary()
 
     def _revoked(self, lease_uid: str, reason: str) -> None:
-        """The feed saw the operator revoke a claim: if it is one of ours, it stops."""
+        """The feed saw a claim revoked (`reason`) or deleted (no reason): if it is one of
+        ours, it stops."""
         claim = self._claims.get(lease_uid)
-        if claim is not None:
+        if claim is None:
+            return
+        if reason:
             claim.revoke(reason)
+        else:  # deleted under us (by the operator, or by hand): someone else may claim next
+            claim.lose("the Lease was deleted")
 
     async def identity(self) -> str:
         if self._identity is None:

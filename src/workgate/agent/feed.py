@@ -90,8 +90,11 @@ class _View:
         self.synced = asyncio.Event()
         self.changed = changed
         self.lists = 0  # full lists made (start-up and 410 restarts)
+        self.on_deleted: Callable[[Body], None] | None = None
 
     def _apply(self, type_: str, body: Body) -> None:
+        if type_ == "DELETED" and self.on_deleted is not None:
+            self.on_deleted(body)
         got = self.extract(body)
         if got is None:
             return
@@ -165,8 +168,10 @@ class WorkFeed:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._passed: set[Candidate] = set()  # tried and not claimable, until they change
-        # Told (lease uid, reason) when the operator revokes a claim: the holder stops.
+        # Told (lease uid, reason) when the operator revokes a claim, or (uid, "") when a
+        # claim Lease is deleted: its holder stops.
         self.on_revoked: Callable[[str, str], None] | None = None
+        self.leases.on_deleted = self._lease_deleted
 
     @staticmethod
     def _workorder(body: Body) -> tuple[Key, object] | None:
@@ -186,6 +191,10 @@ class WorkFeed:
             claim_timeout_seconds=int(spec.get("claimTimeoutSeconds") or 3600),
             priority=int(spec.get("priority") or 0),
         )
+
+    def _lease_deleted(self, body: Body) -> None:
+        if self.on_revoked is not None:
+            self.on_revoked(str(body["metadata"].get("uid", "")), "")
 
     def _lease(self, body: Body) -> tuple[Key, object] | None:
         meta = body["metadata"]

@@ -86,10 +86,15 @@ class _Machine(ControlRules, GateRules, StatusRules):
         so no next attempt can be claimed beside it."""
         return (
             lease.revoked is not None
-            and lease.holder != self.policy.identity
+            and self.agents_claim(lease)
             and lease.outcome is None
             and not lease.is_stale(self.obs.now)
         )
+
+    def agents_claim(self, lease: LeaseView) -> bool:
+        """Held by an agent, not by the operator: other work types than the operator's
+        own are only ever claimed by agents (who may be the operator's user, in tests)."""
+        return not self.local or lease.holder != self.policy.identity
 
     def release(self) -> None:
         lease = self.obs.lease
@@ -107,8 +112,7 @@ class _Machine(ControlRules, GateRules, StatusRules):
         if (
             lease is not None
             and not self.local
-            and lease.attempt == self.st.attempt
-            and lease.holder != self.policy.identity
+            and lease.attempt == current_attempt(self.st.retry_count)  # recorded or not yet
             and lease.outcome is None
             and lease.revoked is None
             and not lease.is_stale(self.obs.now)
