@@ -234,7 +234,7 @@ def test_bad_manifests_fail_at_once_without_applying(yaml: str, reason: str) -> 
     assert d.actions == [] and d.status.retry_count == 0
 
 
-def test_terminal_work_order_keeps_its_record_and_releases_a_leftover_live_claim() -> None:
+def test_terminal_work_order_keeps_its_record_and_ends_a_leftover_claim() -> None:
     done = WorkOrderStatus(phase=Phase.SUCCEEDED, attempt=1)
     d = lc.decide(observe(done, lease=lease(holder="op")), POLICY)
     assert d.status.phase == Phase.SUCCEEDED and kinds(d) == [] and d.events == []
@@ -243,7 +243,10 @@ def test_terminal_work_order_keeps_its_record_and_releases_a_leftover_live_claim
     assert kinds(d) == []
     failed = WorkOrderStatus(phase=Phase.FAILED, attempt=1)
     d = lc.decide(observe(failed, work_type="test", lease=lease(holder="agent-1")), POLICY)
-    assert d.status.phase == Phase.FAILED and kinds(d) == ["ReleaseLease"] and d.events == []
+    assert d.status.phase == Phase.FAILED and kinds(d) == ["RevokeLease"] and d.events == []
+    stale = lease(holder="agent-1", renewed=NOW - timedelta(seconds=60))
+    d = lc.decide(observe(failed, work_type="test", lease=stale), POLICY)
+    assert kinds(d) == ["ReleaseLease"]
 
 
 def wp(key: str, state: str | None, reason: str | None = None, **kw: object) -> lc.WaitpointView:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -31,6 +32,31 @@ from workgate.logs import setup_logging
 
 log = logging.getLogger("workgate.agent")
 STDERR_TAIL = 2048
+
+
+# The command runs under a small sh that leads its process group. Told SIGTERM (by the
+# agent's fencing, or by the kernel when the agent dies: PR_SET_PDEATHSIG), it passes
+# SIGTERM to the whole group, then SIGKILL after the grace period: a SIGKILLed agent's
+# command does not outlive it, so it cannot overlap the attempt's retry elsewhere.
+# (stdin goes through fd 3: sh gives a background job /dev/null as its stdin otherwise.)
+FENCE = (
+    'n=$1; shift; exec 3<&0; trap \'trap "" TERM; kill -TERM 0; i=0; '
+    'while kill -0 $c 2>/dev/null && [ $i -lt "$n" ]; do sleep 0.1; i=$((i+1)); done; '
+    "kill -KILL 0' TERM; "
+    '"$@" <&3 3<&- & c=$!; exec 3<&-; wait $c'
+)
+PR_SET_PDEATHSIG = 1
+
+
+def fenced(command: list[str], grace: float) -> list[str]:
+    return ["/bin/sh", "-c", FENCE, "workgate-fence", str(max(1, round(grace * 10))), *command]
+
+
+def _term_when_orphaned() -> None:
+    """In the child, before exec: SIGTERM when the agent (its parent) dies."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _signal_group(process: asyncio.subprocess.Process, signum: int) -> None:
@@ -60,11 +86,12 @@ async def run_command(claim: Claim, command: list[str], suspend_file: Path) -> t
         "WORKGATE_WORK_TYPE": str(claim.workorder["spec"]["workType"]),
     }
     process = await asyncio.create_subprocess_exec(
-        *command,
+        *fenced(command, claim.fencing.grace),
         stdin=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env,
         start_new_session=True,  # its own process group: fencing stops its children too
+        preexec_fn=_term_when_orphaned,
     )
     finished = asyncio.ensure_future(process.communicate(claim.yaml_content.encode()))
     lost = asyncio.ensure_future(claim.lost.wait())

@@ -80,7 +80,10 @@ class ControlRules:
         if lease is not None and self.draining(lease):
             self.decision.wake_at(lease.expires_at)  # released by its holder, or stale then
         elif lease is not None and not ours_done:
-            self.release()  # a live claim left over from a crash before its release
+            # A claim still live (an agent claimed as the WorkOrder ended, or a crash came
+            # between the status write and the release): an agent's is revoked, so its
+            # work stops; anything else is released.
+            self.end_claim(controls.CANCELLED if self.st.phase == Phase.CANCELLED else "Finished")
         self.cancel_open_waitpoints()
         ttl = controls.ttl_seconds(self.obs.spec, self.policy.default_ttl_seconds)
         expires = controls.deadline(self.st.completed_at, ttl)
