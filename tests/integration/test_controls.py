@@ -154,7 +154,7 @@ def work(tmp_path: Path) -> Iterator[Work]:
     for run in made.executions():
         if pid_alive(run.pid):
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(run.pid, signal.SIGKILL)
+                os.killpg(os.getpgid(run.pid), signal.SIGKILL)  # its agent's fence's group
 
 
 @dataclass
@@ -267,6 +267,41 @@ def condition(wo: Body, type_: str) -> dict[str, Any]:
 def wall(monotonic_at: float) -> float:
     """A time.monotonic() reading as wall-clock time (the work's log is in wall time)."""
     return time.time() - (time.monotonic() - monotonic_at)
+
+
+# --- fencing when the agent dies ---------------------------------------------------------
+
+
+async def test_a_killed_agents_command_dies_with_it_before_anyone_else_may_claim(
+    api: KubeApi, namespace: str, start_operator: Any, start_agent: Any, work: Work
+) -> None:
+    """SIGKILL leaves an agent no chance to stop its command: the kernel tells the command's
+    fence (PR_SET_PDEATHSIG), which stops the command's whole process group, SIGKILL
+    after the grace even when it ignores SIGTERM, well before the claim goes stale and a
+    second agent runs the attempt's retry. Proven from the command's own log."""
+    timeout = 6
+    fencing = Fencing.for_duration(timeout)
+    start_operator(namespace)
+    first = start_agent("ctl", namespace, work.command("120,0.2", "ignore"))
+    await create_workorder(
+        api, namespace,
+        workorder("orphan", "ctl", yaml="{}", claimTimeoutSeconds=timeout, backoffSeconds=1),
+    )  # fmt: skip
+    (run,) = await work.started("orphan")
+    killed = time.time()
+    first.proc.kill()
+    await wait_for(lambda: _true(not pid_alive(run.pid)), timeout=30, what="the command gone")
+    (run,) = work.executions("orphan")
+    assert "term-ignored" in run.words, run.words  # told by the fence, not by the agent
+    assert run.last - killed <= fencing.grace + PROMPT, (run.last - killed, fencing.grace)
+    start_agent("ctl", namespace, work.command("120,0.2", "ignore"))
+    done = await reach(api, namespace, "orphan", "SUCCEEDED", "FAILED", timeout=90)
+    assert done["status"]["phase"] == "SUCCEEDED", done["status"]
+    runs = work.executions("orphan")
+    assert [r.attempt for r in runs] == [1, 2], runs
+    assert runs[1].started > runs[0].last, "attempt 2 started while attempt 1 still ran"
+    # nothing was reported for attempt 1 (its agent died): it timed out, then was retried
+    assert (done["status"]["retryCount"], done["status"]["lastErrorReason"]) == (1, "ClaimTimedOut")
 
 
 # --- cancel -------------------------------------------------------------------------------
