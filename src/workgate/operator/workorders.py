@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import OrderedDict
 from collections.abc import Iterator
 
 from pydantic import ValidationError
@@ -34,6 +35,7 @@ from workgate.operator.waitpoints import WaitpointReconciler
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]
+SPEC_CACHE_ENTRIES = 4096
 
 
 class ActionFailed(Exception):
@@ -73,6 +75,22 @@ class WorkOrderReconciler:
         self.build_runs: ObjectCache[Key] = ObjectCache()  # by (namespace, BuildRun name)
         self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=config.workers)
         self.writes = 0
+        # Validated specs by (uid, generation): a spec changes only with its generation.
+        self._specs: OrderedDict[tuple[str, int], WorkOrderSpec] = OrderedDict()
+
+    def spec_of(self, body: Body) -> WorkOrderSpec:
+        meta = body["metadata"]
+        key = (str(meta.get("uid") or ""), int(meta.get("generation") or 0))
+        spec = self._specs.get(key)
+        if spec is not None:
+            self._specs.move_to_end(key)
+            return spec
+        spec = WorkOrderSpec.model_validate(body.get("spec") or {})
+        if key[0]:
+            self._specs[key] = spec
+            if len(self._specs) > SPEC_CACHE_ENTRIES:
+                self._specs.popitem(last=False)
+        return spec
 
     def workorder_rows(self) -> Iterator[tuple[str, str, str, str]]:
         """(namespace, name, work type, phase) of every cached WorkOrder, for the gauge."""
@@ -95,7 +113,7 @@ class WorkOrderReconciler:
             return  # deleted: the garbage collector removes the Lease and BuildRuns
         namespace, name = key
         try:
-            spec = WorkOrderSpec.model_validate(body.get("spec") or {})
+            spec = self.spec_of(body)
             status = WorkOrderStatus.model_validate(body.get("status") or {})
         except ValidationError as exc:
             log.error("WorkOrder %s/%s is unreadable: %s", namespace, name, exc)
