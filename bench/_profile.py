@@ -38,7 +38,7 @@ PACKAGES = (
 
 def package_of(frame: str) -> str:
     match = FRAME_FILE.search(frame.strip())
-    path = match["file"] if match else frame
+    path = "/" + match["file"] if match else frame
     for fragment, package in PACKAGES:
         if fragment in path:
             return package
@@ -71,6 +71,8 @@ def summarise(raw: Path, top: int = 10) -> str:
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
+    if not raw.exists():
+        return f"  (no profile at {raw})"
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -231,7 +232,7 @@ async def bench_workgate(
         return part, namespace
     finally:
         if profiler is not None:
-            profiler.terminate()
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
             profiler.wait(30)
         shipwright.cancel()
         operator.terminate()
