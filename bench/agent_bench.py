@@ -21,157 +21,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import re
-import socket
 import subprocess
-import sys
 import tempfile
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
-from workgate.k8s.api import BUILDRUNS, NAMESPACES, WORKORDERS, KubeApi
-
-WRITES = {"POST", "PUT", "PATCH", "APPLY", "DELETE"}
-METRIC = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$")
-BUILD_YAML = (  # each WorkOrder its own Build: a name another WorkOrder controls is refused
-    "apiVersion: shipwright.io/v1beta1\nkind: Build\nmetadata:\n  name: {name}\nspec:\n"
-    "  source: {type: Git, git: {url: https://git.example.com/app}}\n"
-    "  strategy: {name: buildah, kind: ClusterBuildStrategy}\n"
-    "  output: {image: registry.example.com/app:latest}\n"
+import _common
+from _common import (
+    busiest_writes,
+    idle_rate,
+    peak_rss_mb,
+    requests,
+    spawn,
+    spawn_operator,
+    stand_in_shipwright,
+    workorder,
+    writes,
 )
 
-
-async def requests(api: KubeApi) -> Counter[str]:
-    """`VERB resource[/sub]` -> count, for every request the API server has served."""
-    counts: Counter[str] = Counter()
-    for line in (await api.get_text("/metrics")).splitlines():
-        match = METRIC.match(line)
-        if match:
-            labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"]))
-            resource = labels.get("resource", "")
-            if labels.get("subresource"):
-                resource += "/" + labels["subresource"]
-            counts[f"{labels.get('verb')} {resource}"] += int(float(match["value"]))
-    return counts
-
-
-def writes(counts: Counter[str]) -> int:
-    return sum(v for k, v in counts.items() if k.split()[0] in WRITES)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def spawn(argv: list[str], log: Path, **env: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "workgate.cli.main", *argv],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("wb"),
-    )
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def workorder(name: str, work_type: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "workgate.io/v1alpha1",
-        "kind": "WorkOrder",
-        "metadata": {"name": name},
-        "spec": {
-            "workType": work_type,
-            "yamlContent": BUILD_YAML.replace("{name}", name) if work_type == "build" else "{}",
-        },
-    }
-
-
-async def idle_rate(api: KubeApi, seconds: float = 5.0) -> float:
-    """Writes per second the cluster makes on its own (leader election and the like)."""
-    before = writes(await requests(api))
-    await asyncio.sleep(seconds)
-    return (writes(await requests(api)) - before) / seconds
-
-
-async def watch_forever(path: str, params: dict[str, str], on_event: Any) -> None:
-    """Watch `path` on a client of its own, starting over (with a list) after any error."""
-    while True:
-        try:
-            async with KubeApi() as api:
-                listing = await api.get(path, params=params)
-                for body in listing.get("items", []):
-                    await on_event(api, "ADDED", body)
-                version = listing["metadata"]["resourceVersion"]
-                watch = {**params, "resourceVersion": version}
-                async for kind, body in api.watch(path, params=watch, timeout_seconds=600):
-                    await on_event(api, kind, body)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            print(f"  (watch of {path} restarted after {type(exc).__name__})", file=sys.stderr)
-            await asyncio.sleep(0.2)
+from workgate.k8s.api import NAMESPACES, WORKORDERS, KubeApi
 
 
 async def drain(api: KubeApi, namespace: str, work_type: str, total: int) -> float:
     """Create `total` WorkOrders (16 at a time); seconds until the last is SUCCEEDED."""
-    done: set[str] = set()
-    finished = asyncio.Event()
-
-    async def on_event(_: KubeApi, kind: str, body: Any) -> None:
-        if kind in ("ADDED", "MODIFIED"):
-            done.add(body["metadata"]["name"])
-            if len(done) >= total:
-                finished.set()
-
     params = {"fieldSelector": f"spec.workType={work_type},status.phase=SUCCEEDED"}
-    watcher = asyncio.create_task(watch_forever(WORKORDERS.path(namespace), params, on_event))
-    await asyncio.sleep(0.5)
-    start = time.monotonic()
-    semaphore = asyncio.Semaphore(16)
-
-    async def create(index: int) -> None:
-        async with semaphore:
-            body = workorder(f"{work_type}-{index}", work_type)
-            await api.create(WORKORDERS.path(namespace), body)
-
-    await asyncio.gather(*(create(i) for i in range(total)))
-    try:
-        await asyncio.wait_for(finished.wait(), timeout=max(120.0, total * 0.5))
-    finally:
-        watcher.cancel()
-    return time.monotonic() - start
-
-
-async def stand_in_shipwright(namespace: str, marked: set[str]) -> None:
-    """Mark each new BuildRun Succeeded (one status write each: the bench's own)."""
-    condition = {
-        "type": "Succeeded",
-        "status": "True",
-        "reason": "Succeeded",
-        "message": "stand-in",
-        "lastTransitionTime": "2026-01-01T00:00:00Z",
-    }
-
-    async def on_event(api: KubeApi, kind: str, run: Any) -> None:
-        name = run["metadata"]["name"]
-        if kind == "ADDED" and name not in marked and not (run.get("status") or {}):
-            await api.merge_patch(
-                BUILDRUNS.path(namespace, name, "status"), {"status": {"conditions": [condition]}}
-            )
-            marked.add(name)
-
-    await watch_forever(BUILDRUNS.path(namespace), {}, on_event)
+    bodies = [workorder(f"{work_type}-{index}", work_type) for index in range(total)]
+    seconds, _ = await _common.drain(
+        api, WORKORDERS.path(namespace), bodies, lambda _: True, params
+    )
+    return seconds
 
 
 def report(
@@ -186,8 +65,7 @@ def report(
         f"{delta['DELETE leases'] / total:.2f} Lease deletes, "
         f"{delta['POST events'] / total:.2f} Events per WorkOrder"
     )
-    busiest = [(k, v) for k, v in delta.most_common() if k.split()[0] in WRITES][:8]
-    print("  writes by kind: " + ", ".join(f"{k} {v}" for k, v in busiest))
+    print("  writes by kind: " + busiest_writes(delta))
     return rate
 
 
@@ -196,13 +74,7 @@ async def main(args: argparse.Namespace) -> None:
     log_dir = Path(tempfile.mkdtemp(prefix="workgate-agent-bench-"))
     async with KubeApi() as api:
         await api.create(NAMESPACES.path(), {"metadata": {"name": namespace}})
-        operator = spawn(
-            ["run"],
-            log_dir / "operator.log",
-            WORKGATE_NAMESPACES=namespace,
-            WORKGATE_WEBHOOK="off",
-            WORKGATE_METRICS_PORT="off",
-        )
+        operator = spawn_operator(namespace, log_dir / "operator.log")
         agents: list[subprocess.Popen[bytes]] = []
         try:
             idle = await idle_rate(api)

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import re
-import shutil
 import socket
 import statistics
 import subprocess
@@ -31,18 +29,13 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from _common import cluster
+
 from workgate.cli.kubectl_plugin import send_signal
-from workgate.cli.up import cluster_configured
-from workgate.devcluster.build import ensure_binaries, stderr_progress
-from workgate.devcluster.controlplane import (
-    LocalControlPlane,
-    default_state_dir,
-    running_cluster,
-)
 from workgate.k8s.api import BUILDRUNS, NAMESPACES, WORKORDERS, ApiError, KubeApi
 
 WEBHOOKS = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
@@ -293,33 +286,6 @@ async def bench_signals(api: KubeApi, namespace: str, total: int) -> None:
     watcher.cancel()
     print(f"\n== {total} signals, one at a time (`kubectl workgate signal`'s flow, webhook on)")
     print(f"signal -> resume latency: {summary(latencies)}")
-
-
-@contextlib.contextmanager
-def cluster() -> Iterator[str]:
-    """Where to measure: the configured cluster, else `workgate dev up`'s control plane,
-    else an embedded one started for this run and removed afterwards."""
-    if cluster_configured():
-        yield "the configured cluster"
-        return
-    running = running_cluster(default_state_dir())
-    if running is not None:
-        os.environ["KUBECONFIG"] = str(running.kubeconfig)
-        yield f"the control plane of `workgate dev up` ({running.kubeconfig})"
-        return
-    state_dir = Path(tempfile.mkdtemp(prefix="workgate-bench-cluster-"))
-    # Bare: the bench plays Shipwright itself (it finishes BuildRuns as they appear), so
-    # only the API server is measured, not kwok, Tekton or Shipwright.
-    plane = LocalControlPlane(
-        "bench", state_dir=state_dir, binaries=ensure_binaries(stderr_progress), bare=True
-    )
-    try:
-        plane.start()
-        os.environ["KUBECONFIG"] = str(plane.kubeconfig_path)
-        yield "an embedded control plane started for this run"
-    finally:
-        plane.stop()
-        shutil.rmtree(state_dir, ignore_errors=True)  # etcd preallocates 64 MB
 
 
 async def bench(args: argparse.Namespace, where: str) -> None:

@@ -7,6 +7,9 @@ nothing may aim at another namespace or carry ownership metadata of its own.
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +44,17 @@ class _NoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
+# libyaml's loader, when PyYAML was built with it: the same safe constructor, parsed in C
+# (with libyaml's own nesting limit). It cannot refuse aliases as it composes, so it reads
+# only text without a `*`: YAML has no alias without that indicator.
+_FAST_LOADER: Any = getattr(yaml, "CSafeLoader", None)
+
+
+def _load_all(text: str) -> list[Any]:
+    loader = _FAST_LOADER if _FAST_LOADER is not None and "*" not in text else _NoAliasLoader
+    return [doc for doc in yaml.load_all(text, Loader=loader) if doc is not None]
+
+
 @dataclass(frozen=True)
 class EmbeddedObject:
     api_version: str
@@ -72,7 +86,7 @@ def parse_documents(text: str) -> list[dict[str, Any]]:
             "PayloadTooLarge", f"yamlContent is {size} bytes; the limit is {MAX_YAML_CONTENT_BYTES}"
         )
     try:
-        documents = [doc for doc in yaml.load_all(text, Loader=_NoAliasLoader) if doc is not None]
+        documents = _load_all(text)
     except ManifestError:
         raise
     except yaml.YAMLError as exc:
@@ -147,13 +161,76 @@ def validate_objects(
     return objects
 
 
+BuildWork = tuple[list[EmbeddedObject], EmbeddedObject]
+
+
+class _ParseCache:
+    """parse_build_work's results by (digest of the text, namespace, allowed kinds): every
+    reconcile of a WorkOrder asks again, and its spec changes only with its generation.
+    Bounded by entries and by the bytes of text they stand for (the parsed objects are a
+    few times that); least recently used first out. Failures are remembered too."""
+
+    def __init__(self, max_entries: int = 1024, max_text_bytes: int = 4 * 1024 * 1024) -> None:
+        self.max_entries, self.max_text_bytes = max_entries, max_text_bytes
+        self._entries: OrderedDict[Any, tuple[int, BuildWork | ManifestError]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> BuildWork | ManifestError | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            return entry[1]
+
+    def put(self, key: Any, size: int, value: BuildWork | ManifestError) -> None:
+        if size > self.max_text_bytes:
+            return
+        with self._lock:
+            previous = self._entries.pop(key, None)
+            if previous is not None:
+                self._bytes -= previous[0]
+            self._entries[key] = (size, value)
+            self._bytes += size
+            while len(self._entries) > self.max_entries or self._bytes > self.max_text_bytes:
+                _, (dropped, _) = self._entries.popitem(last=False)
+                self._bytes -= dropped
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_parsed = _ParseCache()
+
+
 def parse_build_work(
     text: str,
     *,
     namespace: str,
     allowed_kinds: frozenset[tuple[str, str]] = DEFAULT_ALLOWED_KINDS,
-) -> tuple[list[EmbeddedObject], EmbeddedObject]:
-    """Objects to apply for `build` work, and the one Shipwright Build to run."""
+) -> BuildWork:
+    """Objects to apply for `build` work, and the one Shipwright Build to run.
+
+    Remembered (see `_ParseCache`): the objects returned are shared between calls and
+    must not be changed (`k8s.shipwright.build_apply_body` copies what it changes)."""
+    raw = text.encode("utf-8", "surrogatepass")
+    key = (hashlib.sha256(raw).digest(), namespace, allowed_kinds)
+    cached = _parsed.get(key)
+    if cached is None:
+        try:
+            cached = _parse_build_work(text, namespace=namespace, allowed_kinds=allowed_kinds)
+        except ManifestError as exc:
+            cached = exc
+        _parsed.put(key, len(raw), cached)
+    if isinstance(cached, ManifestError):
+        raise ManifestError(cached.reason, cached.message)
+    return list(cached[0]), cached[1]
+
+
+def _parse_build_work(
+    text: str, *, namespace: str, allowed_kinds: frozenset[tuple[str, str]]
+) -> BuildWork:
     objects = validate_objects(
         parse_documents(text), namespace=namespace, allowed_kinds=allowed_kinds
     )

@@ -21,12 +21,22 @@ def _version(body: Body) -> tuple[str, int]:
     return str(meta.get("uid", "")), int(raw) if raw.isdigit() else -1
 
 
+def _lean(body: Body) -> Body:
+    """The body without metadata.managedFields: no decision reads them, and they are often
+    the largest part of an object (a cache of 10,000 WorkOrders must stay small)."""
+    meta = body.get("metadata")
+    if not meta or "managedFields" not in meta:
+        return body
+    return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+
+
 class ObjectCache(Generic[K]):
     def __init__(self) -> None:
         self._items: dict[K, Body] = {}
         self._gone: set[str] = set()  # uids we deleted whose DELETED event is still on its way
 
     def observe(self, key: K, body: Body) -> None:
+        body = _lean(body)
         uid, version = _version(body)
         if uid in self._gone:
             return

@@ -40,6 +40,20 @@ from workgate.operator.workorders import WorkOrderReconciler
 MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """Kopf builds a diff base (a deep copy of the body) for every event, for handlers that
+    react to changes; on-event handlers never read it, and workgate has no others."""
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: Any) -> Any:
+        return None
+
+    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        return None
+
+
 def _owner_workorder(body: dict[str, Any]) -> str | None:
     owner = workgate_owner(body)
     return owner[0] if owner else None
@@ -115,6 +129,7 @@ def build_registry(
         settings.watching.label_selectors[LEASES.group, LEASES.plural] = MANAGED_SELECTOR
         settings.watching.label_selectors[BUILDRUNS.group, BUILDRUNS.plural] = MANAGED_SELECTOR
         settings.watching.server_timeout = 300
+        settings.persistence.diffbase_storage = NoDiffBase()
         if config.webhook:  # registered by workgate, scoped (operator/webhooks.py)
             settings.admission.server = await webhook_server(reconciler.api, config, registry)
 

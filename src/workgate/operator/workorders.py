@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+from collections import OrderedDict
 from collections.abc import Iterator
 
 from pydantic import ValidationError
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 TERMINAL = frozenset(p.value for p in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED))
 DEFERRED = (lifecycle.ReleaseLease, lifecycle.RevokeLease)
+SPEC_CACHE_ENTRIES = 4096
 
 
 class ActionFailed(Exception):
@@ -80,6 +82,22 @@ class WorkOrderReconciler:
         self.queues = WorkTypeQueues(config.policy.concurrency_limits)
         self.leader: LeaderElector | None = None  # set when limits need one admitter
         self.writes = 0
+        # Validated specs by (uid, generation): a spec changes only with its generation.
+        self._specs: OrderedDict[tuple[str, int], WorkOrderSpec] = OrderedDict()
+
+    def spec_of(self, body: Body) -> WorkOrderSpec:
+        meta = body["metadata"]
+        key = (str(meta.get("uid") or ""), int(meta.get("generation") or 0))
+        spec = self._specs.get(key)
+        if spec is not None:
+            self._specs.move_to_end(key)
+            return spec
+        spec = WorkOrderSpec.model_validate(body.get("spec") or {})
+        if key[0]:
+            self._specs[key] = spec
+            if len(self._specs) > SPEC_CACHE_ENTRIES:
+                self._specs.popitem(last=False)
+        return spec
 
     def observe_workorder(self, key: Key, body: Body, *, deleted: bool = False) -> None:
         """A WorkOrder as the watch (or our own write) shows it."""
@@ -146,7 +164,7 @@ class WorkOrderReconciler:
         body = self.workorders.get(key) or body  # as it is now, after waiting for the lock
         namespace, name = key
         try:
-            spec = WorkOrderSpec.model_validate(body.get("spec") or {})
+            spec = self.spec_of(body)
             status = WorkOrderStatus.model_validate(body.get("status") or {})
         except ValidationError as exc:
             log.error("WorkOrder %s/%s is unreadable: %s", namespace, name, exc)

@@ -1,0 +1,234 @@
+"""What the benches share: where to measure, the API server's request counters, the operator
+process, and the stand-in Shipwright. Not a bench itself."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from workgate.cli.up import cluster_configured
+from workgate.devcluster.build import ensure_binaries, stderr_progress
+from workgate.devcluster.controlplane import LocalControlPlane, default_state_dir, running_cluster
+from workgate.k8s.api import BUILDRUNS, KubeApi
+
+WRITES = {"POST", "PUT", "PATCH", "APPLY", "DELETE"}
+METRIC = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$")
+BUILD_YAML = (  # each WorkOrder its own Build: a name another WorkOrder controls is refused
+    "apiVersion: shipwright.io/v1beta1\nkind: Build\nmetadata:\n  name: {name}\nspec:\n"
+    "  source: {type: Git, git: {url: https://git.example.com/app}}\n"
+    "  strategy: {name: buildah, kind: ClusterBuildStrategy}\n"
+    "  output: {image: registry.example.com/app:latest}\n"
+)
+SUCCEEDED_CONDITION = {
+    "type": "Succeeded",
+    "status": "True",
+    "reason": "Succeeded",
+    "message": "stand-in",
+    "lastTransitionTime": "2026-01-01T00:00:00Z",
+}
+OnEvent = Callable[[KubeApi, str, Any], Awaitable[None]]
+
+
+@contextlib.contextmanager
+def cluster() -> Iterator[str]:
+    """Where to measure: the configured cluster, else `workgate dev up`'s control plane,
+    else a bare embedded one started for this run and removed afterwards (so a bench runs
+    from a fresh clone after `make install`)."""
+    if cluster_configured():
+        yield "the configured cluster"
+        return
+    running = running_cluster(default_state_dir())
+    if running is not None:
+        os.environ["KUBECONFIG"] = str(running.kubeconfig)
+        yield f"the control plane of `workgate dev up` ({running.kubeconfig})"
+        return
+    state_dir = Path(tempfile.mkdtemp(prefix="workgate-bench-cluster-"))
+    # Bare: the bench plays Shipwright itself (it finishes BuildRuns as they appear), so
+    # only the API server is measured, not kwok, Tekton or Shipwright.
+    plane = LocalControlPlane(
+        "bench", state_dir=state_dir, binaries=ensure_binaries(stderr_progress), bare=True
+    )
+    try:
+        plane.start()
+        os.environ["KUBECONFIG"] = str(plane.kubeconfig_path)
+        yield "an embedded control plane started for this run"
+    finally:
+        plane.stop()
+        shutil.rmtree(state_dir, ignore_errors=True)  # etcd preallocates 64 MB
+
+
+async def requests(api: KubeApi) -> Counter[str]:
+    """`VERB resource[/sub]` -> count, for every request the API server has served."""
+    counts: Counter[str] = Counter()
+    for line in (await api.get_text("/metrics")).splitlines():
+        match = METRIC.match(line)
+        if match:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"]))
+            resource = labels.get("resource", "")
+            if labels.get("subresource"):
+                resource += "/" + labels["subresource"]
+            counts[f"{labels.get('verb')} {resource}"] += int(float(match["value"]))
+    return counts
+
+
+def writes(counts: Counter[str]) -> int:
+    return sum(v for k, v in counts.items() if k.split()[0] in WRITES)
+
+
+def busiest_writes(delta: Counter[str], top: int = 8) -> str:
+    busiest = [(k, v) for k, v in delta.most_common() if k.split()[0] in WRITES][:top]
+    return ", ".join(f"{k} {v}" for k, v in busiest)
+
+
+async def idle_rate(api: KubeApi, seconds: float = 5.0) -> float:
+    """Writes per second the cluster makes on its own (leader election and the like)."""
+    before = writes(await requests(api))
+    await asyncio.sleep(seconds)
+    return (writes(await requests(api)) - before) / seconds
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def spawn(argv: list[str], log: Path, **env: str) -> subprocess.Popen[bytes]:
+    """A `workgate` command in a process of its own, stderr to `log`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "workgate.cli.main", *argv],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+    )
+
+
+def spawn_operator(namespace: str, log: Path) -> subprocess.Popen[bytes]:
+    """An operator scoped to `namespace`, webhook and metrics endpoint off."""
+    return spawn(
+        ["run"],
+        log,
+        WORKGATE_NAMESPACES=namespace,
+        WORKGATE_WEBHOOK="off",
+        WORKGATE_METRICS_PORT="off",
+    )
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def latency_summary(seconds: list[float]) -> str:
+    if not seconds:
+        return "no samples"
+    return (
+        f"p50 {statistics.median(seconds) * 1000:.0f} ms, "
+        f"p99 {percentile(seconds, 0.99) * 1000:.0f} ms"
+    )
+
+
+def workorder(name: str, work_type: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "workgate.io/v1alpha1",
+        "kind": "WorkOrder",
+        "metadata": {"name": name},
+        "spec": {
+            "workType": work_type,
+            "yamlContent": BUILD_YAML.replace("{name}", name) if work_type == "build" else "{}",
+        },
+    }
+
+
+async def watch_forever(path: str, params: dict[str, str], on_event: OnEvent) -> None:
+    """Watch `path` on a client of its own, starting over (with a list) after any error."""
+    while True:
+        try:
+            async with KubeApi() as api:
+                listing = await api.get(path, params=params)
+                for body in listing.get("items", []):
+                    await on_event(api, "ADDED", body)
+                version = listing["metadata"]["resourceVersion"]
+                watch = {**params, "resourceVersion": version}
+                async for kind, body in api.watch(path, params=watch, timeout_seconds=600):
+                    await on_event(api, kind, body)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            print(f"  (watch of {path} restarted after {type(exc).__name__})", file=sys.stderr)
+            await asyncio.sleep(0.2)
+
+
+async def drain(
+    api: KubeApi,
+    path: str,
+    bodies: list[dict[str, Any]],
+    is_done: Callable[[Any], bool],
+    params: dict[str, str] | None = None,
+    concurrency: int = 16,
+) -> tuple[float, list[float]]:
+    """Create `bodies` in collection `path`, `concurrency` at a time; (seconds from the first
+    create until the last is done, create -> done latency of each)."""
+    created: dict[str, float] = {}
+    latencies: dict[str, float] = {}
+    finished = asyncio.Event()
+
+    async def on_event(_: KubeApi, kind: str, body: Any) -> None:
+        name = body["metadata"]["name"]
+        fresh = kind in ("ADDED", "MODIFIED") and name in created and name not in latencies
+        if fresh and is_done(body):
+            latencies[name] = time.monotonic() - created[name]
+            if len(latencies) >= len(bodies):
+                finished.set()
+
+    watcher = asyncio.create_task(watch_forever(path, params or {}, on_event))
+    await asyncio.sleep(0.5)
+    start = time.monotonic()
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def create(body: dict[str, Any]) -> None:
+        async with semaphore:
+            created[body["metadata"]["name"]] = time.monotonic()
+            await api.create(path, body)
+
+    await asyncio.gather(*(create(body) for body in bodies))
+    try:
+        await asyncio.wait_for(finished.wait(), timeout=max(120.0, len(bodies) * 0.5))
+    finally:
+        watcher.cancel()
+    return time.monotonic() - start, list(latencies.values())
+
+
+async def stand_in_shipwright(namespace: str, marked: set[str]) -> None:
+    """Mark each new BuildRun Succeeded (one status write each: the bench's own)."""
+
+    async def on_event(api: KubeApi, kind: str, run: Any) -> None:
+        name = run["metadata"]["name"]
+        if kind == "ADDED" and name not in marked and not (run.get("status") or {}):
+            marked.add(name)
+            await api.merge_patch(
+                BUILDRUNS.path(namespace, name, "status"),
+                {"status": {"conditions": [SUCCEEDED_CONDITION]}},
+            )
+
+    await watch_forever(BUILDRUNS.path(namespace), {}, on_event)

@@ -1,0 +1,337 @@
+"""workgate against the Kubernetes Job controller, side by side on one API server.
+Prints figures, asserts nothing.
+
+    .venv/bin/python bench/job_bench.py [--items 1000] [--restart-catchup 1000] [--profile DIR]
+
+Uses $KUBECONFIG, else the plane of `workgate dev up`, else a bare embedded plane started for
+this run (see `_common.cluster`); best a bare plane: the bench plays kubelet and Shipwright
+itself. Both controllers drain `--items` items of the same shape, one after the other:
+  - Job: a second kube-controller-manager (the cached build) running only the job
+    controller, and a stand-in kubelet that marks each new Pod Succeeded (a status patch);
+  - workgate: `build` WorkOrders drained by an operator (webhook off), and a stand-in
+    Shipwright that marks each new BuildRun Succeeded.
+Each part: one warm-up item first, then creates at concurrency 16. Throughput is first
+create to last done; writes per item come from apiserver_request_total, minus the bench's
+own writes (creates and stand-in status patches) and an idle baseline of the same length.
+
+`--restart-catchup P`: afterwards, with the operator stopped, P more WorkOrders are created
+beside the drained ones; a new operator is started, and the bench reports the seconds until
+all P are SUCCEEDED. `--profile DIR`: py-spy samples the operator while it drains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import _common
+import _profile
+from _common import (
+    busiest_writes,
+    cluster,
+    idle_rate,
+    latency_summary,
+    peak_rss_mb,
+    requests,
+    spawn_operator,
+    stand_in_shipwright,
+    watch_forever,
+    workorder,
+    writes,
+)
+
+from workgate.devcluster.build import ensure_binaries, stderr_progress
+from workgate.k8s.api import NAMESPACES, WORKORDERS, ApiError, KubeApi, ResourceRef
+
+JOBS = ResourceRef("batch", "v1", "jobs")
+PODS = ResourceRef("", "v1", "pods")
+SERVICEACCOUNTS = ResourceRef("", "v1", "serviceaccounts")
+CREATED_NAMESPACES: list[str] = []  # removed at the end
+
+
+class Part:
+    """One controller's figures."""
+
+    def __init__(self, name: str, total: int, seconds: float, latencies: list[float]) -> None:
+        self.name, self.total, self.seconds, self.latencies = name, total, seconds, latencies
+        self.writes_per_item = 0.0
+        self.rss_mb = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.total / self.seconds
+
+    def line(self) -> str:
+        return (
+            f"{self.name:9s} {self.total:6d} items in {self.seconds:7.1f}s = {self.rate:6.1f}/s; "
+            f"create->done {latency_summary(self.latencies)}; "
+            f"{self.writes_per_item:.2f} writes/item; controller peak RSS {self.rss_mb:.0f} MB"
+        )
+
+
+def job(name: str) -> dict[str, Any]:
+    container = {"name": "main", "image": "registry.example.com/app:latest"}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "completions": 1,
+            "parallelism": 1,
+            "backoffLimit": 0,
+            "template": {"spec": {"restartPolicy": "Never", "containers": [container]}},
+        },
+    }
+
+
+def job_done(body: Any) -> bool:
+    conditions = (body.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Complete" and c.get("status") == "True" for c in conditions)
+
+
+def workorder_done(body: Any) -> bool:
+    return bool((body.get("status") or {}).get("phase") == "SUCCEEDED")
+
+
+async def stand_in_kubelet(namespace: str, marked: set[str]) -> None:
+    """Mark each new Pod Succeeded (one status write each: the bench's own)."""
+
+    async def on_event(api: KubeApi, kind: str, pod: Any) -> None:
+        name = pod["metadata"]["name"]
+        if kind == "ADDED" and name not in marked:
+            marked.add(name)
+            status = {"phase": "Succeeded", "conditions": [{"type": "Ready", "status": "False"}]}
+            try:
+                await api.merge_patch(PODS.path(namespace, name, "status"), {"status": status})
+            except ApiError as exc:
+                if not exc.not_found:
+                    raise
+
+    await watch_forever(PODS.path(namespace), {}, on_event)
+
+
+def controller_manager_kubeconfig() -> str:
+    """The embedded plane's controller-manager credentials when they are there (next to
+    its admin kubeconfig), else the configured kubeconfig."""
+    configured = os.environ.get("KUBECONFIG", str(Path.home() / ".kube" / "config"))
+    first = Path(configured.split(os.pathsep)[0])
+    beside = first.parent / "controller-manager.kubeconfig"
+    return str(beside if beside.exists() else first)
+
+
+def start_job_controller(log: Path, qps: int) -> subprocess.Popen[bytes]:
+    binary = ensure_binaries(stderr_progress).kube_controller_manager
+    argv = [
+        str(binary),
+        f"--kubeconfig={controller_manager_kubeconfig()}",
+        "--controllers=job-controller",
+        "--use-service-account-credentials=true",
+        "--leader-elect=false",
+        "--secure-port=0",
+        f"--kube-api-qps={qps}",
+        f"--kube-api-burst={qps}",
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+
+
+async def measured(
+    api: KubeApi,
+    idle: float,
+    own: Callable[[], int],
+    run: Callable[[], Awaitable[tuple[float, list[float]]]],
+    name: str,
+    total: int,
+) -> Part:
+    before = await requests(api)
+    seconds, latencies = await run()
+    await asyncio.sleep(2)  # the last writes after "done" (Events, releases)
+    delta = await requests(api) - before
+    part = Part(name, total, seconds, latencies)
+    part.writes_per_item = (writes(delta) - own() - idle * (seconds + 2)) / total
+    print(f"  {name} writes by kind: {busiest_writes(delta)}", flush=True)
+    return part
+
+
+async def new_namespace(api: KubeApi, prefix: str) -> str:
+    namespace = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    await api.create(NAMESPACES.path(), {"metadata": {"name": namespace}})
+    CREATED_NAMESPACES.append(namespace)
+    return namespace
+
+
+async def bench_jobs(api: KubeApi, args: argparse.Namespace, idle: float, logs: Path) -> Part:
+    namespace = await new_namespace(api, "bench-jobs")
+    for _ in range(300):  # Pods need the namespace's default ServiceAccount
+        try:
+            await api.get(SERVICEACCOUNTS.path(namespace, "default"))
+            break
+        except ApiError:
+            await asyncio.sleep(0.1)
+    controller = start_job_controller(logs / "job-controller.log", args.job_qps)
+    marked: set[str] = set()
+    kubelet = asyncio.create_task(stand_in_kubelet(namespace, marked))
+    path = JOBS.path(namespace)
+    try:
+        await _common.drain(api, path, [job("warm-up")], job_done)
+        warm = len(marked)
+        bodies = [job(f"job-{i}") for i in range(args.items)]
+        part = await measured(
+            api,
+            idle,
+            lambda: args.items + len(marked) - warm,
+            lambda: _common.drain(api, path, bodies, job_done),
+            "Job",
+            args.items,
+        )
+        part.rss_mb = peak_rss_mb(controller.pid)
+        return part
+    finally:
+        kubelet.cancel()
+        controller.terminate()
+        controller.wait(10)
+
+
+async def operator_warm_up(api: KubeApi, namespace: str, name: str) -> None:
+    bodies = [workorder(name, "build")]
+    await _common.drain(api, WORKORDERS.path(namespace), bodies, workorder_done)
+
+
+async def bench_workgate(
+    api: KubeApi, args: argparse.Namespace, idle: float, logs: Path
+) -> tuple[Part, str]:
+    namespace = await new_namespace(api, "bench-wg")
+    operator = spawn_operator(namespace, logs / "operator.log")
+    marked: set[str] = set()
+    shipwright = asyncio.create_task(stand_in_shipwright(namespace, marked))
+    profiler = None
+    try:
+        await operator_warm_up(api, namespace, "warm-up")
+        warm = len(marked)
+        if args.profile:
+            profiler = _profile.record(operator.pid, args.profile / "operator-drain.raw")
+        bodies = [workorder(f"build-{i}", "build") for i in range(args.items)]
+        part = await measured(
+            api,
+            idle,
+            lambda: args.items + len(marked) - warm,
+            lambda: _common.drain(api, WORKORDERS.path(namespace), bodies, workorder_done),
+            "workgate",
+            args.items,
+        )
+        part.rss_mb = peak_rss_mb(operator.pid)
+        return part, namespace
+    finally:
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            profiler.wait(30)
+        shipwright.cancel()
+        operator.terminate()
+        operator.wait(15)
+
+
+async def restart_catchup(api: KubeApi, namespace: str, pending: int, logs: Path) -> None:
+    """Create `pending` WorkOrders while no operator runs, then start one: how long until
+    it has caught up with them (besides the finished ones it lists on start)?"""
+    listing = await api.get(WORKORDERS.path(namespace), params={"limit": "1"})
+    finished = int(listing["metadata"].get("remainingItemCount", 0)) + len(listing["items"])
+    semaphore = asyncio.Semaphore(16)
+    created: dict[str, float] = {}
+
+    async def create(index: int) -> None:
+        async with semaphore:
+            body = workorder(f"late-{index}", "build")
+            await api.create(WORKORDERS.path(namespace), body)
+            created[body["metadata"]["name"]] = time.monotonic()
+
+    await asyncio.gather(*(create(i) for i in range(pending)))
+    done: set[str] = set()
+    finished_all = asyncio.Event()
+
+    async def on_event(_: KubeApi, kind: str, body: Any) -> None:
+        name = body["metadata"]["name"]
+        if name in created and workorder_done(body):
+            done.add(name)
+            if len(done) >= pending:
+                finished_all.set()
+
+    watcher = asyncio.create_task(watch_forever(WORKORDERS.path(namespace), {}, on_event))
+    marked: set[str] = set()
+    shipwright = asyncio.create_task(stand_in_shipwright(namespace, marked))
+    await asyncio.sleep(1)
+    start = time.monotonic()
+    operator = spawn_operator(namespace, logs / "operator-restarted.log")
+    try:
+        await asyncio.wait_for(finished_all.wait(), timeout=600)
+        seconds = time.monotonic() - start
+        print(
+            f"restart catch-up: {finished} finished + {pending} pending WorkOrders; "
+            f"operator start -> all {pending} SUCCEEDED in {seconds:.1f}s; "
+            f"peak RSS {peak_rss_mb(operator.pid):.0f} MB",
+            flush=True,
+        )
+    finally:
+        watcher.cancel()
+        shipwright.cancel()
+        operator.terminate()
+        operator.wait(15)
+
+
+async def main(args: argparse.Namespace, where: str) -> None:
+    logs = Path(tempfile.mkdtemp(prefix="workgate-job-bench-"))
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    print(f"measuring on {where}; {args.items} items per controller", flush=True)
+    parts: dict[str, Part] = {}
+    async with KubeApi() as api:
+        idle = await idle_rate(api)
+        print(f"idle cluster: {idle:.1f} writes/s (subtracted)", flush=True)
+        try:
+            if "job" in args.parts:
+                parts["job"] = await bench_jobs(api, args, idle, logs)
+                print(parts["job"].line(), flush=True)
+            if "workgate" in args.parts:
+                parts["workgate"], namespace = await bench_workgate(api, args, idle, logs)
+                print(parts["workgate"].line(), flush=True)
+                if args.restart_catchup:
+                    await restart_catchup(api, namespace, args.restart_catchup, logs)
+        finally:
+            for name in CREATED_NAMESPACES:
+                await api.request("DELETE", NAMESPACES.path(None, name))
+    if len(parts) == 2:
+        job_part, ours = parts["job"], parts["workgate"]
+        print(
+            f"workgate/Job: throughput {ours.rate / job_part.rate:.2f}x, "
+            f"writes per item {ours.writes_per_item / job_part.writes_per_item:.2f}x"
+        )
+    if args.profile:
+        print("operator profile while draining (py-spy):")
+        print(_profile.summarise(args.profile / "operator-drain.raw"))
+    print(f"logs: {logs}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--items", type=int, default=1000)
+    parser.add_argument("--parts", default="job,workgate", help="job, workgate or both")
+    parser.add_argument(
+        "--job-qps",
+        type=int,
+        default=1000,
+        help="the job controller's client rate limit (Kubernetes' default is 20, burst 30; "
+        "workgate's client has none)",
+    )
+    parser.add_argument("--restart-catchup", type=int, default=0, metavar="PENDING")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR")
+    arguments = parser.parse_args()
+    with cluster() as place:
+        asyncio.run(main(arguments, place))
