@@ -530,7 +530,7 @@ async def main(args: argparse.Namespace) -> int:
     plane.start()
     failed = False
     try:
-        async with KubeApi(_config(plane)) as api:
+        async with KubeApi(api_config(plane)) as api:
             for seed in range(args.first_seed, args.first_seed + args.seeds):
                 outcome = await run_seed(plane, api, seed, settings, run_dir)
                 print(outcome.line(), flush=True)
@@ -543,7 +543,8 @@ async def main(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _config(plane: LocalControlPlane) -> Any:
+def api_config(plane: LocalControlPlane) -> Any:
+    """A client configuration for the plane (its admin kubeconfig)."""
     from lightkube.config.kubeconfig import KubeConfig
 
     return KubeConfig.from_file(str(plane.kubeconfig_path)).get()

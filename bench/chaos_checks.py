@@ -31,7 +31,7 @@ class Execution:
 class Expected:
     phase: str  # SUCCEEDED or FAILED
     reason: str | None = None  # lastErrorReason required, if any
-    attempts: int | None = None  # exact attempt count required, if any
+    attempts: int | None = None  # the attempt it must end at (status.attempt), if any
 
 
 @dataclass
@@ -85,16 +85,16 @@ def judge(
         runs = sorted(by_wo.get(name, []), key=lambda e: e.start)
         attempts = {e.attempt for e in runs}
         verdict.retries += max(attempts, default=1) - 1
-        if want.attempts is not None and max(attempts, default=0) != want.attempts:
+        recorded = status.get("attempt")
+        if want.attempts is not None and recorded != want.attempts:
             verdict.violations.append(
-                f"{name}: {max(attempts, default=0)} attempts executed, expected {want.attempts}"
+                f"{name}: ended at attempt {recorded}, expected {want.attempts}"
             )
         if max(attempts, default=0) > max_retries + 1:
             verdict.violations.append(
                 f"{name}: attempt {max(attempts)} executed, more than maxRetries+1 = "
                 f"{max_retries + 1}"
             )
-        recorded = status.get("attempt")
         if isinstance(recorded, int) and recorded > max_retries + 1:
             verdict.violations.append(f"{name}: status.attempt {recorded} > {max_retries + 1}")
         if phase == "SUCCEEDED" and not any(e.ok and e.attempt == recorded for e in runs):
