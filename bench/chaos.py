@@ -10,9 +10,10 @@ N WorkOrders, half `build` (a stand-in Shipwright finishes each BuildRun after a
 Failed for the attempts the plan says) and half agent work (a command that logs its start
 and end and fails the attempts the plan says), some behind BeforeExecution / AfterSuccess
 gates that a reviewer approves (a few it rejects), some failing every attempt. Meanwhile
-one operator replica and one agent, each chosen at random, are SIGKILLed and restarted
-every 1-5 s (two independent loops), and the API server is SIGKILLed and restarted (etcd
-kept) when a quarter and when 60% of the WorkOrders are done. The checks are in
+one operator replica and one agent, each chosen at random among those that are up, are
+SIGKILLed and restarted every 1-5 s (two independent loops), and the API server is
+SIGKILLed and restarted (etcd kept) when a quarter and when 60% of the WorkOrders are done.
+The checks are in
 bench/chaos_checks.py.
 """
 
@@ -158,13 +159,32 @@ def attempt_of(build_run: str) -> tuple[str, int]:
 class Fleet:
     """Processes of one kind, each restartable; counts kills and deaths of their own."""
 
-    def __init__(self, kind: str, argvs: list[list[str]], envs: list[dict[str, str]], logs: Path):
-        self.kind, self.argvs, self.envs, self.logs = kind, argvs, envs, logs
+    def __init__(
+        self, kind: str, argvs: list[list[str]], envs: list[dict[str, str]], logs: Path, up: str
+    ) -> None:
+        self.kind, self.argvs, self.envs, self.logs, self.up = kind, argvs, envs, logs, up
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * len(argvs)
+        self.offsets = [0] * len(argvs)  # where each process's current run begins in its log
         self.kills = self.crashes = 0
 
+    def running(self) -> list[int]:
+        """Those up since their last start (their log says `up`): on a loaded machine a
+        Python process takes many seconds to start, and killing it before it could do
+        anything would test nothing."""
+        found = []
+        for i, proc in enumerate(self.procs):
+            path = self.logs / f"{self.kind}-{i}.log"
+            if proc is not None and proc.poll() is None:
+                with path.open("rb") as handle:
+                    handle.seek(self.offsets[i])
+                    if self.up.encode() in handle.read():
+                        found.append(i)
+        return found
+
     def start(self, i: int) -> None:
-        log = (self.logs / f"{self.kind}-{i}.log").open("ab")
+        path = self.logs / f"{self.kind}-{i}.log"
+        self.offsets[i] = path.stat().st_size if path.exists() else 0
+        log = path.open("ab")
         self.procs[i] = subprocess.Popen(
             [sys.executable, "-m", "workgate.cli.main", *self.argvs[i]],
             env={**os.environ, **self.envs[i]}, stdout=log, stderr=subprocess.STDOUT,
@@ -211,6 +231,11 @@ class Outcome:
     status_retries: int = 0
     signals: Counter[str] = field(default_factory=Counter)
     relists: int = 0
+    late: str = ""  # not every WorkOrder was terminal within the bound
+
+    @property
+    def violations(self) -> list[str]:
+        return ([self.late] if self.late else []) + self.verdict.violations
 
     def line(self) -> str:
         v = self.verdict
@@ -223,7 +248,7 @@ class Outcome:
             f"(status retryCount sum {self.status_retries}), max overlap {v.max_overlap}, "
             f"signals {dict(self.signals)}, watch re-lists {self.relists}, "
             f"retries without a seen nextRetryAfter {v.unverified_retries}; "
-            f"violations {len(v.violations)}"
+            f"violations {len(self.violations)}"
         )
 
 
@@ -342,7 +367,9 @@ class Settings:
 async def kill_loop(fleet: Fleet, rng: random.Random, every: tuple[float, float]) -> None:
     while True:
         await asyncio.sleep(rng.uniform(*every))
-        fleet.kill(rng.randrange(len(fleet.procs)))
+        running = fleet.running()
+        if running:
+            fleet.kill(rng.choice(running))
 
 
 async def revive_loop(*fleets: Fleet) -> None:
@@ -422,6 +449,7 @@ async def run_seed(
             for i in range(settings.operators)
         ],
         logs,
+        "Initial authentication has finished",
     )  # fmt: skip
     command = [sys.executable, "-I", str(logs / "work.py"), str(work_log)]
     agents = Fleet(
@@ -431,6 +459,7 @@ async def run_seed(
          for i in range(settings.agents)],
         [kubeconfig] * settings.agents,
         logs,
+        "waiting for",
     )  # fmt: skip
     outcome = Outcome(seed, settings.workorders, Verdict(), 0.0, settings.drain_bound)
     offset = time.time() - time.monotonic()
@@ -460,6 +489,7 @@ async def run_seed(
             started = time.monotonic()
             await create_all(api, namespace, list(plans.values()))
             kills_at = list(settings.apiserver_kills_at)
+            progress: list[str] = []
 
             async def drained() -> bool:
                 for task in chaos:
@@ -475,9 +505,16 @@ async def run_seed(
                     kills_at.pop(0)
                     await restart_apiserver(plane, rng.uniform(*settings.apiserver_down))
                     outcome.kills["apiserver"] += 1
+                phases = Counter(str((w.get("status") or {}).get("phase")) for w in items)
+                progress.append(f"{time.monotonic() - started:.0f}s {dict(phases)}")
                 return done == len(plans)
 
-            await until(drained, settings.drain_bound, "every WorkOrder terminal")
+            try:
+                await until(drained, settings.drain_bound, "every WorkOrder terminal")
+            except AssertionError as late:  # judged all the same: the rest may say why
+                outcome.late = str(late)
+            finally:
+                (logs / "progress.txt").write_text("\n".join(progress))
             outcome.drain_seconds = time.monotonic() - started
             for task in chaos:
                 task.cancel()
@@ -524,7 +561,8 @@ async def run_seed(
 
 
 async def main(args: argparse.Namespace) -> int:
-    settings = Settings(workorders=args.workorders, bound=args.bound)
+    low, high = (float(x) for x in args.kill_every.split(":"))
+    settings = Settings(workorders=args.workorders, bound=args.bound, kill_every=(low, high))
     run_dir = Path(tempfile.mkdtemp(prefix="workgate-chaos-"))
     plane = LocalControlPlane("chaos", state_dir=run_dir / "plane", bare=True)
     plane.start()
@@ -534,9 +572,9 @@ async def main(args: argparse.Namespace) -> int:
             for seed in range(args.first_seed, args.first_seed + args.seeds):
                 outcome = await run_seed(plane, api, seed, settings, run_dir)
                 print(outcome.line(), flush=True)
-                for violation in outcome.verdict.violations[:20]:
+                for violation in outcome.violations[:20]:
                     print(f"  VIOLATION {violation}", flush=True)
-                failed |= bool(outcome.verdict.violations)
+                failed |= bool(outcome.violations)
     finally:
         plane.stop()
     print(f"logs: {run_dir}")
@@ -555,6 +593,7 @@ if __name__ == "__main__":
     parser.add_argument("--workorders", type=int, default=1000)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--first-seed", type=int, default=1)
+    parser.add_argument("--kill-every", default="1:5", help="LOW:HIGH seconds between kills")
     parser.add_argument(
         "--bound",
         type=float,
