@@ -364,6 +364,26 @@ class LocalControlPlane:
             port = self.ports.apiserver
         return admin_get(self.pki, port, path, scheme=scheme, timeout=timeout)
 
+    def kill_apiserver(self) -> None:
+        """SIGKILL kube-apiserver alone (a crash); etcd and its data stay."""
+        with self._lock:
+            [child] = [c for c in self._children if c.name == "kube-apiserver"]
+            child.proc.kill()
+            child.proc.wait()
+            self._children.remove(child)
+            self._write_pidfile()
+
+    def restart_apiserver(self) -> Child:
+        """Start kube-apiserver again after `kill_apiserver`, on the same port and etcd data;
+        returns at once (wait with `wait_apiserver`). Call it from the thread that started
+        the plane: the process dies with that thread (see `processes.die_with_parent`)."""
+        with self._lock:
+            return core.spawn_apiserver(self, self.binaries)
+
+    def wait_apiserver(self, child: Child, timeout: float = 120.0) -> None:
+        assert self.ports is not None
+        self.wait_http(child, "https", self.ports.apiserver, "/readyz", timeout=timeout)
+
     # --- using it
 
     def kubectl(

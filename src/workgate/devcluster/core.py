@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from workgate.devcluster.build import Binaries
+from workgate.devcluster.processes import Child
 
 if TYPE_CHECKING:
     from workgate.devcluster.controlplane import LocalControlPlane
@@ -52,9 +53,19 @@ def start_etcd(plane: LocalControlPlane, binaries: Binaries) -> None:
 
 def start_apiserver(plane: LocalControlPlane, binaries: Binaries, started: float) -> None:
     assert plane.ports is not None
-    pki = plane.pki
     t0 = time.monotonic()
-    child = plane.spawn(
+    child = spawn_apiserver(plane, binaries)
+    plane.wait_http(child, "https", plane.ports.apiserver, "/readyz", timeout=plane.ready_timeout)
+    now = time.monotonic()
+    plane.progress(f"kube-apiserver ready in {now - t0:.1f}s ({now - started:.1f}s since start)")
+
+
+def spawn_apiserver(plane: LocalControlPlane, binaries: Binaries) -> Child:
+    """Start kube-apiserver on the plane's port and etcd, without waiting for it (a restart
+    keeps both, so clients find it where it was and every object is still there)."""
+    assert plane.ports is not None
+    pki = plane.pki
+    return plane.spawn(
         "kube-apiserver",
         [
             str(binaries.kube_apiserver),
@@ -78,9 +89,6 @@ def start_apiserver(plane: LocalControlPlane, binaries: Binaries, started: float
             "--profiling=false",
         ],
     )
-    plane.wait_http(child, "https", plane.ports.apiserver, "/readyz", timeout=plane.ready_timeout)
-    now = time.monotonic()
-    plane.progress(f"kube-apiserver ready in {now - t0:.1f}s ({now - started:.1f}s since start)")
 
 
 def start_controller_manager(plane: LocalControlPlane, binaries: Binaries) -> None:
