@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,7 +26,8 @@ from workgate.api.wire import (
 )
 from workgate.core.claims import ANNOTATION_REVOKED
 from workgate.core.naming import label_value
-from workgate.k8s.api import LEASES, WORKORDERS, ApiError, Body, KubeApi, is_transient
+from workgate.k8s.api import LEASES, WORKORDERS, Body, KubeApi
+from workgate.k8s.informer import Informer
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]
@@ -75,7 +75,7 @@ def spread_score(identity: str, uid: str) -> float:
 
 
 class _View:
-    """One list+watch of a collection into a dict of small values."""
+    """One list+watch of a collection (k8s/informer.py) into a dict of small values."""
 
     def __init__(
         self,
@@ -85,12 +85,15 @@ class _View:
         extract: Callable[[Body], tuple[Key, object] | None],
         changed: asyncio.Event,
     ) -> None:
-        self.api, self.path, self.params, self.extract = api, path, params, extract
+        self.extract = extract
         self.items: dict[Key, object] = {}
-        self.synced = asyncio.Event()
         self.changed = changed
-        self.lists = 0  # full lists made (start-up and 410 restarts)
         self.on_deleted: Callable[[Body], None] | None = None
+        self.informer = Informer(api, path, self._apply, params=params)
+
+    @property
+    def synced(self) -> asyncio.Event:
+        return self.informer.synced
 
     def _apply(self, type_: str, body: Body) -> None:
         if type_ == "DELETED" and self.on_deleted is not None:
@@ -106,40 +109,7 @@ class _View:
         self.changed.set()
 
     async def run(self) -> None:
-        backoff = 0.2
-        while True:
-            try:
-                listing = await self.api.get(self.path, params=dict(self.params))
-                self.lists += 1
-                fresh: dict[Key, object] = {}
-                for body in listing.get("items", []):
-                    got = self.extract(body)
-                    if got is not None and got[1] is not None:
-                        fresh[got[0]] = got[1]
-                self.items = fresh
-                self.synced.set()
-                self.changed.set()
-                version = str(listing["metadata"].get("resourceVersion", ""))
-                while True:  # watch on from `version` until the server says it is too old
-                    params = {
-                        **self.params,
-                        "resourceVersion": version,
-                        "allowWatchBookmarks": "true",
-                    }
-                    async for type_, body in self.api.watch(self.path, params=params):
-                        version = str(body.get("metadata", {}).get("resourceVersion") or version)
-                        if type_ != "BOOKMARK":
-                            self._apply(type_, body)
-                    backoff = 0.2
-            except ApiError as exc:
-                if not (exc.gone or is_transient(exc)):
-                    log.warning("watching %s: %s; retrying", self.path, exc)
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                log.info("watching %s interrupted (%s); resuming", self.path, type(exc).__name__)
-            await asyncio.sleep(backoff * (0.5 + random.random()))
-            backoff = min(backoff * 2, 5.0)
+        await self.informer.run()
 
 
 def claimable_selector(work_type: str) -> str:

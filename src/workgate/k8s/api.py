@@ -191,9 +191,7 @@ class KubeApi:
         params: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
     ) -> _Response:
-        response = await self._open(
-            method, path, content=content, params=params, headers=headers
-        )
+        response = await self._open(method, path, content=content, params=params, headers=headers)
         async with response:
             return _Response(response.status, response.reason or "", await response.read())
 
@@ -318,4 +316,3 @@ def _watch_event(event: Body) -> tuple[str, Body]:
 def _auth_headers(request: httpx.Request) -> dict[str, str]:
     """The headers a credentials flow set (Authorization, mostly)."""
     return {k: v for k, v in request.headers.items() if k.lower() == "authorization"}
-

@@ -1,8 +1,8 @@
-"""Kopf wiring: watch events feed the caches and the work queue, nothing more.
+"""Kopf wiring: the admission webhooks, their serving certificate, start-up and login.
 
-Only `@kopf.on.event` handlers are used: they keep no progress or diff-base annotations
-and add no finalizers, so Kopf itself never writes to a WorkOrder. All decisions happen
-in the reconciler, keyed by WorkOrder, whatever kind of object the event was about.
+The watches are workgate's own (operator/informers.py); Kopf registers no resource
+handlers, so it keeps no progress or diff-base annotations and adds no finalizers: it
+never writes to a WorkOrder. All decisions happen in the reconcilers.
 """
 
 from __future__ import annotations
@@ -11,17 +11,14 @@ import base64
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
-from workgate.api.common import GROUP, LABEL_MANAGED_BY, MANAGED_BY, VERSION
-from workgate.k8s.api import BUILDRUNS, LEASES, KubeApi
-from workgate.k8s.owners import workgate_owner
+from workgate.k8s.api import KubeApi
 from workgate.k8s.waitpoints import get_or_create_secret
 from workgate.operator.admission import register_admission
 from workgate.operator.admission_claims import register_claim_admission
-from workgate.operator.cache import ObjectCache
 from workgate.operator.certs import (
     ServingCert,
     issue_serving_cert,
@@ -36,27 +33,6 @@ from workgate.operator.webhooks import (
     build_webhook_configurations,
 )
 from workgate.operator.workorders import WorkOrderReconciler
-
-MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
-
-
-class NoDiffBase(kopf.DiffBaseStorage):
-    """Kopf builds a diff base (a deep copy of the body) for every event, for handlers that
-    react to changes; on-event handlers never read it, and workgate has no others."""
-
-    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
-        return kopf.BodyEssence()
-
-    def fetch(self, *, body: Any) -> Any:
-        return None
-
-    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
-        return None
-
-
-def _owner_workorder(body: dict[str, Any]) -> str | None:
-    owner = workgate_owner(body)
-    return owner[0] if owner else None
 
 
 async def serving_cert(api: KubeApi, config: OperatorConfig, host: str) -> ServingCert:
@@ -124,67 +100,11 @@ def build_registry(
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.posting.enabled = False  # Events are ours: one per transition
-        # Only the Leases and BuildRuns workgate made, filtered by the API server: a real
-        # cluster has a node heartbeat Lease per node renewed every 10 s.
-        settings.watching.label_selectors[LEASES.group, LEASES.plural] = MANAGED_SELECTOR
-        settings.watching.label_selectors[BUILDRUNS.group, BUILDRUNS.plural] = MANAGED_SELECTOR
-        settings.watching.server_timeout = 300
-        settings.persistence.diffbase_storage = NoDiffBase()
         if config.webhook:  # registered by workgate, scoped (operator/webhooks.py)
             settings.admission.server = await webhook_server(reconciler.api, config, registry)
 
     @kopf.on.login(registry=registry)
     async def login(**kwargs: Any) -> Any:
         return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
-
-    @kopf.on.event(GROUP, VERSION, "workorders", registry=registry)
-    async def workorder_event(event: kopf.RawEvent, **_: Any) -> None:
-        body = cast(dict[str, Any], event["object"])
-        key = (body["metadata"]["namespace"], body["metadata"]["name"])
-        reconciler.observe_workorder(key, body, deleted=event.get("type") == "DELETED")
-
-    def children(cache: ObjectCache[tuple[str, str]], by_owner: bool) -> Any:
-        """A handler for Leases (cached by owner) or BuildRuns (cached by name)."""
-
-        async def on_child_event(event: kopf.RawEvent, **_: Any) -> None:
-            body = cast(dict[str, Any], event["object"])
-            owner = _owner_workorder(body)
-            if owner is None:
-                return
-            namespace = body["metadata"]["namespace"]
-            key = (namespace, owner if by_owner else body["metadata"]["name"])
-            if event.get("type") == "DELETED":
-                cache.deleted(key, body)
-            else:
-                cache.observe(key, body)
-            reconciler.queue.add((namespace, owner))
-
-        return on_child_event
-
-    for resource, cache, by_owner in (
-        (LEASES, reconciler.leases, True),
-        (BUILDRUNS, reconciler.build_runs, False),
-    ):
-        kopf.on.event(
-            resource.group,
-            resource.version,
-            resource.plural,
-            id=resource.plural,
-            registry=registry,
-            labels={LABEL_MANAGED_BY: MANAGED_BY},
-        )(children(cache, by_owner))
-
-    @kopf.on.event(GROUP, VERSION, "waitpoints", registry=registry)
-    async def waitpoint_event(event: kopf.RawEvent, **_: Any) -> None:
-        body = cast(dict[str, Any], event["object"])
-        owner = gates.observe_waitpoint(body, deleted=event.get("type") == "DELETED")
-        gates.queue.add((body["metadata"]["namespace"], body["metadata"]["name"]))
-        reconciler.queue.add(owner)
-
-    @kopf.on.event(GROUP, VERSION, "signals", registry=registry)
-    async def signal_event(event: kopf.RawEvent, **_: Any) -> None:
-        body = cast(dict[str, Any], event["object"])
-        target = gates.observe_signal(body, deleted=event.get("type") == "DELETED")
-        gates.queue.add(target)
 
     return registry

@@ -14,6 +14,7 @@ import kopf
 from workgate.agent.client import retrying, whoami
 from workgate.k8s.api import KubeApi
 from workgate.k8s.tokenkeys import TokenKeys
+from workgate.operator import informers
 from workgate.operator.config import OperatorConfig
 from workgate.operator.handlers import build_registry
 from workgate.operator.leader import LeaderElector
@@ -57,6 +58,7 @@ async def run_operator(
     queues = [
         asyncio.create_task(reconciler.queue.run(), name="workgate-workorders"),
         asyncio.create_task(gates.queue.run(), name="workgate-waitpoints"),
+        asyncio.create_task(informers.run_all(informers.wire(reconciler, gates)), name="watches"),
     ]
     if config.concurrency_limits:  # one replica gives limited work types' slots away
         leader = LeaderElector(

@@ -1,0 +1,129 @@
+"""List and watch one collection, as client-go's reflector does, into a callback.
+
+`Informer.run` lists (a consistent snapshot), then watches from the list's
+resourceVersion with bookmarks, and lists again only when the watch is too old (410
+Gone) or broken. A re-list reports what vanished meanwhile as DELETED (a restarted
+watch never would): the informer remembers a small stub of each object it has seen
+(`keep`: by default its namespace, name and uid, plus what the consumer asks for), never
+whole bodies. Transient API errors (the API server restarting) are retried with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+from workgate.k8s.api import ApiError, Body, KubeApi, is_transient
+
+log = logging.getLogger(__name__)
+Key = tuple[str, str]
+OnEvent = Callable[[str, Body], None]
+
+
+def metadata_stub(body: Body) -> Body:
+    meta = body.get("metadata") or {}
+    return {
+        "metadata": {
+            "namespace": meta.get("namespace", ""),
+            "name": meta.get("name", ""),
+            "uid": meta.get("uid", ""),
+            "ownerReferences": meta.get("ownerReferences") or [],
+        }
+    }
+
+
+def strip(body: Body) -> Body:
+    """The body as consumers keep it: without managedFields (often half of its size)."""
+    meta = body.get("metadata")
+    if isinstance(meta, dict) and "managedFields" in meta:
+        body = {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    return body
+
+
+class Informer:
+    def __init__(
+        self,
+        api: KubeApi,
+        path: str,
+        on_event: OnEvent,
+        *,
+        params: dict[str, str] | None = None,
+        keep: Callable[[Body], Body] = metadata_stub,
+        watch_timeout: int = 300,
+    ) -> None:
+        self.api, self.path, self.on_event = api, path, on_event
+        self.params = dict(params or {})
+        self.keep = keep
+        self.watch_timeout = watch_timeout
+        self.synced = asyncio.Event()
+        self.lists = 0  # full lists made: start-up, then only 410s and broken watches
+        self._absent = False
+        self._known: dict[Key, Body] = {}  # stubs of what was last seen, by (namespace, name)
+
+    @staticmethod
+    def _key(body: Body) -> Key:
+        meta = body.get("metadata") or {}
+        return str(meta.get("namespace", "")), str(meta.get("name", ""))
+
+    def _deliver(self, type_: str, body: Body) -> None:
+        key = self._key(body)
+        if type_ == "DELETED":
+            self._known.pop(key, None)
+        else:
+            self._known[key] = self.keep(body)
+        try:
+            self.on_event(type_, body)
+        except Exception:  # a consumer's bug must not stop the watch
+            log.exception("handling %s of %s/%s from %s", type_, *key, self.path)
+
+    def _relisted(self, items: list[Any]) -> None:
+        fresh = {self._key(item): item for item in items}
+        for key, stub in list(self._known.items()):
+            item = fresh.get(key)
+            uid = str((stub.get("metadata") or {}).get("uid", ""))
+            if item is None or str(item["metadata"].get("uid", "")) != uid:
+                self._deliver("DELETED", stub)  # vanished (or replaced) while not watching
+        for item in items:
+            self._deliver("ADDED" if self._key(item) not in self._known else "MODIFIED", item)
+
+    async def run(self) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                listing = await self.api.get(self.path, params=dict(self.params))
+                self.lists += 1
+                self._relisted([strip(item) for item in listing.get("items") or []])
+                self.synced.set()
+                version = str((listing.get("metadata") or {}).get("resourceVersion", ""))
+                while True:  # watch on from `version` until it is too old or breaks
+                    params = {
+                        **self.params,
+                        "resourceVersion": version,
+                        "allowWatchBookmarks": "true",
+                    }
+                    async for type_, body in self.api.watch(
+                        self.path, params=params, timeout_seconds=self.watch_timeout
+                    ):
+                        meta = body.get("metadata") or {}
+                        version = str(meta.get("resourceVersion") or version)
+                        if type_ != "BOOKMARK":
+                            self._deliver(type_, strip(body))
+                    backoff = 0.2
+            except ApiError as exc:
+                if exc.not_found:  # not served (yet): its CRD may come later
+                    if not self._absent:
+                        log.warning("%s is not served; looking again every 30s", self.path)
+                    self._absent = True
+                    await asyncio.sleep(30)
+                    continue
+                if not (exc.gone or is_transient(exc)):
+                    log.warning("watching %s: %s; retrying", self.path, exc)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.info("watching %s interrupted (%s); resuming", self.path, type(exc).__name__)
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, 5.0)

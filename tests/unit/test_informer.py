@@ -1,0 +1,45 @@
+"""The informer's re-list: what vanished while it was not watching is reported DELETED."""
+
+from workgate.k8s.informer import Informer, strip
+
+
+def obj(name: str, uid: str, **spec: object) -> dict[str, object]:
+    return {"metadata": {"namespace": "ns", "name": name, "uid": uid,
+                         "managedFields": [{"big": "x"}]}, "spec": spec}  # fmt: skip
+
+
+def test_a_relist_reports_vanished_and_replaced_objects_as_deleted() -> None:
+    seen: list[tuple[str, str, str]] = []
+
+    def record(type_: str, body: dict[str, object]) -> None:
+        meta = body["metadata"]
+        assert isinstance(meta, dict)
+        seen.append((type_, meta["name"], meta["uid"]))
+
+    informer = Informer(None, "/x", record)  # type: ignore[arg-type]
+    informer._relisted([strip(obj("a", "1")), strip(obj("b", "2")), strip(obj("c", "3"))])
+    assert seen == [("ADDED", "a", "1"), ("ADDED", "b", "2"), ("ADDED", "c", "3")]
+    seen.clear()
+    # meanwhile: b deleted, c deleted and re-created under a new uid, d created
+    informer._relisted([strip(obj("a", "1")), strip(obj("c", "9")), strip(obj("d", "4"))])
+    assert sorted(seen) == sorted(
+        [
+            ("DELETED", "b", "2"),
+            ("DELETED", "c", "3"),
+            ("MODIFIED", "a", "1"),
+            ("ADDED", "c", "9"),
+            ("ADDED", "d", "4"),
+        ]
+    )
+    assert set(informer._known) == {("ns", "a"), ("ns", "c"), ("ns", "d")}
+
+
+def test_bodies_are_delivered_without_managed_fields_and_stubs_stay_small() -> None:
+    got: list[dict[str, object]] = []
+    informer = Informer(None, "/x", lambda _t, b: got.append(b))  # type: ignore[arg-type]
+    informer._relisted([strip(obj("a", "1", workType="build", yamlContent="x" * 1000))])
+    meta = got[0]["metadata"]
+    assert isinstance(meta, dict) and "managedFields" not in meta
+    assert informer._known[("ns", "a")] == {
+        "metadata": {"namespace": "ns", "name": "a", "uid": "1", "ownerReferences": []}
+    }
