@@ -297,8 +297,11 @@ class _Machine(ControlRules, GateRules, StatusRules):
         self.st.build_run_name = (
             build_run_name(self.obs.name, self.st.attempt) if self.local else None
         )
-        who = lease.claimant if lease else holder
-        self.event("Normal", "Claimed", f"attempt {self.st.attempt} claimed by {who}")
+        if lease is not None:  # a claimant's claim; the operator's own is in status and
+            # the Lease (an Event per build attempt would be a write that says nothing new)
+            self.event(
+                "Normal", "Claimed", f"attempt {self.st.attempt} claimed by {lease.claimant}"
+            )
 
     def claimed(self) -> None:
         lease = self.obs.lease

@@ -10,7 +10,6 @@ content types exactly.
 
 from __future__ import annotations
 
-import json
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from urllib.parse import quote
 
 import aiohttp
 import httpx2 as httpx
+import orjson
 from lightkube.config.client_adapter import user_auth, verify_cluster
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 
@@ -106,7 +106,7 @@ class _Response:
         self.status, self.reason, self.content = status, reason, content
 
     def json(self) -> Any:
-        return json.loads(self.content)
+        return orjson.loads(self.content)
 
     @property
     def text(self) -> str:
@@ -204,7 +204,7 @@ class KubeApi:
         params: dict[str, str] | None = None,
         content_type: str = "application/json",
     ) -> Body:
-        content = None if body is None else json.dumps(body).encode()
+        content = None if body is None else orjson.dumps(body)
         headers = {"Accept": "application/json"}
         if content is not None:
             headers["Content-Type"] = content_type
@@ -280,9 +280,9 @@ class KubeApi:
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
                     if line.strip():
-                        yield _watch_event(json.loads(line))
+                        yield _watch_event(orjson.loads(line))
             if buffer.strip():
-                yield _watch_event(json.loads(buffer))
+                yield _watch_event(orjson.loads(buffer))
 
     async def resource_for(self, api_version: str, kind: str) -> ResourceRef:
         """Find the plural of `kind` through discovery (cached)."""
