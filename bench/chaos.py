@@ -583,9 +583,9 @@ async def main(args: argparse.Namespace) -> int:
 
 def api_config(plane: LocalControlPlane) -> Any:
     """A client configuration for the plane (its admin kubeconfig)."""
-    from lightkube.config.kubeconfig import KubeConfig
+    from workgate.k8s.kubeconfig import load_config
 
-    return KubeConfig.from_file(str(plane.kubeconfig_path)).get()
+    return load_config(plane.kubeconfig_path)
 
 
 if __name__ == "__main__":

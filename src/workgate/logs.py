@@ -7,7 +7,7 @@ import logging
 import os
 
 # Per-request and per-event chatter that would drown the operator's own messages.
-QUIET_LOGGERS = ("httpx2", "httpx", "kopf.objects", "aiohttp.access")
+QUIET_LOGGERS = ("kopf.objects", "aiohttp.access")
 
 
 class JsonFormatter(logging.Formatter):

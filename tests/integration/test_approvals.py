@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lightkube.config.kubeconfig import KubeConfig
 
 from tests.integration.conftest import (
     OperatorProcess,
@@ -42,7 +41,7 @@ from tests.integration.test_waitpoints import plugin, token_of, wait_wp, waitpoi
 from workgate.api.common import now_utc, parse_time
 from workgate.cli.kubectl_plugin import build_signal, identity
 from workgate.core.approvals import POLICY_SETTLE
-from workgate.k8s.api import EVENTS, SIGNALS, Body, KubeApi
+from workgate.k8s.api import EVENTS, SIGNALS, Body, KubeApi, load_config
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -79,7 +78,7 @@ class People:
         assert result.returncode == 0, result.stderr
 
     def api(self, who: str) -> KubeApi:
-        return KubeApi(KubeConfig.from_file(self.configs[who]).get())
+        return KubeApi(load_config(self.configs[who]))
 
 
 def bind(kubectl: Any, namespace: str, who: str, role: str) -> None:

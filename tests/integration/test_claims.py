@@ -282,13 +282,7 @@ def may_claim(kubectl: Any, namespace: str, user: str, work_type: str) -> bool:
 
 
 def load_config_from(path: str) -> Any:
-    saved = os.environ.get("KUBECONFIG")
-    os.environ["KUBECONFIG"] = path
-    try:
-        return load_config()
-    finally:
-        if saved is not None:
-            os.environ["KUBECONFIG"] = saved
+    return load_config(path)
 
 
 async def test_an_agent_may_claim_only_the_work_types_it_is_granted(

@@ -1,7 +1,7 @@
 """The one async Kubernetes client of workgate: JSON over HTTPS, dicts in and out.
 
-Credentials come from lightkube's kubeconfig / in-cluster loading (its TLS context and its
-auth flows: token, token file, exec plugin, basic); requests go through one shared
+Credentials come from k8s/kubeconfig.py (a kubeconfig or in-cluster: client certificates,
+tokens, token files, exec plugins, basic auth); requests go through one shared
 `aiohttp.ClientSession`, the HTTP stack Kopf already runs in the operator (one stack, not
 two: aiohttp costs a fraction of httpx's CPU per request). Everything above this module
 speaks plain dicts, so the adapters can state preconditions (resourceVersion, uid) and
@@ -17,10 +17,9 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-import httpx2 as httpx
 import orjson
-from lightkube.config.client_adapter import user_auth, verify_cluster
-from lightkube.config.kubeconfig import KubeConfig, SingleConfig
+
+from workgate.k8s.kubeconfig import ClusterConfig, load_config
 
 Body = dict[str, Any]
 
@@ -91,12 +90,7 @@ SIGNALS = ResourceRef("workgate.io", "v1alpha1", "signals")
 SUBJECT_ACCESS_REVIEWS = ResourceRef("authorization.k8s.io", "v1", "subjectaccessreviews")
 
 
-def load_config(context: str | None = None) -> SingleConfig:
-    """KUBECONFIG (or ~/.kube/config) when present, else the in-cluster service account."""
-    config = KubeConfig.from_env().get(context)
-    if config is None:
-        raise RuntimeError(f"no kubeconfig context {context!r}")
-    return config
+__all__ = ["ClusterConfig", "load_config"]
 
 
 class _Response:
@@ -114,14 +108,11 @@ class _Response:
 
 
 class KubeApi:
-    def __init__(self, config: SingleConfig | None = None, *, timeout: float = 30.0) -> None:
+    def __init__(self, config: ClusterConfig | None = None, *, timeout: float = 30.0) -> None:
         self.config = config or load_config()
-        cluster, user = self.config.cluster, self.config.user
-        self._base = str(cluster.server).rstrip("/")
-        self._ssl: ssl.SSLContext | None = None
-        if self._base.startswith("https:") and user is not None:
-            self._ssl = verify_cluster(cluster, user, self.config.abs_file, trust_env=False)
-        self._auth = user_auth(user) if user is not None else None
+        self._base = self.config.server.rstrip("/")
+        self._ssl: ssl.SSLContext | None = self.config.ssl
+        self._credentials = self.config.credentials
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
         self._plurals: dict[tuple[str, str], str] = {}
@@ -163,24 +154,17 @@ class KubeApi:
         """Send one request (again, when the credentials' flow asks: a rotated token) and
         return the open response; the caller reads and releases it."""
         url = self._base + path
-        headers = dict(headers or {})
         limits = limits or self._timeout
-        flow = None
-        if self._auth is not None:
-            flow = self._auth.async_auth_flow(httpx.Request(method, url))
-            headers.update(_auth_headers(await flow.__anext__()))
-        while True:
+        for attempt in (1, 2):
+            sent = {**(headers or {}), **await self._credentials.headers()}
             response = await self._client().request(
-                method, url, data=content, params=params, headers=headers, timeout=limits
+                method, url, data=content, params=params, headers=sent, timeout=limits
             )
-            if flow is None:
+            if response.status != 401 or attempt == 2 or not self._credentials.refreshable():
                 return response
-            try:
-                retry = await flow.asend(httpx.Response(response.status))
-            except StopAsyncIteration:
-                return response
-            response.release()
-            headers.update(_auth_headers(retry))
+            response.release()  # a rotated token (or an expired plugin's): fetch it again
+            self._credentials.invalidate()
+        raise AssertionError("unreachable")
 
     async def _send(
         self,
@@ -311,8 +295,3 @@ def _watch_event(event: Body) -> tuple[str, Body]:
             str(status.get("message") or ""),
         )
     return event["type"], event["object"]
-
-
-def _auth_headers(request: httpx.Request) -> dict[str, str]:
-    """The headers a credentials flow set (Authorization, mostly)."""
-    return {k: v for k, v in request.headers.items() if k.lower() == "authorization"}
