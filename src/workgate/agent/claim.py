@@ -134,11 +134,8 @@ class Claim:
             current = await self._reread()
             if current is not None:
                 meta = current["metadata"]
-                await self.api.delete(
-                    LEASES.path(self.namespace, self.lease.name),
-                    uid=meta["uid"],
-                    resource_version=meta["resourceVersion"],
-                )
+                path = LEASES.path(self.namespace, self.lease.name)
+                await self.api.delete_if(path, meta["uid"], meta["resourceVersion"])
 
         try:
             await retrying(once, until=time.monotonic() + 30, what="releasing the claim")

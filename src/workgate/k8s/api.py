@@ -245,6 +245,19 @@ class KubeApi:
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": preconditions}
         await self.request("DELETE", path, body=body if preconditions else None)
 
+    async def delete_if(self, path: str, uid: str, resource_version: str | None = None) -> bool:
+        """Delete the object at `path` only if it is still `uid` (and that version): True
+        once it is gone (by us or before us), False if it changed meanwhile."""
+        try:
+            await self.delete(path, uid=uid, resource_version=resource_version)
+        except ApiError as exc:
+            if exc.not_found:
+                return True
+            if exc.conflict:
+                return False
+            raise
+        return True
+
     async def watch(
         self, path: str, *, params: dict[str, str] | None = None, timeout_seconds: int = 300
     ) -> AsyncIterator[tuple[str, Body]]:

@@ -80,16 +80,7 @@ async def create_lease(api: KubeApi, lease: Body) -> Body:
 
 async def renew_lease(api: KubeApi, namespace: str, lease: LeaseView, now: datetime) -> Body:
     """Renew only the Lease we observed: a resourceVersion conflict means we lost it."""
-    patch = {
-        "metadata": {"resourceVersion": lease.resource_version},
-        "spec": {"renewTime": micro_time(now)},
-    }
-    try:
-        return await api.merge_patch(LEASES.path(namespace, lease.name), patch)
-    except ApiError as exc:
-        if exc.conflict or exc.not_found:
-            raise ClaimTaken(lease.name) from None
-        raise
+    return await _patch_held(api, namespace, lease, {}, {"renewTime": micro_time(now)})
 
 
 async def report_outcome(
@@ -113,23 +104,24 @@ async def report_outcome(
         annotations[ANNOTATION_ERROR] = error[:4096]
     if reason is not None:
         annotations[ANNOTATION_ERROR_REASON] = reason[:128]
-    patch = {"metadata": {"resourceVersion": lease.resource_version, "annotations": annotations}}
-    try:
-        return await api.merge_patch(LEASES.path(namespace, lease.name), patch)
-    except ApiError as exc:
-        if exc.conflict or exc.not_found:
-            raise ClaimTaken(lease.name) from None
-        raise
+    return await _patch_held(api, namespace, lease, {"annotations": annotations})
 
 
 async def revoke_lease(api: KubeApi, namespace: str, lease: LeaseView, reason: str) -> Body:
     """End someone else's claim (the operator only): its holder stops and releases it."""
-    patch = {
-        "metadata": {
-            "resourceVersion": lease.resource_version,
-            "annotations": {ANNOTATION_REVOKED: reason[:128]},
-        }
-    }
+    return await _patch_held(
+        api, namespace, lease, {"annotations": {ANNOTATION_REVOKED: reason[:128]}}
+    )
+
+
+async def _patch_held(
+    api: KubeApi, namespace: str, lease: LeaseView, metadata: Body, spec: Body | None = None
+) -> Body:
+    """Change the claim Lease only as observed (its resourceVersion): ClaimTaken if it
+    changed or vanished meanwhile."""
+    patch: Body = {"metadata": {"resourceVersion": lease.resource_version, **metadata}}
+    if spec is not None:
+        patch["spec"] = spec
     try:
         return await api.merge_patch(LEASES.path(namespace, lease.name), patch)
     except ApiError as exc:
@@ -140,16 +132,6 @@ async def revoke_lease(api: KubeApi, namespace: str, lease: LeaseView, reason: s
 
 async def release_lease(api: KubeApi, namespace: str, lease: LeaseView) -> bool:
     """Delete the Lease if it is still the one observed. False if it changed meanwhile."""
-    try:
-        await api.delete(
-            LEASES.path(namespace, lease.name),
-            uid=lease.uid,
-            resource_version=lease.resource_version,
-        )
-    except ApiError as exc:
-        if exc.not_found:
-            return True
-        if exc.conflict:
-            return False
-        raise
-    return True
+    return await api.delete_if(
+        LEASES.path(namespace, lease.name), lease.uid, resource_version=lease.resource_version
+    )

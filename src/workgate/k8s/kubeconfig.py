@@ -176,8 +176,9 @@ def from_file(path: str | Path, context: str | None = None) -> ClusterConfig:
 
 
 def in_cluster() -> ClusterConfig:
-    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get(
-        "KUBERNETES_SERVICE_PORT", "443"
+    host, port = (
+        os.environ.get("KUBERNETES_SERVICE_HOST"),
+        os.environ.get("KUBERNETES_SERVICE_PORT", "443"),
     )
     if not host or not (SERVICE_ACCOUNT / "token").exists():
         raise ConfigError("no kubeconfig ($KUBECONFIG, ~/.kube/config) and not in a Pod")

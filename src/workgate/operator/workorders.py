@@ -296,10 +296,12 @@ class WorkOrderReconciler:
                     self.leases.forget(key, action.lease.uid)
                 case lifecycle.DeleteWaitpoint():
                     view = action.waitpoint
-                    if not await self._delete(WAITPOINTS.path(namespace, view.name), view.uid):
+                    if not await self.api.delete_if(
+                        WAITPOINTS.path(namespace, view.name), view.uid
+                    ):
                         return False
                 case lifecycle.DeleteWorkOrder():
-                    await self._delete(WORKORDERS.path(namespace, meta["name"]), action.uid)
+                    await self.api.delete_if(WORKORDERS.path(namespace, meta["name"]), action.uid)
                 case lifecycle.ApplyObjects():
                     try:
                         taken = await shipwright.apply_objects(self.api, workorder, action.objects)
@@ -341,18 +343,6 @@ class WorkOrderReconciler:
                         await self._existing_child(workorder, BUILDRUNS, action.name)
                 case lifecycle.CancelBuildRun():
                     await shipwright.cancel_build_run(self.api, namespace, action.name)
-        return True
-
-    async def _delete(self, path: str, uid: str) -> bool:
-        """Delete the object at `path` if it is still `uid`: True once it is gone."""
-        try:
-            await self.api.delete(path, uid=uid)
-        except ApiError as exc:
-            if exc.not_found:
-                return True
-            if exc.conflict:
-                return False
-            raise
         return True
 
     async def _existing_child(self, workorder: Body, resource: ResourceRef, name: str) -> Body:
