@@ -1,6 +1,6 @@
 """Measure workgate against a real API server; prints figures, asserts nothing.
 
-    .venv/bin/python bench/lifecycle_bench.py [--workorders 200] [--signals 100]
+    .venv/bin/python bench/lifecycle_bench.py [--workorders 200] [--signals 100] [--signal-rate 50]
 
 Runs against the configured cluster ($KUBECONFIG, ~/.kube/config), else a control plane
 started by `workgate dev up`, else an embedded control plane it starts (and stops) for
@@ -235,7 +235,7 @@ async def bench_workorders(api: KubeApi, namespace: str, total: int, rate: float
     print(f"apply -> BuildRun created latency: {summary(latencies)}")
 
 
-async def bench_signals(api: KubeApi, namespace: str, total: int) -> None:
+async def bench_signals(api: KubeApi, namespace: str, total: int, rate: float = 0.0) -> None:
     # The bench's one user both creates and approves: self-approval must be allowed.
     gates = [
         {
@@ -275,16 +275,29 @@ async def bench_signals(api: KubeApi, namespace: str, total: int) -> None:
 
     watcher = asyncio.create_task(watch())
     await asyncio.sleep(0.5)
-    latencies = []
-    for i in range(total):
-        name = f"gated-{i:04d}"
+    latencies: list[float] = []
+
+    async def one(name: str) -> None:
         waiters[name] = asyncio.Event()
         sent = time.monotonic()
         await send_signal(api, namespace, f"{name}.go", "approve")
-        await asyncio.wait_for(waiters[name].wait(), timeout=30)
+        await asyncio.wait_for(waiters[name].wait(), timeout=60)
         latencies.append(resumed[name] - sent)
+
+    start = time.monotonic()
+    if rate:  # paced: signal i is sent at start + i / rate, whatever the others are doing
+        tasks = []
+        for i in range(total):
+            await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+            tasks.append(asyncio.create_task(one(f"gated-{i:04d}")))
+        await asyncio.gather(*tasks)
+        how = f"at {rate:g}/s (achieved {total / (time.monotonic() - start):.1f}/s)"
+    else:
+        for i in range(total):
+            await one(f"gated-{i:04d}")
+        how = "one at a time"
     watcher.cancel()
-    print(f"\n== {total} signals, one at a time (`kubectl workgate signal`'s flow, webhook on)")
+    print(f"\n== {total} signals, {how} (`kubectl workgate signal`'s flow, webhook on)")
     print(f"signal -> resume latency: {summary(latencies)}")
 
 
@@ -304,7 +317,7 @@ async def bench(args: argparse.Namespace, where: str) -> None:
                 if kind == "wo":
                     await bench_workorders(api, namespace, count, args.rate)
                 else:
-                    await bench_signals(api, namespace, count)
+                    await bench_signals(api, namespace, count, args.signal_rate)
             finally:
                 operator.terminate()
                 await asyncio.to_thread(operator.wait, 15)
@@ -330,6 +343,9 @@ def main() -> None:
     parser.add_argument("--workorders", type=int, default=200)
     parser.add_argument("--rate", type=float, default=20.0, help="WorkOrders created per second")
     parser.add_argument("--signals", type=int, default=100)
+    parser.add_argument(
+        "--signal-rate", type=float, default=0.0, help="signals per second (0: one at a time)"
+    )
     args = parser.parse_args()
     with cluster() as where:
         asyncio.run(bench(args, where))

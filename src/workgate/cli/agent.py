@@ -121,16 +121,20 @@ async def run_command(claim: Claim, command: list[str], suspend_file: Path) -> t
     return process.returncode or 0, text[-STDERR_TAIL:].strip()
 
 
-async def work_on(claim: Claim, args: argparse.Namespace) -> None:
+async def attempt(claim: Claim, args: argparse.Namespace, ran: asyncio.Event) -> None:
+    """Run the command (`ran` is set once it has exited), then report its outcome; a
+    revoked claim's Lease is released once the command has stopped."""
     try:
-        await _work_on(claim, args)
+        await _attempt(claim, args, ran)
     except ClaimLost:
         if claim.revoked is not None:  # the work has stopped: the next attempt may start
             await claim.release()
         raise
+    finally:
+        ran.set()
 
 
-async def _work_on(claim: Claim, args: argparse.Namespace) -> None:
+async def _attempt(claim: Claim, args: argparse.Namespace, ran: asyncio.Event) -> None:
     # A directory per attempt for the command's suspend request, removed afterwards.
     with tempfile.TemporaryDirectory(prefix="workgate-agent-") as scratch:
         suspend_file = Path(scratch) / "suspend.json"
@@ -140,13 +144,34 @@ async def _work_on(claim: Claim, args: argparse.Namespace) -> None:
                 raise ClaimLost(f"{claim.namespace}/{claim.name} attempt {claim.attempt}")
             if code == 0 and suspend_file.exists():
                 await suspend(claim, suspend_file, Path(args.token_dir))
-            elif code == 0:
-                await claim.succeed()
             else:
-                await claim.fail(
-                    error or f"command exited with status {code}", "CommandFailed", exit_code=code
-                )
+                ran.set()  # the agent may claim its next WorkOrder while this one reports
+                if code == 0:
+                    await claim.succeed()
+                else:
+                    await claim.fail(
+                        error or f"command exited with status {code}",
+                        "CommandFailed",
+                        exit_code=code,
+                    )
     log.info("%s/%s attempt %d: exit %d", claim.namespace, claim.name, claim.attempt, code)
+
+
+# Outcomes still being reported while the agent runs its next command: bounded.
+MAX_REPORTING = 4
+REPORT_GRACE_SECONDS = 10.0  # how long a stopping agent waits for them
+
+
+def _reported(task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if isinstance(exc, ClaimLost):
+        log.warning("claim lost, nothing reported: %s", exc)
+    elif exc is not None and is_transient(exc):
+        log.warning("API unavailable while reporting (%s)", exc or type(exc).__name__)
+    elif exc is not None:
+        log.error("reporting failed", exc_info=exc)
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -164,21 +189,39 @@ async def serve(args: argparse.Namespace) -> int:
             agent.instance,
             args.work_type,
         )
+        reporting: set[asyncio.Task[None]] = set()
+        running: dict[asyncio.Task[None], asyncio.Event] = {}
         try:
             while True:
                 try:
+                    if len(reporting) >= MAX_REPORTING:
+                        await asyncio.wait(reporting, return_when=asyncio.FIRST_COMPLETED)
                     claim = await agent.wait_for_claim()
-                    await work_on(claim, args)
-                except ClaimLost as lost:
-                    log.warning("claim lost, nothing reported: %s", lost)
+                    ran = asyncio.Event()
+                    task = asyncio.create_task(attempt(claim, args, ran))
+                    reporting.add(task)
+                    running[task] = ran
+                    task.add_done_callback(reporting.discard)
+                    task.add_done_callback(lambda t: running.pop(t, None))
+                    task.add_done_callback(_reported)
+                    await ran.wait()  # one command at a time; its report may still run
                 except Exception as exc:
                     if not is_transient(exc):
                         raise
                     log.warning("API unavailable (%s); carrying on", exc or type(exc).__name__)
                     await asyncio.sleep(1.0)
                 if args.once:
+                    await asyncio.gather(*reporting, return_exceptions=True)
                     return 0
         finally:
+            for task, ran in list(running.items()):
+                if not ran.is_set():
+                    task.cancel()  # its command is stopped on the way out (run_command)
+            if reporting:  # let the outcomes land, for a while (else the claims time out)
+                _, late = await asyncio.wait(reporting, timeout=REPORT_GRACE_SECONDS)
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*reporting, return_exceptions=True)
             await agent.close()
 
 
