@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import subprocess
 import tempfile
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -94,11 +95,22 @@ async def main(args: argparse.Namespace) -> None:
             )
             shipwright.cancel()
 
+            started = await requests(api)
             for index in range(args.agents):
                 argv = ["agent", "--work-type", "bench", "--namespace", namespace]
                 argv += ["--instance", f"bench-{index}", "--", "true"]
                 agents.append(spawn(argv, log_dir / f"agent-{index}.log"))
-            await asyncio.sleep(3)  # agents start and list once
+            # Start-up: each agent lists WorkOrders and Leases once, then watches both.
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                up = await requests(api) - started
+                if min(up["LIST workorders"], up["WATCH workorders"], up["WATCH leases"]) >= (
+                    args.agents
+                ):
+                    break
+                await asyncio.sleep(0.2)
+            else:
+                raise SystemExit("the agents did not start watching within 120 s")
             before = await requests(api)
             seconds = await drain(api, namespace, "bench", args.workorders)
             delta = await requests(api) - before
@@ -111,8 +123,8 @@ async def main(args: argparse.Namespace) -> None:
                 idle=idle,
             )
             print(
-                f"  LISTs of WorkOrders during the run: {delta['LIST workorders']} "
-                f"(the bench's own watch makes 1; agents' re-lists would add to it); "
+                f"  LISTs of WorkOrders after the agents' start-up: {delta['LIST workorders']} "
+                f"(the bench's own watch makes 1: more would be agents re-listing); "
                 f"WATCH starts {delta['WATCH workorders']}"
             )
             rss = [peak_rss_mb(agent.pid) for agent in agents]
