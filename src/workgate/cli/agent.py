@@ -20,6 +20,7 @@ import ctypes
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -48,8 +49,15 @@ FENCE = (
 PR_SET_PDEATHSIG = 1
 
 
+# util-linux's setpriv sets the parent-death signal and execs the fence: the command then
+# starts through the fast spawn path (a preexec_fn makes Python fork the whole agent:
+# 10 ms a command instead of 3.5 ms).
+SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+
+
 def fenced(command: list[str], grace: float) -> list[str]:
-    return ["/bin/sh", "-c", FENCE, "workgate-fence", str(max(1, round(grace * 10))), *command]
+    fence = ["/bin/sh", "-c", FENCE, "workgate-fence", str(max(1, round(grace * 10))), *command]
+    return [SETPRIV, "--pdeathsig", "TERM", *fence] if SETPRIV else fence
 
 
 def _term_when_orphaned() -> None:
@@ -57,6 +65,9 @@ def _term_when_orphaned() -> None:
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+ORPHAN_SIGNAL = None if SETPRIV else _term_when_orphaned
 
 
 def _signal_group(process: asyncio.subprocess.Process, signum: int) -> None:
@@ -91,7 +102,7 @@ async def run_command(claim: Claim, command: list[str], suspend_file: Path) -> t
         stderr=asyncio.subprocess.PIPE,
         env=env,
         start_new_session=True,  # its own process group: fencing stops its children too
-        preexec_fn=_term_when_orphaned,
+        preexec_fn=ORPHAN_SIGNAL,
     )
     finished = asyncio.ensure_future(process.communicate(claim.yaml_content.encode()))
     lost = asyncio.ensure_future(claim.lost.wait())
