@@ -316,6 +316,8 @@ ALLOWED: dict[str, list[Check]] = {
         Check("get", RUN), Check("create", RUN), Check("patch", RUN),  # patch: cancel a run
         Check("list", RUN, "all"), Check("watch", RUN, "all"),
         Check("create", "events"),
+        Check("delete", WO),  # ttlSecondsAfterFinished
+        Check("delete", WP),  # a rerun asks anew at a gate that closed without passing
         Check("list", "customresourcedefinitions.apiextensions.k8s.io", None),
         Check("watch", "customresourcedefinitions.apiextensions.k8s.io", None),
         Check("list", "namespaces", None), Check("watch", "namespaces", None),
@@ -352,10 +354,10 @@ REFUSED: dict[str, list[Check]] = {
         Check("get", "configmaps"), Check("list", "configmaps", "all"),
         Check("get", "secrets"), Check("list", "secrets", "all"),
         Check("get", "secrets", SYSTEM_NS, name="someone-elses"),
-        Check("create", WO), Check("update", WO), Check("delete", WO),
+        Check("create", WO), Check("update", WO),
         Check("update", WO, sub="status"),
         Check("delete", RUN), Check("delete", BUILD), Check("update", BUILD),
-        Check("delete", WP), Check("create", SIG), Check("delete", SIG),
+        Check("create", SIG), Check("delete", SIG),
         Check("patch", VWC, None, name="someone-elses"), Check("delete", VWC, None, name=WEBHOOK_CONFIG),
         Check("create", "pods"), Check("create", "clusterrolebindings.rbac.authorization.k8s.io", None),
         Check("impersonate", "users", None), Check("create", "serviceaccounts", sub="token"),

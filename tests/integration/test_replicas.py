@@ -112,6 +112,11 @@ async def test_killing_one_replica_loses_nothing(
         for i in range(2)
     )
     first, later = 30, 10
+
+    async def both_watching() -> bool:  # else the first one up claims everything
+        return all("watches synced" in op.log for op in (victim, survivor))
+
+    await wait_for(both_watching, timeout=60, what="both replicas watching")
     async with (
         WatchRecorder(api, LEASES.path(namespace)) as leases,
         WatchRecorder(api, BUILDRUNS.path(namespace)) as runs,

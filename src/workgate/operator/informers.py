@@ -12,6 +12,7 @@ operator's own decisions (bench/job_bench.py's profile).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,7 @@ from workgate.operator.waitpoints import WaitpointReconciler
 from workgate.operator.workorders import WorkOrderReconciler
 
 MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+log = logging.getLogger(__name__)
 
 
 def _keeping(*fields: str) -> Callable[[Body], Body]:
@@ -102,4 +104,8 @@ def wire(reconciler: WorkOrderReconciler, gates: WaitpointReconciler) -> list[In
 
 
 async def run_all(informers: list[Informer]) -> None:
-    await asyncio.gather(*(informer.run() for informer in informers))
+    async def synced() -> None:
+        await asyncio.gather(*(informer.synced.wait() for informer in informers))
+        log.info("watches synced (%d collections): the caches are complete", len(informers))
+
+    await asyncio.gather(synced(), *(informer.run() for informer in informers))
