@@ -41,6 +41,7 @@ Key = tuple[str, str]
 TERMINAL = frozenset(p.value for p in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED))
 DEFERRED = (lifecycle.ReleaseLease, lifecycle.RevokeLease)
 SPEC_CACHE_ENTRIES = 4096
+MAX_RERUN = 128  # status.rerun's maxLength
 
 
 class ActionFailed(Exception):
@@ -242,7 +243,11 @@ class WorkOrderReconciler:
             build_run=shipwright.build_run_view(run_body) if run_body else None,
             waitpoints=self.gates.views_for(namespace, name, uid),
             uid=uid,
-            rerun=(body["metadata"].get("annotations") or {}).get(ANNOTATION_RERUN),
+            # bounded as status.rerun is (a longer value would fail every status write)
+            rerun=str((body["metadata"].get("annotations") or {}).get(ANNOTATION_RERUN) or "")[
+                :MAX_RERUN
+            ]
+            or None,
             queue=self.queues.view(key, body),
             random_value=random.random(),
             action_error=action_error,
