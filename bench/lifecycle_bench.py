@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import socket
 import statistics
 import subprocess
@@ -33,15 +32,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from _common import cluster
+from _common import WRITES, cluster, requests
 
 from workgate.cli.kubectl_plugin import send_signal
 from workgate.k8s.api import BUILDRUNS, NAMESPACES, WORKORDERS, ApiError, KubeApi
 
 WEBHOOKS = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
-
-WRITE_VERBS = {"POST", "PUT", "PATCH", "APPLY", "DELETE"}
-METRIC = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$")
 
 
 def free_port() -> int:
@@ -51,18 +47,8 @@ def free_port() -> int:
 
 
 async def write_counts(api: KubeApi) -> Counter[str]:
-    counts: Counter[str] = Counter()
-    for line in (await api.get_text("/metrics")).splitlines():
-        match = METRIC.match(line)
-        if not match:
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"]))
-        if labels.get("verb") in WRITE_VERBS:
-            resource = labels.get("resource", "")
-            if labels.get("subresource"):
-                resource += "/" + labels["subresource"]
-            counts[f"{labels['verb']} {resource}"] += int(float(match["value"]))
-    return counts
+    """`VERB resource[/sub]` -> count of the write requests the API server has served."""
+    return Counter({k: v for k, v in (await requests(api)).items() if k.split()[0] in WRITES})
 
 
 def summary(seconds: list[float]) -> str:

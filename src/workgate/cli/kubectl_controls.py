@@ -22,7 +22,7 @@ import asyncio
 import secrets
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -200,18 +200,25 @@ async def _control(args: argparse.Namespace, api: KubeApi, namespace: str) -> in
     return 0
 
 
-async def run_control(args: argparse.Namespace) -> int:
+async def with_api(
+    args: argparse.Namespace,
+    body: Callable[[argparse.Namespace, KubeApi, str], Awaitable[int]],
+) -> int:
+    """Run one `kubectl workgate` command in the namespace it names (or the context's): a
+    refusal or an API error is one line on stderr and exit status 1."""
     async with KubeApi() as api:
         namespace = args.namespace or api.default_namespace
         try:
-            return await _control(args, api, namespace)
-        except Refused as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            return await body(args, api, namespace)
         except ApiError as exc:
             print(f"error: {exc.message}", file=sys.stderr)
-        except RuntimeError as exc:
+        except (Refused, RuntimeError) as exc:
             print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
+
+
+async def run_control(args: argparse.Namespace) -> int:
+    return await with_api(args, _control)
 
 
 CONTROLS: dict[str, tuple[str, float]] = {

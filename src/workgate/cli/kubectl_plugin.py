@@ -35,7 +35,7 @@ from typing import Any
 from workgate.agent.client import whoami
 from workgate.api.common import API_VERSION, LABEL_WORKORDER
 from workgate.api.waitpoint import DEFAULT_REJECT_SIGNAL
-from workgate.cli.kubectl_controls import add_control_parsers
+from workgate.cli.kubectl_controls import EXIT_PENDING, EXIT_REFUSED, add_control_parsers, with_api
 from workgate.core.approvals import format_groups
 from workgate.core.naming import label_value
 from workgate.core.signals import signal_proof
@@ -43,7 +43,6 @@ from workgate.k8s.api import SECRETS, SIGNALS, WAITPOINTS, ApiError, Body, KubeA
 from workgate.k8s.waitpoints import ANNOTATION_SENDER, ANNOTATION_SENDER_GROUPS, TOKEN_KEY
 
 __all__ = ["build_signal", "identity", "main", "send_signal", "whoami"]
-EXIT_REFUSED, EXIT_PENDING = 1, 2
 DEFAULT_APPROVE_SIGNAL = "approve"
 
 
@@ -176,15 +175,7 @@ async def _deliver(args: argparse.Namespace, api: KubeApi, namespace: str) -> in
 
 
 async def _signal(args: argparse.Namespace) -> int:
-    async with KubeApi() as api:
-        namespace = args.namespace or api.default_namespace
-        try:
-            return await _deliver(args, api, namespace)
-        except ApiError as exc:
-            print(f"error: {exc.message}", file=sys.stderr)
-        except RuntimeError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+    return await with_api(args, _deliver)
 
 
 def approved_by(status: dict[str, Any]) -> str:
