@@ -186,7 +186,7 @@ def _reported(task: asyncio.Task[None]) -> None:
 
 
 async def serve(args: argparse.Namespace) -> int:
-    async with KubeApi() as api:
+    async with KubeApi(transport="h11") as api:  # no aiohttp in an agent
         agent = Agent(
             api,
             args.work_type,
