@@ -29,6 +29,7 @@ from typing import TypeVar
 
 from workgate.agent.claim import Claim, ClaimLost, Suspension, retrying, whoami
 from workgate.agent.feed import Candidate, WorkFeed, claimable_selector, spread_score
+from workgate.agent.timings import Timings
 from workgate.api.wire import Phase, current_attempt_of, now_utc, open_to_claim
 from workgate.core.claims import LeaseView
 from workgate.core.naming import lease_name
@@ -91,6 +92,7 @@ class Agent:
         self._identity: str | None = None
         self._feed: WorkFeed | None = None
         self._claims: weakref.WeakValueDictionary[str, Claim] = weakref.WeakValueDictionary()
+        self.timings = Timings()  # where the time goes, by phase (logged when it stops)
 
     def _revoked(self, lease_uid: str, reason: str) -> None:
         """The feed saw a claim revoked (`reason`) or deleted (no reason): if it is one of
@@ -129,20 +131,23 @@ class Agent:
                 await retrying(lambda: claims.create_lease(self.api, lease), what="claiming")
             )
         except claims.ClaimTaken:
+            self.timings.add("Lease taken by another", time.monotonic() - sent)
             return None
         except ApiError as exc:
             if exc.status in (400, 403, 422):
                 log.warning("claim of %s/%s refused: %s", meta["namespace"], meta["name"], exc)
                 return None
             raise
+        self.timings.add("create Lease", time.monotonic() - sent)
         # The view we chose from may be stale: confirm that this attempt is still open now
         # that we hold the Lease (the operator ends an attempt in status before it deletes
         # the attempt's Lease, so this read sees any attempt that is over).
         try:
-            current: Body | None = await retrying(
-                lambda: self.api.get(WORKORDERS.path(meta["namespace"], meta["name"])),
-                what="confirming the claim",
-            )
+            with self.timings.timed("confirm"):
+                current: Body | None = await retrying(
+                    lambda: self.api.get(WORKORDERS.path(meta["namespace"], meta["name"])),
+                    what="confirming the claim",
+                )
         except ApiError as exc:
             if not exc.not_found:
                 raise
@@ -191,14 +196,16 @@ class Agent:
         identity = await self.identity()
         feed = await self._feed_started()
         while True:
-            work = await feed.wait_for_work()
+            with self.timings.timed("waiting for work"):
+                work = await feed.wait_for_work()
             scored = sorted(
                 ((spread_score(identity + self.instance, c.uid), c.created, c) for c in work),
                 key=lambda item: (item[0], item[1]),
             )
             score, _, candidate = scored[0]
             if score * self.spread_seconds > 0:
-                await asyncio.sleep(score * self.spread_seconds)
+                with self.timings.timed("deferring"):
+                    await asyncio.sleep(score * self.spread_seconds)
             if not feed.still_claimable(candidate):
                 continue
             try:

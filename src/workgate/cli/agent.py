@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from workgate.agent.client import DEFAULT_SPREAD_SECONDS, Agent, Claim, ClaimLost
+from workgate.agent.timings import Timings
 from workgate.k8s.api import KubeApi, is_transient
 from workgate.logs import setup_logging
 
@@ -132,11 +133,13 @@ async def run_command(claim: Claim, command: list[str], suspend_file: Path) -> t
     return process.returncode or 0, text[-STDERR_TAIL:].strip()
 
 
-async def attempt(claim: Claim, args: argparse.Namespace, ran: asyncio.Event) -> None:
+async def attempt(
+    claim: Claim, args: argparse.Namespace, ran: asyncio.Event, timings: Timings
+) -> None:
     """Run the command (`ran` is set once it has exited), then report its outcome; a
     revoked claim's Lease is released once the command has stopped."""
     try:
-        await _attempt(claim, args, ran)
+        await _attempt(claim, args, ran, timings)
     except ClaimLost:
         if claim.revoked is not None:  # the work has stopped: the next attempt may start
             await claim.release()
@@ -145,26 +148,30 @@ async def attempt(claim: Claim, args: argparse.Namespace, ran: asyncio.Event) ->
         ran.set()
 
 
-async def _attempt(claim: Claim, args: argparse.Namespace, ran: asyncio.Event) -> None:
+async def _attempt(
+    claim: Claim, args: argparse.Namespace, ran: asyncio.Event, timings: Timings
+) -> None:
     # A directory per attempt for the command's suspend request, removed afterwards.
     with tempfile.TemporaryDirectory(prefix="workgate-agent-") as scratch:
         suspend_file = Path(scratch) / "suspend.json"
         async with claim.kept_alive():  # renewing until the outcome is reported
-            code, error = await run_command(claim, args.command, suspend_file)
+            with timings.timed("command"):
+                code, error = await run_command(claim, args.command, suspend_file)
             if claim.lost.is_set():
                 raise ClaimLost(f"{claim.namespace}/{claim.name} attempt {claim.attempt}")
             if code == 0 and suspend_file.exists():
                 await suspend(claim, suspend_file, Path(args.token_dir))
             else:
                 ran.set()  # the agent may claim its next WorkOrder while this one reports
-                if code == 0:
-                    await claim.succeed()
-                else:
-                    await claim.fail(
-                        error or f"command exited with status {code}",
-                        "CommandFailed",
-                        exit_code=code,
-                    )
+                with timings.timed("report"):
+                    if code == 0:
+                        await claim.succeed()
+                    else:
+                        await claim.fail(
+                            error or f"command exited with status {code}",
+                            "CommandFailed",
+                            exit_code=code,
+                        )
     log.info("%s/%s attempt %d: exit %d", claim.namespace, claim.name, claim.attempt, code)
 
 
@@ -207,9 +214,10 @@ async def serve(args: argparse.Namespace) -> int:
                 try:
                     if len(reporting) >= MAX_REPORTING:
                         await asyncio.wait(reporting, return_when=asyncio.FIRST_COMPLETED)
-                    claim = await agent.wait_for_claim()
+                    with agent.timings.timed("to next claim"):
+                        claim = await agent.wait_for_claim()
                     ran = asyncio.Event()
-                    task = asyncio.create_task(attempt(claim, args, ran))
+                    task = asyncio.create_task(attempt(claim, args, ran, agent.timings))
                     reporting.add(task)
                     running[task] = ran
                     task.add_done_callback(reporting.discard)
@@ -234,6 +242,7 @@ async def serve(args: argparse.Namespace) -> int:
                     task.cancel()
                 await asyncio.gather(*reporting, return_exceptions=True)
             await agent.close()
+            log.info("stopping; where the time went: %s", agent.timings.summary())
 
 
 async def suspend(claim: Claim, request_file: Path, token_dir: Path) -> None:
