@@ -1,7 +1,7 @@
 """The agent path against the operator's own `build` path, side by side on one API server.
 Prints figures, asserts nothing.
 
-    python bench/agent_bench.py [--workorders 500] [--agents 10]
+    python bench/agent_bench.py [--workorders 500] [--agents 10] [--profile DIR]
 
 Uses $KUBECONFIG, best a bare plane (`workgate dev up --bare --detach`, then
 `eval "$(workgate dev env)"`): the bench plays Shipwright itself, so a real Shipwright
@@ -31,6 +31,7 @@ from collections import Counter
 from pathlib import Path
 
 import _common
+import _profile
 from _common import (
     CpuMeter,
     busiest_writes,
@@ -121,10 +122,20 @@ async def main(args: argparse.Namespace) -> None:
                 raise SystemExit("the agents did not start watching within 120 s")
             pids = {**plane, "operator": [operator.pid], "agents": [a.pid for a in agents]}
             meter = CpuMeter(pids, with_children={"agents"})
+            profilers = []
+            if args.profile:  # py-spy on the first agent and the operator while they drain
+                args.profile.mkdir(parents=True, exist_ok=True)
+                profilers = [
+                    _profile.record(agents[0].pid, args.profile / "agent-0.raw"),
+                    _profile.record(operator.pid, args.profile / "operator-agents.raw"),
+                ]
             before = await requests(api)
             meter.start()
             seconds = await drain(api, namespace, "bench", args.workorders)
             meter.stop()
+            for profiler in profilers:
+                profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+                profiler.wait(30)
             delta = await requests(api) - before
             agent_rate = report(
                 f"agent path ({args.agents} agents)",
@@ -152,6 +163,9 @@ async def main(args: argparse.Namespace) -> None:
             await api.delete(NAMESPACES.path(None, namespace))
     if agents:
         print("  agent time by phase, all agents: " + agent_timings(log_dir))
+    if args.profile:
+        for raw in ("agent-0.raw", "operator-agents.raw"):
+            print(f"profile {raw}:\n" + _profile.summarise(args.profile / raw))
     print(f"logs: {log_dir}")
 
 
@@ -181,4 +195,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workorders", type=int, default=500)
     parser.add_argument("--agents", type=int, default=10)
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="py-spy an agent and the operator into DIR"
+    )
     asyncio.run(main(parser.parse_args()))
