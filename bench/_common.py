@@ -20,8 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from workgate.cli.up import cluster_configured
-from workgate.devcluster.build import ensure_binaries, stderr_progress
-from workgate.devcluster.controlplane import LocalControlPlane, default_state_dir, running_cluster
+from workgate.devcluster.build import cache_root, ensure_binaries, stderr_progress
+from workgate.devcluster.controlplane import (
+    LocalControlPlane,
+    default_state_dir,
+    read_pidfile,
+    running_cluster,
+)
 from workgate.k8s.api import BUILDRUNS, KubeApi
 
 WRITES = {"POST", "PUT", "PATCH", "APPLY", "DELETE"}
@@ -132,6 +137,69 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """CPU time (user + system) a process has used; with `children`, also that of its
+    children it has waited for (an agent's commands)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def plane_pids() -> dict[str, int]:
+    """The processes (name -> pid) of the embedded control plane that $KUBECONFIG points
+    at, if it is one: found through its pidfile (other planes may run on this machine)."""
+    kubeconfig = os.environ.get("KUBECONFIG", "")
+    for state_dir in (cache_root() / "clusters").glob("*"):
+        info = read_pidfile(state_dir)
+        if info is not None and kubeconfig and info.kubeconfig == Path(kubeconfig):
+            return dict(info.pids)
+    return {}
+
+
+class CpuMeter:
+    """CPU seconds used by named processes between `start()` and `stop()`."""
+
+    def __init__(self, pids: dict[str, list[int]], with_children: set[str] = frozenset()) -> None:
+        self.pids, self.with_children = pids, with_children
+        self._start: dict[str, float] = {}
+        self.used: dict[str, float] = {}
+        self._wall = 0.0
+
+    def _now(self) -> dict[str, float]:
+        now = {
+            name: sum(cpu_seconds(pid, children=name in self.with_children) for pid in pids)
+            for name, pids in self.pids.items()
+        }
+        own = os.times()
+        now["bench"] = own.user + own.system
+        return now
+
+    def start(self) -> None:
+        self._start, self._wall = self._now(), time.monotonic()
+
+    def stop(self) -> None:
+        self.used = {k: v - self._start.get(k, 0.0) for k, v in self._now().items()}
+        self._wall = time.monotonic() - self._wall
+
+    def summary(self, items: int) -> str:
+        total = sum(self.used.values())
+        parts = ", ".join(
+            f"{name} {1000 * used / items:.1f}"
+            for name, used in sorted(self.used.items(), key=lambda kv: -kv[1])
+            if used > 0
+        )
+        cores = total / self._wall if self._wall else 0.0
+        return (
+            f"CPU ms per WorkOrder: {parts}; total {1000 * total / items:.1f} "
+            f"({cores:.2f} of {os.cpu_count()} cores busy)"
+        )
 
 
 def percentile(values: list[float], q: float) -> float:

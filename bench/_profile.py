@@ -19,7 +19,7 @@ PACKAGES = (
     ("/workgate/", "workgate"),
     ("/httpx", "httpx/httpcore/h11/anyio"),
     ("/httpcore", "httpx/httpcore/h11/anyio"),
-    ("/h11/", "httpx/httpcore/h11/anyio"),
+    ("/h11/", "h11"),
     ("/anyio/", "httpx/httpcore/h11/anyio"),
     ("/lightkube/", "lightkube"),
     ("/aiohttp/", "aiohttp"),
@@ -31,6 +31,8 @@ PACKAGES = (
     ("/asyncio/", "asyncio"),
     ("/json/", "json"),
     ("/ssl.py", "ssl"),
+    ("/subprocess.py", "subprocess"),
+    ("/orjson", "orjson"),
     ("/logging/", "logging"),
     ("/copy.py", "copy (stdlib)"),
 )

@@ -1,7 +1,7 @@
 """The agent path against the operator's own `build` path, side by side on one API server.
 Prints figures, asserts nothing.
 
-    python bench/agent_bench.py [--workorders 500] [--agents 10]
+    python bench/agent_bench.py [--workorders 500] [--agents 10] [--profile DIR]
 
 Uses $KUBECONFIG, best a bare plane (`workgate dev up --bare --detach`, then
 `eval "$(workgate dev env)"`): the bench plays Shipwright itself, so a real Shipwright
@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
+import signal
 import subprocess
 import tempfile
 import time
@@ -29,10 +31,13 @@ from collections import Counter
 from pathlib import Path
 
 import _common
+import _profile
 from _common import (
+    CpuMeter,
     busiest_writes,
     idle_rate,
     peak_rss_mb,
+    plane_pids,
     requests,
     spawn,
     spawn_operator,
@@ -82,8 +87,12 @@ async def main(args: argparse.Namespace) -> None:
             print(f"idle cluster: {idle:.1f} writes/s (subtracted)")
             marked: set[str] = set()
             shipwright = asyncio.create_task(stand_in_shipwright(namespace, marked))
+            plane = {name: [pid] for name, pid in plane_pids().items()}
+            meter = CpuMeter({**plane, "operator": [operator.pid]})
             before = await requests(api)
+            meter.start()
             seconds = await drain(api, namespace, "build", args.workorders)
+            meter.stop()
             delta = await requests(api) - before
             build_rate = report(
                 "build path",
@@ -93,6 +102,7 @@ async def main(args: argparse.Namespace) -> None:
                 own=args.workorders + len(marked),
                 idle=idle,
             )
+            print("  " + meter.summary(args.workorders))
             shipwright.cancel()
 
             started = await requests(api)
@@ -110,8 +120,22 @@ async def main(args: argparse.Namespace) -> None:
                 await asyncio.sleep(0.2)
             else:
                 raise SystemExit("the agents did not start watching within 120 s")
+            pids = {**plane, "operator": [operator.pid], "agents": [a.pid for a in agents]}
+            meter = CpuMeter(pids, with_children={"agents"})
+            profilers = []
+            if args.profile:  # py-spy on the first agent and the operator while they drain
+                args.profile.mkdir(parents=True, exist_ok=True)
+                profilers = [
+                    _profile.record(agents[0].pid, args.profile / "agent-0.raw"),
+                    _profile.record(operator.pid, args.profile / "operator-agents.raw"),
+                ]
             before = await requests(api)
+            meter.start()
             seconds = await drain(api, namespace, "bench", args.workorders)
+            meter.stop()
+            for profiler in profilers:
+                profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+                profiler.wait(30)
             delta = await requests(api) - before
             agent_rate = report(
                 f"agent path ({args.agents} agents)",
@@ -126,20 +150,52 @@ async def main(args: argparse.Namespace) -> None:
                 f"(the bench's own watch makes 1: more would be agents re-listing); "
                 f"WATCH starts {delta['WATCH workorders']}"
             )
+            print("  " + meter.summary(args.workorders))
             rss = [peak_rss_mb(agent.pid) for agent in agents]
             print(f"  agent peak RSS: max {max(rss):.1f} MB, mean {sum(rss) / len(rss):.1f} MB")
             print(f"agent/build throughput: {agent_rate / build_rate:.2f}x")
         finally:
+            for agent in agents:  # SIGINT: an agent logs where its time went as it stops
+                agent.send_signal(signal.SIGINT)
+            operator.terminate()
             for process in (*agents, operator):
-                process.terminate()
-            for process in (*agents, operator):
-                process.wait(10)
+                process.wait(20)
             await api.delete(NAMESPACES.path(None, namespace))
+    if agents:
+        print("  agent time by phase, all agents: " + agent_timings(log_dir))
+    if args.profile:
+        for raw in ("agent-0.raw", "operator-agents.raw"):
+            print(f"profile {raw}:\n" + _profile.summarise(args.profile / raw))
     print(f"logs: {log_dir}")
+
+
+TIMING = re.compile(r"(?P<phase>[A-Za-z][\w ]*?) (?P<count>\d+)x [\d.]+ ms \((?P<total>[\d.]+) s\)")
+
+
+def agent_timings(log_dir: Path) -> str:
+    """The agents' own accounts (`where the time went: ...` as they stop), added up."""
+    count: Counter[str] = Counter()
+    total: dict[str, float] = {}
+    for log in sorted(log_dir.glob("agent-*.log")):
+        for line in log.read_text().splitlines():
+            if "where the time went:" in line:
+                for match in TIMING.finditer(line.partition("where the time went:")[2]):
+                    phase = match["phase"].strip()
+                    count[phase] += int(match["count"])
+                    total[phase] = total.get(phase, 0.0) + float(match["total"])
+    if not count:
+        return "(none logged)"
+    return "; ".join(
+        f"{phase} {count[phase]}x mean {1000 * total[phase] / count[phase]:.1f} ms"
+        for phase in total
+    )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workorders", type=int, default=500)
     parser.add_argument("--agents", type=int, default=10)
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="py-spy an agent and the operator into DIR"
+    )
     asyncio.run(main(parser.parse_args()))

@@ -28,9 +28,11 @@ import weakref
 from typing import TypeVar
 
 from workgate.agent.claim import Claim, ClaimLost, Suspension, retrying, whoami
-from workgate.agent.feed import Candidate, WorkFeed, claimable_selector, spread_score
+from workgate.agent.feed import Candidate, WorkFeed, claimable_selector
+from workgate.agent.spread import Ranking, claimant_key
+from workgate.agent.timings import Timings
 from workgate.api.wire import Phase, current_attempt_of, now_utc, open_to_claim
-from workgate.core.claims import LeaseView
+from workgate.core.claims import MAX_INSTANCE, LeaseView
 from workgate.core.naming import lease_name
 from workgate.k8s import claims
 from workgate.k8s.api import WORKORDERS, ApiError, Body, KubeApi
@@ -91,6 +93,7 @@ class Agent:
         self._identity: str | None = None
         self._feed: WorkFeed | None = None
         self._claims: weakref.WeakValueDictionary[str, Claim] = weakref.WeakValueDictionary()
+        self.timings = Timings()  # where the time goes, by phase (logged when it stops)
 
     def _revoked(self, lease_uid: str, reason: str) -> None:
         """The feed saw a claim revoked (`reason`) or deleted (no reason): if it is one of
@@ -129,20 +132,23 @@ class Agent:
                 await retrying(lambda: claims.create_lease(self.api, lease), what="claiming")
             )
         except claims.ClaimTaken:
+            self.timings.add("Lease taken by another", time.monotonic() - sent)
             return None
         except ApiError as exc:
             if exc.status in (400, 403, 422):
                 log.warning("claim of %s/%s refused: %s", meta["namespace"], meta["name"], exc)
                 return None
             raise
+        self.timings.add("create Lease", time.monotonic() - sent)
         # The view we chose from may be stale: confirm that this attempt is still open now
         # that we hold the Lease (the operator ends an attempt in status before it deletes
         # the attempt's Lease, so this read sees any attempt that is over).
         try:
-            current: Body | None = await retrying(
-                lambda: self.api.get(WORKORDERS.path(meta["namespace"], meta["name"])),
-                what="confirming the claim",
-            )
+            with self.timings.timed("confirm"):
+                current: Body | None = await retrying(
+                    lambda: self.api.get(WORKORDERS.path(meta["namespace"], meta["name"])),
+                    what="confirming the claim",
+                )
         except ApiError as exc:
             if not exc.not_found:
                 raise
@@ -183,22 +189,24 @@ class Agent:
     async def wait_for_claim(self) -> Claim:
         """Watch for claimable work and claim one WorkOrder (transient errors retried).
 
-        Of the work it sees, an agent tries its own best-ranked first (a per-agent hash
-        order), oldest breaking ties, after a delay that grows with its rank: another agent
-        that ranks the WorkOrder higher has usually claimed it by then, and its Lease
-        (seen through the watch) takes it out of this agent's view without a collision.
+        Of the work it sees, an agent tries first what it owns among the peers it knows
+        (rendezvous hashing, agent/spread.py), at once; others' work after a delay that
+        grows with its rank there: an owner that is there has claimed it by then, and its
+        Lease (seen through the watch) takes it out of this agent's view without a
+        collision.
         """
         identity = await self.identity()
         feed = await self._feed_started()
+        ranking = Ranking(claimant_key(identity, self.instance[:MAX_INSTANCE]), self.spread_seconds)
         while True:
-            work = await feed.wait_for_work()
-            scored = sorted(
-                ((spread_score(identity + self.instance, c.uid), c.created, c) for c in work),
-                key=lambda item: (item[0], item[1]),
-            )
-            score, _, candidate = scored[0]
-            if score * self.spread_seconds > 0:
-                await asyncio.sleep(score * self.spread_seconds)
+            # (the first wait is start-up's: until work is created)
+            phase = "waiting for work" if self.timings.count else "waiting for the first work"
+            with self.timings.timed(phase):
+                work = await feed.wait_for_work()
+            candidate, delay = ranking.choose(work, feed.peers.available(time.monotonic()))
+            if delay > 0:
+                with self.timings.timed("deferring"):
+                    await asyncio.sleep(delay)
             if not feed.still_claimable(candidate):
                 continue
             try:

@@ -12,11 +12,12 @@ kept (names, uids, ages), never whole bodies.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from workgate.agent.spread import Peers, claimant_key, spread_score
 from workgate.api.wire import (
     LABEL_MANAGED_BY,
     LABEL_WORK_TYPE,
@@ -24,7 +25,11 @@ from workgate.api.wire import (
     UNCLAIMABLE_PHASES,
     open_to_claim,
 )
-from workgate.core.claims import ANNOTATION_REVOKED
+from workgate.core.claims import (
+    ANNOTATION_INSTANCE,
+    ANNOTATION_RESULT,
+    ANNOTATION_REVOKED,
+)
 from workgate.core.naming import label_value
 from workgate.k8s.api import LEASES, WORKORDERS, Body, KubeApi
 from workgate.k8s.informer import Informer
@@ -60,18 +65,11 @@ class Candidate:
 
 # Of the highest-priority work, agents choose among this many of the oldest: old work goes
 # first, bounded (a WorkOrder waits at most for the claims of those older than it, less
-# this window), while each agent's own best-ranked pick in so wide a window is rarely
-# another's (with 16, ten agents aimed at the same WorkOrder often enough to collide on
-# 12% of claims; see bench/agent_bench.py).
+# this window), while each agent owns enough of the window to have work of its own
+# (agent/spread.py).
 OLDEST_FIRST = 128
 
-
-def spread_score(identity: str, uid: str) -> float:
-    """A stable pseudo-random rank in [0, 1) of one WorkOrder for one agent: agents that
-    see the same work try it in different orders and after different delays (rendezvous
-    hashing), so one of them claims it and the rest see its Lease instead of colliding."""
-    digest = hashlib.blake2b(f"{identity}\0{uid}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
+__all__ = ["OLDEST_FIRST", "Candidate", "WorkFeed", "claimable_selector", "spread_score"]
 
 
 class _View:
@@ -137,7 +135,9 @@ class WorkFeed:
             api, LEASES.path(namespace), {"labelSelector": labels}, self._lease, self.changed
         )
         self._tasks: list[asyncio.Task[None]] = []
-        self._passed: set[Candidate] = set()  # tried and not claimable, until they change
+        # Tried and not claimable, until they change (the watch brings a new Candidate).
+        self._passed: dict[Key, Candidate] = {}
+        self.peers = Peers()  # the claimants of this work type, from their Leases
         # Told (lease uid, reason) when the operator revokes a claim, or (uid, "") when a
         # claim Lease is deleted: its holder stops.
         self.on_revoked: Callable[[str, str], None] | None = None
@@ -163,14 +163,24 @@ class WorkFeed:
         )
 
     def _lease_deleted(self, body: Body) -> None:
+        self.peers.ended(str(body["metadata"].get("uid", "")))
         if self.on_revoked is not None:
             self.on_revoked(str(body["metadata"].get("uid", "")), "")
 
     def _lease(self, body: Body) -> tuple[Key, object] | None:
         meta = body["metadata"]
-        revoked = (meta.get("annotations") or {}).get(ANNOTATION_REVOKED)
+        annotations = meta.get("annotations") or {}
+        revoked = annotations.get(ANNOTATION_REVOKED)
         if revoked and self.on_revoked is not None:
             self.on_revoked(str(meta.get("uid", "")), str(revoked))
+        holder = (body.get("spec") or {}).get("holderIdentity")
+        if holder and self.leases.synced.is_set():  # as it happens, not the start-up list
+            self.peers.saw(
+                claimant_key(str(holder), str(annotations.get(ANNOTATION_INSTANCE) or "")),
+                str(meta.get("uid", "")),
+                open_claim=not (revoked or annotations.get(ANNOTATION_RESULT)),
+                now=time.monotonic(),
+            )
         for ref in meta.get("ownerReferences") or []:
             if ref.get("controller"):
                 return (meta["namespace"], str(ref.get("name"))), str(ref.get("uid"))
@@ -190,13 +200,13 @@ class WorkFeed:
 
     def claimable(self) -> list[Candidate]:
         """What no Lease claims yet, of the highest priority among it (higher first)."""
-        leased = self.leases.items
-        current = self.workorders.items.values()
-        self._passed.intersection_update(current)  # forget what has changed since
+        leased, passed = self.leases.items, self._passed
+        for key in [k for k, c in passed.items() if self.workorders.items.get(k) is not c]:
+            del passed[key]  # changed since (or gone): worth a look again
         work = [
             c
             for key, c in self.workorders.items.items()
-            if isinstance(c, Candidate) and leased.get(key) != c.uid and c not in self._passed
+            if isinstance(c, Candidate) and leased.get(key) != c.uid and passed.get(key) is not c
         ]
         top = max((c.priority for c in work), default=0)
         tier = sorted((c for c in work if c.priority == top), key=lambda c: c.created)
@@ -204,7 +214,7 @@ class WorkFeed:
 
     def pass_over(self, candidate: Candidate) -> None:
         """Claiming it failed: skip it until the watch shows it changed."""
-        self._passed.add(candidate)
+        self._passed[(candidate.namespace, candidate.name)] = candidate
 
     def still_claimable(self, candidate: Candidate) -> bool:
         key = (candidate.namespace, candidate.name)

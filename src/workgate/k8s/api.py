@@ -1,25 +1,24 @@
 """The one async Kubernetes client of workgate: JSON over HTTPS, dicts in and out.
 
 Credentials come from k8s/kubeconfig.py (a kubeconfig or in-cluster: client certificates,
-tokens, token files, exec plugins, basic auth); requests go through one shared
-`aiohttp.ClientSession`, the HTTP stack Kopf already runs in the operator (one stack, not
-two: aiohttp costs a fraction of httpx's CPU per request). Everything above this module
-speaks plain dicts, so the adapters can state preconditions (resourceVersion, uid) and
-content types exactly.
+tokens, token files, exec plugins, basic auth); requests go through a transport
+(k8s/transport.py): aiohttp in the operator, where Kopf runs on it anyway, or a small
+HTTP/1.1 client on h11 in the agent, which has no other use for aiohttp. Everything above
+this module speaks plain dicts, so the adapters can state preconditions (resourceVersion,
+uid) and content types exactly.
 """
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
-import aiohttp
 import orjson
 
 from workgate.k8s.kubeconfig import ClusterConfig, load_config
+from workgate.k8s.transport import TRANSIENT_ERRORS, Reply, Transport, TransportName, make_transport
 
 Body = dict[str, Any]
 
@@ -55,7 +54,7 @@ def is_transient(exc: BaseException) -> bool:
     restarting (5xx, 429, timeouts, refused or dropped connections)."""
     if isinstance(exc, ApiError):
         return exc.status >= 500 or exc.status == 429
-    return isinstance(exc, aiohttp.ClientError | TimeoutError | OSError)
+    return isinstance(exc, tuple(TRANSIENT_ERRORS))
 
 
 @dataclass(frozen=True)
@@ -96,8 +95,8 @@ __all__ = ["ClusterConfig", "load_config"]
 class _Response:
     """What a request brought back, read in full."""
 
-    def __init__(self, status: int, reason: str, content: bytes) -> None:
-        self.status, self.reason, self.content = status, reason, content
+    def __init__(self, reply: Reply) -> None:
+        self.status, self.reason, self.content = reply.status, reply.reason, reply.content
 
     def json(self) -> Any:
         return orjson.loads(self.content)
@@ -107,29 +106,28 @@ class _Response:
         return self.content.decode("utf-8", "replace")
 
 
+def _target(path: str, params: dict[str, str] | None) -> str:
+    return f"{path}?{urlencode(params)}" if params else path
+
+
 class KubeApi:
-    def __init__(self, config: ClusterConfig | None = None, *, timeout: float = 30.0) -> None:
+    """`transport`: "aiohttp" (the default) or "h11" (what the agent process uses)."""
+
+    def __init__(
+        self,
+        config: ClusterConfig | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: TransportName = "aiohttp",
+    ) -> None:
         self.config = config or load_config()
-        self._base = self.config.server.rstrip("/")
-        self._ssl: ssl.SSLContext | None = self.config.ssl
         self._credentials = self.config.credentials
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
+        self._timeout = timeout
+        self._transport: Transport = make_transport(transport, self.config.server, self.config.ssl)
         self._plurals: dict[tuple[str, str], str] = {}
 
-    def _client(self) -> aiohttp.ClientSession:
-        """Made on first use, inside the event loop that uses it."""
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=100, ssl=self._ssl or False)
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, trust_env=False, auto_decompress=True
-            )
-        return self._session
-
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._transport.aclose()
 
     async def __aenter__(self) -> KubeApi:
         return self
@@ -141,30 +139,12 @@ class KubeApi:
     def default_namespace(self) -> str:
         return self.config.namespace or "default"
 
-    async def _open(
-        self,
-        method: str,
-        path: str,
-        *,
-        content: bytes | None = None,
-        params: dict[str, str] | None = None,
-        headers: dict[str, str] | None = None,
-        limits: aiohttp.ClientTimeout | None = None,
-    ) -> aiohttp.ClientResponse:
-        """Send one request (again, when the credentials' flow asks: a rotated token) and
-        return the open response; the caller reads and releases it."""
-        url = self._base + path
-        limits = limits or self._timeout
-        for attempt in (1, 2):
-            sent = {**(headers or {}), **await self._credentials.headers()}
-            response = await self._client().request(
-                method, url, data=content, params=params, headers=sent, timeout=limits
-            )
-            if response.status != 401 or attempt == 2 or not self._credentials.refreshable():
-                return response
-            response.release()  # a rotated token (or an expired plugin's): fetch it again
-            self._credentials.invalidate()
-        raise AssertionError("unreachable")
+    def _retry_unauthorized(self, status: int, attempt: int) -> bool:
+        """After a 401: a rotated token (or an expired plugin's)? Then fetch it again."""
+        if status != 401 or attempt == 2 or not self._credentials.refreshable():
+            return False
+        self._credentials.invalidate()
+        return True
 
     async def _send(
         self,
@@ -175,9 +155,14 @@ class KubeApi:
         params: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
     ) -> _Response:
-        response = await self._open(method, path, content=content, params=params, headers=headers)
-        async with response:
-            return _Response(response.status, response.reason or "", await response.read())
+        """Send one request (again, when the credentials' flow asks: a rotated token)."""
+        target = _target(path, params)
+        for attempt in (1, 2):
+            sent = {**(headers or {}), **await self._credentials.headers()}
+            reply = await self._transport.send(method, target, sent, content, self._timeout)
+            if not self._retry_unauthorized(reply.status, attempt):
+                return _Response(reply)
+        raise AssertionError("unreachable")
 
     async def request(
         self,
@@ -263,23 +248,27 @@ class KubeApi:
     ) -> AsyncIterator[tuple[str, Body]]:
         """Stream (type, object) watch events for a collection path."""
         query = {**(params or {}), "watch": "1", "timeoutSeconds": str(timeout_seconds)}
-        limits = aiohttp.ClientTimeout(total=None, connect=10, sock_read=timeout_seconds + 10)
-        response = await self._open(
-            "GET", path, params=query, headers={"Accept": "application/json"}, limits=limits
-        )
-        async with response:
-            if response.status >= 400:
-                text = (await response.read()).decode("utf-8", "replace")
-                raise ApiError(response.status, response.reason or "", text[:500])
-            buffer = b""
-            async for chunk in response.content.iter_any():
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        yield _watch_event(orjson.loads(line))
-            if buffer.strip():
-                yield _watch_event(orjson.loads(buffer))
+        target = _target(path, query)
+        for attempt in (1, 2):
+            sent = {"Accept": "application/json", **await self._credentials.headers()}
+            async with self._transport.stream(
+                "GET", target, sent, connect_timeout=10, read_timeout=timeout_seconds + 10
+            ) as response:
+                if self._retry_unauthorized(response.status, attempt):
+                    continue
+                if response.status >= 400:
+                    text = (await response.read()).decode("utf-8", "replace")
+                    raise ApiError(response.status, response.reason, text[:500])
+                buffer = b""
+                async for chunk in response.chunks():
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            yield _watch_event(orjson.loads(line))
+                if buffer.strip():
+                    yield _watch_event(orjson.loads(buffer))
+                return
 
     async def resource_for(self, api_version: str, kind: str) -> ResourceRef:
         """Find the plural of `kind` through discovery (cached)."""

@@ -1,0 +1,103 @@
+"""Which claimable WorkOrder an agent tries first, and after how long: agents spread over
+the work instead of racing for it. Pure: no I/O, the clock passed in.
+
+Rendezvous hashing over the claimants an agent knows: each agent ranks every WorkOrder
+with a stable per-(agent, WorkOrder) score, and the WorkOrder is *owned* by the
+available peer that scores it lowest. An agent tries its own work first and at once; work
+owned by others only after a delay that grows with its rank there, by when the owner has
+usually claimed it and its Lease has taken it out of this agent's view. So two agents
+that know each other aim at different WorkOrders, and nothing waits for an owner that
+is gone or busy: peers are learnt from the claim Leases of the work type (holder and
+instance), forgotten when not seen for `PEER_SECONDS`, and left out while they hold an
+unreported claim older than `BUSY_SECONDS` (they run a command and will not claim now).
+An agent that knows no peer yet (start-up) defers by its own score, as all agents did
+before (at start-up they spread that way until their first Leases show who is there).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Protocol, TypeVar
+
+PEER_SECONDS = 30.0
+BUSY_SECONDS = 1.0
+
+
+def spread_score(identity: str, uid: str) -> float:
+    """A stable pseudo-random rank in [0, 1) of one WorkOrder for one agent."""
+    digest = hashlib.blake2b(f"{identity}\0{uid}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def claimant_key(holder: str, instance: str) -> str:
+    """One claimant process: its authenticated user and its instance name."""
+    return f"{holder}/{instance}"
+
+
+class Peers:
+    """The claimants seen lately through their Leases, and which of them are working."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, float] = {}  # claimant -> when its Lease was last seen
+        self._open: dict[str, tuple[str, float]] = {}  # unreported claim -> (claimant, since)
+
+    def saw(self, claimant: str, lease_uid: str, *, open_claim: bool, now: float) -> None:
+        self._seen[claimant] = now
+        if open_claim:
+            self._open.setdefault(lease_uid, (claimant, now))
+        else:
+            self._open.pop(lease_uid, None)
+
+    def ended(self, lease_uid: str) -> None:
+        """The claim's Lease is gone."""
+        self._open.pop(lease_uid, None)
+
+    def available(self, now: float) -> frozenset[str]:
+        for claimant in [c for c, t in self._seen.items() if now - t > PEER_SECONDS]:
+            del self._seen[claimant]
+        busy = {c for c, since in self._open.values() if now - since > BUSY_SECONDS}
+        return frozenset(c for c in self._seen if c not in busy)
+
+
+class HasUid(Protocol):
+    @property
+    def uid(self) -> str: ...
+
+
+C = TypeVar("C", bound=HasUid)
+
+
+class Ranking:
+    """One agent's choice among claimable work (`me`: its claimant key)."""
+
+    def __init__(self, me: str, spread_seconds: float) -> None:
+        self.me = me
+        self.spread_seconds = spread_seconds
+        self._scores: dict[str, dict[str, float]] = {}  # uid -> claimant -> score
+
+    def choose(self, work: Sequence[C], peers: frozenset[str]) -> tuple[C, float]:
+        """The WorkOrder to try (of `work`, oldest first) and how long to wait before.
+
+        Own work first (lowest own score first), then by rank among the peers."""
+        everyone = peers | {self.me}
+        scores: dict[str, dict[str, float]] = {}
+        best: tuple[int, float, int] | None = None
+        chosen = work[0]
+        for index, candidate in enumerate(work):
+            known = self._scores.get(candidate.uid) or {}
+            for peer in everyone:
+                if peer not in known:
+                    known[peer] = spread_score(peer, candidate.uid)
+            scores[candidate.uid] = known
+            mine = known[self.me]
+            rank = sum(1 for peer in everyone if known[peer] < mine)
+            key = (rank, mine, index)
+            if best is None or key < best:
+                best, chosen = key, candidate
+        self._scores = scores  # only the current work's, so it stays bounded
+        assert best is not None
+        rank, mine, _ = best
+        if len(everyone) == 1:
+            return chosen, mine * self.spread_seconds
+        return chosen, rank / len(everyone) * self.spread_seconds
