@@ -43,3 +43,27 @@ def test_bodies_are_delivered_without_managed_fields_and_stubs_stay_small() -> N
     assert informer._known[("ns", "a")] == {
         "metadata": {"namespace": "ns", "name": "a", "uid": "1", "ownerReferences": []}
     }
+
+
+def test_a_paged_relist_reports_what_vanished_only_after_its_last_page() -> None:
+    seen: list[tuple[str, str, str]] = []
+
+    def record(type_: str, body: dict[str, object]) -> None:
+        meta = body["metadata"]
+        assert isinstance(meta, dict)
+        seen.append((type_, meta["name"], meta["uid"]))
+
+    informer = Informer(None, "/x", record)  # type: ignore[arg-type]
+    informer._relisted([strip(obj(n, n.upper())) for n in "abcd"])
+    seen.clear()
+    listed: dict[tuple[str, str], str] = {}
+    informer._relisted_page([strip(obj("a", "A")), strip(obj("b", "new"))], listed)
+    # a namesake under a new uid: the old one DELETED first; nothing else deleted yet
+    assert seen == [("MODIFIED", "a", "A"), ("DELETED", "b", "B"), ("ADDED", "b", "new")]
+    seen.clear()
+    informer._relisted_page([strip(obj("d", "D")), strip(obj("e", "E"))], listed)
+    assert seen == [("MODIFIED", "d", "D"), ("ADDED", "e", "E")]
+    seen.clear()
+    informer._relisted_end(listed)
+    assert seen == [("DELETED", "c", "C")]
+    assert set(informer._known) == {("ns", k) for k in "abde"}

@@ -2,10 +2,14 @@
 
 `Informer.run` lists (a consistent snapshot), then watches from the list's
 resourceVersion with bookmarks, and lists again only when the watch is too old (410
-Gone) or broken. A re-list reports what vanished meanwhile as DELETED (a restarted
-watch never would): the informer remembers a small stub of each object it has seen
-(`keep`: by default its namespace, name and uid, plus what the consumer asks for), never
-whole bodies. Transient API errors (the API server restarting) are retried with backoff.
+Gone) or broken. The list is read in pages of `page_size` (limit/continue, as client-go's
+pager), each delivered as it comes: a collection of 10,000 objects is never one response
+in memory. A page whose continue token is too old (410: its snapshot was compacted away)
+starts the list over. A re-list reports what vanished meanwhile as DELETED (a restarted
+watch never would), once its last page is read: the informer remembers a small stub of
+each object it has seen (`keep`: by default its namespace, name and uid, plus what the
+consumer asks for), never whole bodies. Transient API errors (the API server restarting)
+are retried with backoff.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from workgate.k8s.api import ApiError, Body, KubeApi, is_transient
 log = logging.getLogger(__name__)
 Key = tuple[str, str]
 OnEvent = Callable[[str, Body], None]
+PAGE_SIZE = 500  # client-go's pager default
 
 
 def metadata_stub(body: Body) -> Body:
@@ -53,13 +58,17 @@ class Informer:
         params: dict[str, str] | None = None,
         keep: Callable[[Body], Body] = metadata_stub,
         watch_timeout: int = 300,
+        page_size: int = PAGE_SIZE,
     ) -> None:
         self.api, self.path, self.on_event = api, path, on_event
         self.params = dict(params or {})
         self.keep = keep
         self.watch_timeout = watch_timeout
+        self.page_size = page_size
         self.synced = asyncio.Event()
         self.lists = 0  # full lists made: start-up, then only 410s and broken watches
+        self.pages = 0  # list pages read
+        self.restarted_lists = 0  # lists started over: a continue token was too old
         self._absent = False
         self._known: dict[Key, Body] = {}  # stubs of what was last seen, by (namespace, name)
 
@@ -79,25 +88,63 @@ class Informer:
         except Exception:  # a consumer's bug must not stop the watch
             log.exception("handling %s of %s/%s from %s", type_, *key, self.path)
 
-    def _relisted(self, items: list[Any]) -> None:
-        fresh = {self._key(item): item for item in items}
-        for key, stub in list(self._known.items()):
-            item = fresh.get(key)
-            uid = str((stub.get("metadata") or {}).get("uid", ""))
-            if item is None or str(item["metadata"].get("uid", "")) != uid:
-                self._deliver("DELETED", stub)  # vanished (or replaced) while not watching
+    def _relisted_page(self, items: list[Any], seen: dict[Key, str]) -> None:
+        """One page of a (re-)list: each item ADDED or MODIFIED, a namesake under another
+        uid than the one known first DELETED. `seen` collects the page's keys and uids."""
         for item in items:
-            self._deliver("ADDED" if self._key(item) not in self._known else "MODIFIED", item)
+            key = self._key(item)
+            uid = str(item["metadata"].get("uid", ""))
+            seen[key] = uid
+            stub = self._known.get(key)
+            if stub is not None and str((stub.get("metadata") or {}).get("uid", "")) != uid:
+                self._deliver("DELETED", stub)  # replaced while not watching
+                stub = None
+            self._deliver("ADDED" if stub is None else "MODIFIED", item)
+
+    def _relisted_end(self, seen: dict[Key, str]) -> None:
+        """The last page is in: what is known but was not listed vanished meanwhile."""
+        for key, stub in list(self._known.items()):
+            if key not in seen:
+                self._deliver("DELETED", stub)
+
+    def _relisted(self, items: list[Any]) -> None:
+        """A whole (re-)list in one page."""
+        seen: dict[Key, str] = {}
+        self._relisted_page(items, seen)
+        self._relisted_end(seen)
+
+    async def _list(self) -> str:
+        """List page by page into the consumer; the resourceVersion to watch from."""
+        self.lists += 1
+        seen: dict[Key, str] = {}
+        params = {**self.params, "limit": str(self.page_size)}
+        while True:
+            try:
+                listing = await self.api.get(self.path, params=params)
+            except ApiError as exc:
+                if not (exc.gone and "continue" in params):
+                    raise
+                log.info("listing %s: the continue token is too old; listing anew", self.path)
+                self.restarted_lists += 1
+                seen.clear()  # what the older snapshot showed says nothing of the new one
+                params = {**self.params, "limit": str(self.page_size)}
+                continue
+            self.pages += 1
+            self._relisted_page([strip(item) for item in listing.get("items") or []], seen)
+            meta = listing.get("metadata") or {}
+            token = str(meta.get("continue") or "")
+            if not token:
+                self._relisted_end(seen)
+                return str(meta.get("resourceVersion", ""))
+            del listing  # the next page replaces it in memory
+            params = {**self.params, "limit": str(self.page_size), "continue": token}
 
     async def run(self) -> None:
         backoff = 0.2
         while True:
             try:
-                listing = await self.api.get(self.path, params=dict(self.params))
-                self.lists += 1
-                self._relisted([strip(item) for item in listing.get("items") or []])
+                version = await self._list()
                 self.synced.set()
-                version = str((listing.get("metadata") or {}).get("resourceVersion", ""))
                 while True:  # watch on from `version` until it is too old or breaks
                     params = {
                         **self.params,
