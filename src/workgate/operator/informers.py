@@ -20,6 +20,7 @@ from workgate.api.wire import LABEL_MANAGED_BY, MANAGED_BY
 from workgate.k8s.api import BUILDRUNS, LEASES, SIGNALS, WAITPOINTS, WORKORDERS, Body, ResourceRef
 from workgate.k8s.informer import Informer, metadata_stub
 from workgate.k8s.owners import workgate_owner
+from workgate.operator import lanes
 from workgate.operator.cache import ObjectCache
 from workgate.operator.waitpoints import WaitpointReconciler
 from workgate.operator.workorders import WorkOrderReconciler
@@ -49,9 +50,7 @@ def wire(reconciler: WorkOrderReconciler, gates: WaitpointReconciler) -> list[In
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         reconciler.observe_workorder(key, body, deleted=type_ == "DELETED")
 
-    def on_child(
-        cache: ObjectCache[tuple[str, str]], by_owner: bool
-    ) -> Callable[[str, Body], None]:
+    def on_child(cache: ObjectCache[tuple[str, str]], lease: bool) -> Callable[[str, Body], None]:
         """Leases are cached by their WorkOrder, BuildRuns by their own name."""
 
         def handle(type_: str, body: Body) -> None:
@@ -59,12 +58,22 @@ def wire(reconciler: WorkOrderReconciler, gates: WaitpointReconciler) -> list[In
             if owner is None:
                 return
             namespace = body["metadata"]["namespace"]
-            key = (namespace, owner[0] if by_owner else body["metadata"]["name"])
-            if type_ == "DELETED":
+            key = (namespace, owner[0] if lease else body["metadata"]["name"])
+            deleted = type_ == "DELETED"
+            if deleted:
                 cache.deleted(key, body)
             else:
                 cache.observe(key, body)
-            reconciler.queue.add((namespace, owner[0]))
+            owner_key = (namespace, owner[0])
+            low = lanes.child_settled(
+                reconciler.workorders.get(owner_key),
+                owner[1],
+                body,
+                lease=lease,
+                deleted=deleted,
+                policy=reconciler.policy,
+            )
+            reconciler.queue.add(owner_key, low=low)
 
         return handle
 

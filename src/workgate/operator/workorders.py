@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pydantic import ValidationError
 
 from workgate.api.common import now_utc, parse_time
-from workgate.api.wire import ANNOTATION_RERUN, current_attempt
+from workgate.api.wire import current_attempt, rerun_request
 from workgate.api.workorder import Phase, WorkOrderSpec, WorkOrderStatus
 from workgate.core import lifecycle
 from workgate.core.claims import LeaseView
@@ -28,6 +28,7 @@ from workgate.k8s.api import (
     ResourceRef,
 )
 from workgate.k8s.events import post_event
+from workgate.operator import lanes
 from workgate.operator.cache import ObjectCache
 from workgate.operator.config import OperatorConfig
 from workgate.operator.leader import LeaderElector
@@ -41,7 +42,6 @@ Key = tuple[str, str]
 TERMINAL = frozenset(p.value for p in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED))
 DEFERRED = (lifecycle.ReleaseLease, lifecycle.RevokeLease)
 SPEC_CACHE_ENTRIES = 4096
-MAX_RERUN = 128  # status.rerun's maxLength
 
 
 class ActionFailed(Exception):
@@ -110,7 +110,7 @@ class WorkOrderReconciler:
             return
         self.workorders.observe(key, body)
         self.queues.observe(key, body)
-        self.queue.add(key)
+        self.queue.add(key, low=lanes.settled(body))
 
     def slots_changed(self, work_type: str) -> None:
         if self.queues.limited(work_type):
@@ -243,11 +243,7 @@ class WorkOrderReconciler:
             build_run=shipwright.build_run_view(run_body) if run_body else None,
             waitpoints=self.gates.views_for(namespace, name, uid),
             uid=uid,
-            # bounded as status.rerun is (a longer value would fail every status write)
-            rerun=str((body["metadata"].get("annotations") or {}).get(ANNOTATION_RERUN) or "")[
-                :MAX_RERUN
-            ]
-            or None,
+            rerun=rerun_request(body["metadata"]),
             queue=self.queues.view(key, body),
             random_value=random.random(),
             action_error=action_error,
