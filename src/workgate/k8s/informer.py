@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -26,16 +27,31 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 OnEvent = Callable[[str, Body], None]
 PAGE_SIZE = 500  # client-go's pager default
+OWNER_FIELDS = frozenset({"apiVersion", "kind", "name", "uid", "controller"})
+
+
+SHARED = frozenset({"namespace", "apiVersion", "kind"})  # values many objects repeat
+
+
+def _shared(field: str, value: Any) -> Any:
+    return sys.intern(value) if field in SHARED and isinstance(value, str) else value
 
 
 def metadata_stub(body: Body) -> Body:
+    """namespace, name, uid and the controller's owner reference (all a DELETED handler
+    reads): one of thousands kept, so the strings each repeats are shared."""
     meta = body.get("metadata") or {}
+    refs: list[Body] = []
+    for ref in meta.get("ownerReferences") or []:
+        if isinstance(ref, dict) and ref.get("controller"):
+            refs = [{k: _shared(k, v) for k, v in ref.items() if k in OWNER_FIELDS}]
+            break
     return {
         "metadata": {
-            "namespace": meta.get("namespace", ""),
+            "namespace": _shared("namespace", meta.get("namespace", "")),
             "name": meta.get("name", ""),
             "uid": meta.get("uid", ""),
-            "ownerReferences": meta.get("ownerReferences") or [],
+            "ownerReferences": refs,
         }
     }
 

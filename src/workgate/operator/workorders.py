@@ -28,7 +28,7 @@ from workgate.k8s.api import (
     ResourceRef,
 )
 from workgate.k8s.events import post_event
-from workgate.operator import lanes
+from workgate.operator import lanes, records
 from workgate.operator.cache import ObjectCache
 from workgate.operator.config import OperatorConfig
 from workgate.operator.leader import LeaderElector
@@ -76,9 +76,9 @@ class WorkOrderReconciler:
         self.metrics = metrics or OperatorMetrics()
         self.config = config
         self.policy = config.policy
-        self.workorders: ObjectCache[Key] = ObjectCache()
-        self.leases: ObjectCache[Key] = ObjectCache()  # by (namespace, WorkOrder name)
-        self.build_runs: ObjectCache[Key] = ObjectCache()  # by (namespace, BuildRun name)
+        self.workorders: ObjectCache[Key] = ObjectCache(records.workorder_record)
+        self.leases: ObjectCache[Key] = ObjectCache(records.lease_record)  # by WorkOrder
+        self.build_runs: ObjectCache[Key] = ObjectCache(records.build_run_record)  # by name
         self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=config.workers)
         self.queues = WorkTypeQueues(config.policy.concurrency_limits)
         self.leader: LeaderElector | None = None  # set when limits need one admitter
