@@ -86,3 +86,23 @@ async def test_a_key_added_while_active_runs_again_in_the_lane_of_its_most_urgen
         runner.cancel()
     assert handler.order == ["busy", "busy", "done-0", "done-1", "done-2"]
     assert len(queue) == 0
+
+
+async def test_a_held_low_lane_waits_until_opened_and_a_promoted_key_does_not() -> None:
+    handler = Recorder()
+    queue: WorkQueue[str] = WorkQueue(handler, workers=2, low_held=True)
+    for i in range(3):
+        queue.add(f"done-{i}", low=True)
+    queue.add("pending")
+    queue.add("done-2")  # promoted: it no longer waits for the lane to open
+    runner = asyncio.create_task(queue.run())
+    try:
+        await handler.reached(2)
+        queue.add("late")
+        await handler.reached(3)
+        assert handler.order == ["pending", "done-2", "late"] and queue.low_waiting == 2
+        queue.open_low()
+        await handler.reached(5)
+    finally:
+        runner.cancel()
+    assert handler.order[3:] == ["done-0", "done-1"] and len(queue) == 0

@@ -92,3 +92,20 @@ def test_the_cache_keeps_records_and_still_orders_versions() -> None:
     cache.observe("k", older)
     kept = cache.get("k")
     assert kept is not None and kept == lease_record(newer) and "labels" not in kept["metadata"]
+
+
+def test_workorder_records_read_as_the_body_and_share_their_condition_words() -> None:
+    def finished(name: str) -> dict[str, Any]:
+        condition = {"type": "Ready", "status": "True", "reason": "Succeeded",
+                     "message": "".join(["succeeded on ", "attempt 1"]),
+                     "lastTransitionTime": "2026-01-01T00:00:00.000Z"}  # fmt: skip
+        return served(
+            {"apiVersion": "workgate.io/v1alpha1", "kind": "WorkOrder",
+             "metadata": {"namespace": "ns", "name": name}, "spec": {"workType": "build"},
+             "status": {"phase": "SUCCEEDED", "conditions": [condition]}}, "5")  # fmt: skip
+
+    a, b = finished("a"), finished("b")
+    assert a["status"]["conditions"][0]["message"] is not b["status"]["conditions"][0]["message"]
+    ra, rb = workorder_record(a), workorder_record(b)
+    assert ra["status"] == a["status"] and ra["spec"] == a["spec"]
+    assert ra["status"]["conditions"][0]["message"] is rb["status"]["conditions"][0]["message"]

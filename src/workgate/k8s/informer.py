@@ -7,9 +7,9 @@ pager), each delivered as it comes: a collection of 10,000 objects is never one 
 in memory. A page whose continue token is too old (410: its snapshot was compacted away)
 starts the list over. A re-list reports what vanished meanwhile as DELETED (a restarted
 watch never would), once its last page is read: the informer remembers a small stub of
-each object it has seen (`keep`: by default its namespace, name and uid, plus what the
-consumer asks for), never whole bodies. Transient API errors (the API server restarting)
-are retried with backoff.
+each object it has seen (its uid, its controller's owner reference, and the spec fields
+the consumer asks for in `keep_spec`: a few strings in a tuple), never whole bodies.
+Transient API errors (the API server restarting) are retried with backoff.
 """
 
 from __future__ import annotations
@@ -37,23 +37,39 @@ def _shared(field: str, value: Any) -> Any:
     return sys.intern(value) if field in SHARED and isinstance(value, str) else value
 
 
-def metadata_stub(body: Body) -> Body:
-    """namespace, name, uid and the controller's owner reference (all a DELETED handler
-    reads): one of thousands kept, so the strings each repeats are shared."""
-    meta = body.get("metadata") or {}
-    refs: list[Body] = []
-    for ref in meta.get("ownerReferences") or []:
+Owner = tuple[str, str, str, str]  # a controller reference: apiVersion, kind, name, uid
+Stub = tuple[str, Owner | None, tuple[Any, ...]]  # uid, controller, kept spec values
+
+
+def controller_ref(body: Body) -> Owner | None:
+    for ref in (body.get("metadata") or {}).get("ownerReferences") or []:
         if isinstance(ref, dict) and ref.get("controller"):
-            refs = [{k: _shared(k, v) for k, v in ref.items() if k in OWNER_FIELDS}]
-            break
-    return {
-        "metadata": {
-            "namespace": _shared("namespace", meta.get("namespace", "")),
-            "name": meta.get("name", ""),
-            "uid": meta.get("uid", ""),
-            "ownerReferences": refs,
-        }
+            return (
+                sys.intern(str(ref.get("apiVersion", ""))),
+                sys.intern(str(ref.get("kind", ""))),
+                str(ref.get("name", "")),
+                str(ref.get("uid", "")),
+            )
+    return None
+
+
+def stub_body(key: Key, stub: Stub, keep_spec: tuple[str, ...] = ()) -> Body:
+    """What a DELETED handler is given of an object it will not see again: namespace,
+    name, uid, its controller's owner reference and the kept spec fields."""
+    uid, owner, values = stub
+    refs = []
+    if owner is not None:
+        api_version, kind, name, owner_uid = owner
+        refs = [
+            {"apiVersion": api_version, "kind": kind, "name": name, "uid": owner_uid,
+             "controller": True}
+        ]  # fmt: skip
+    body: Body = {
+        "metadata": {"namespace": key[0], "name": key[1], "uid": uid, "ownerReferences": refs}
     }
+    if keep_spec:
+        body["spec"] = {f: v for f, v in zip(keep_spec, values, strict=True) if v is not None}
+    return body
 
 
 def strip(body: Body) -> Body:
@@ -72,13 +88,13 @@ class Informer:
         on_event: OnEvent,
         *,
         params: dict[str, str] | None = None,
-        keep: Callable[[Body], Body] = metadata_stub,
+        keep_spec: tuple[str, ...] = (),
         watch_timeout: int = 300,
         page_size: int = PAGE_SIZE,
     ) -> None:
         self.api, self.path, self.on_event = api, path, on_event
         self.params = dict(params or {})
-        self.keep = keep
+        self.keep_spec = keep_spec
         self.watch_timeout = watch_timeout
         self.page_size = page_size
         self.synced = asyncio.Event()
@@ -86,19 +102,29 @@ class Informer:
         self.pages = 0  # list pages read
         self.restarted_lists = 0  # lists started over: a continue token was too old
         self._absent = False
-        self._known: dict[Key, Body] = {}  # stubs of what was last seen, by (namespace, name)
+        self._known: dict[Key, Stub] = {}  # what was last seen, by (namespace, name)
 
     @staticmethod
     def _key(body: Body) -> Key:
         meta = body.get("metadata") or {}
-        return str(meta.get("namespace", "")), str(meta.get("name", ""))
+        return sys.intern(str(meta.get("namespace", ""))), str(meta.get("name", ""))
+
+    def _stub(self, body: Body) -> Stub:
+        spec = body.get("spec") or {}
+        values = tuple(spec.get(f) for f in self.keep_spec)
+        return str(body["metadata"].get("uid", "")), controller_ref(body), values
+
+    def stub(self, key: Key) -> Body | None:
+        """The body a DELETED event of `key` would carry now."""
+        known = self._known.get(key)
+        return None if known is None else stub_body(key, known, self.keep_spec)
 
     def _deliver(self, type_: str, body: Body) -> None:
         key = self._key(body)
         if type_ == "DELETED":
             self._known.pop(key, None)
         else:
-            self._known[key] = self.keep(body)
+            self._known[key] = self._stub(body)
         try:
             self.on_event(type_, body)
         except Exception:  # a consumer's bug must not stop the watch
@@ -111,17 +137,17 @@ class Informer:
             key = self._key(item)
             uid = str(item["metadata"].get("uid", ""))
             seen[key] = uid
-            stub = self._known.get(key)
-            if stub is not None and str((stub.get("metadata") or {}).get("uid", "")) != uid:
-                self._deliver("DELETED", stub)  # replaced while not watching
-                stub = None
-            self._deliver("ADDED" if stub is None else "MODIFIED", item)
+            known = self._known.get(key)
+            if known is not None and known[0] != uid:  # replaced while not watching
+                self._deliver("DELETED", stub_body(key, known, self.keep_spec))
+                known = None
+            self._deliver("ADDED" if known is None else "MODIFIED", item)
 
     def _relisted_end(self, seen: dict[Key, str]) -> None:
         """The last page is in: what is known but was not listed vanished meanwhile."""
-        for key, stub in list(self._known.items()):
+        for key, known in list(self._known.items()):
             if key not in seen:
-                self._deliver("DELETED", stub)
+                self._deliver("DELETED", stub_body(key, known, self.keep_spec))
 
     def _relisted(self, items: list[Any]) -> None:
         """A whole (re-)list in one page."""

@@ -9,7 +9,9 @@ Two lanes: `add(key, low=True)` is for work that is most likely a no-op (a finis
 WorkOrder that is up to date, as a restart lists thousands of them). Workers take the
 normal lane first, but one low key after every `LOW_EVERY` normal ones, so the low lane
 is never starved; a key waiting in the low lane moves to the normal one when it is added
-normally (never the other way round).
+normally (never the other way round). `low_held`: the low lane waits until `open_low()`
+(the operator's, until its watches have listed everything: a finished WorkOrder looked
+at before its Lease is listed would be looked at again when it is).
 """
 
 from __future__ import annotations
@@ -31,12 +33,19 @@ LOW_EVERY = 8  # normal keys taken before one low one, when both lanes wait
 
 
 class WorkQueue(Generic[K]):
-    def __init__(self, handler: Callable[[K], Awaitable[None]], *, workers: int = 4) -> None:
+    def __init__(
+        self,
+        handler: Callable[[K], Awaitable[None]],
+        *,
+        workers: int = 4,
+        low_held: bool = False,
+    ) -> None:
         self._handler = handler
         self._workers = workers
         self._normal: OrderedDict[K, None] = OrderedDict()
         self._low: OrderedDict[K, None] = OrderedDict()
-        self._waiting = asyncio.Semaphore(0)  # one release per queued key
+        self._low_open = not low_held
+        self._waiting = asyncio.Semaphore(0)  # one release per key a worker may take
         self._streak = 0  # normal keys taken since the last low one
         self._active: set[K] = set()
         self._dirty: dict[K, bool] = {}  # added while active: key -> low
@@ -52,9 +61,18 @@ class WorkQueue(Generic[K]):
             if not low:  # promoted
                 del self._low[key]
                 self._normal[key] = None
+                if not self._low_open:
+                    self._waiting.release()
         else:
             (self._low if low else self._normal)[key] = None
-            self._waiting.release()
+            if self._low_open or not low:
+                self._waiting.release()
+
+    def open_low(self) -> None:
+        if not self._low_open:
+            self._low_open = True
+            for _ in self._low:
+                self._waiting.release()
 
     def add_at(self, key: K, when: datetime) -> None:
         self.add_after(key, (when - now_utc()).total_seconds())
@@ -85,7 +103,7 @@ class WorkQueue(Generic[K]):
 
     def _take(self) -> K:
         """The next key (one is queued: the semaphore says so)."""
-        if self._low and (not self._normal or self._streak >= LOW_EVERY):
+        if self._low_open and self._low and (not self._normal or self._streak >= LOW_EVERY):
             self._streak = 0
             return self._low.popitem(last=False)[0]
         self._streak += 1

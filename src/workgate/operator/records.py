@@ -77,14 +77,25 @@ def build_run_record(body: Body) -> Body:
 
 def workorder_record(body: Body) -> Body:
     """A WorkOrder as it is (its spec and status are what decisions read), less its
-    managedFields and kubectl's copy of the spec."""
+    managedFields and kubectl's copy of the spec; the words its conditions repeat (and
+    their times, shared by the conditions of one status write) are shared."""
     meta = body.get("metadata")
     if not isinstance(meta, dict):
         return body
-    annotations = meta.get("annotations")
-    if "managedFields" not in meta and not (annotations and LAST_APPLIED in annotations):
-        return body
     lean = {k: v for k, v in meta.items() if k != "managedFields"}
+    lean["namespace"] = _shared(meta.get("namespace", ""))
+    annotations = meta.get("annotations")
     if annotations and LAST_APPLIED in annotations:
         lean["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
-    return {**body, "metadata": lean}
+    record = {**body, "metadata": lean}
+    for field in ("apiVersion", "kind"):
+        if field in body:
+            record[field] = _shared(body[field])
+    status = body.get("status")
+    if isinstance(status, dict) and isinstance(status.get("conditions"), list):
+        conditions = [
+            {k: _shared(v) for k, v in c.items()} if isinstance(c, dict) else c
+            for c in status["conditions"]
+        ]
+        record["status"] = {**status, "conditions": conditions}
+    return record

@@ -79,7 +79,9 @@ class WorkOrderReconciler:
         self.workorders: ObjectCache[Key] = ObjectCache(records.workorder_record)
         self.leases: ObjectCache[Key] = ObjectCache(records.lease_record)  # by WorkOrder
         self.build_runs: ObjectCache[Key] = ObjectCache(records.build_run_record)  # by name
-        self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=config.workers)
+        self.queue: WorkQueue[Key] = WorkQueue(
+            self.reconcile, workers=config.workers, low_held=True
+        )
         self.queues = WorkTypeQueues(config.policy.concurrency_limits)
         self.leader: LeaderElector | None = None  # set when limits need one admitter
         self.writes = 0
