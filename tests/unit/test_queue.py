@@ -106,3 +106,15 @@ async def test_a_held_low_lane_waits_until_opened_and_a_promoted_key_does_not() 
     finally:
         runner.cancel()
     assert handler.order[3:] == ["done-0", "done-1"] and len(queue) == 0
+
+
+async def test_the_low_lane_keeps_to_its_rate() -> None:
+    handler = Recorder()
+    queue: WorkQueue[str] = WorkQueue(handler, workers=4, low_rate=20)
+    for i in range(5):
+        queue.add(f"done-{i}", low=True)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await drain(queue, handler, 5)
+    assert loop.time() - start >= 4 / 20  # five keys: four intervals of 50 ms at least
+    assert handler.order == [f"done-{i}" for i in range(5)]

@@ -11,7 +11,9 @@ normal lane first, but one low key after every `LOW_EVERY` normal ones, so the l
 is never starved; a key waiting in the low lane moves to the normal one when it is added
 normally (never the other way round). `low_held`: the low lane waits until `open_low()`
 (the operator's, until its watches have listed everything: a finished WorkOrder looked
-at before its Lease is listed would be looked at again when it is).
+at before its Lease is listed would be looked at again when it is). `low_rate`: at most
+so many low keys a second, so that thousands of them do not take the event loop from the
+normal work whenever it waits on others (a BuildRun's outcome).
 """
 
 from __future__ import annotations
@@ -39,12 +41,15 @@ class WorkQueue(Generic[K]):
         *,
         workers: int = 4,
         low_held: bool = False,
+        low_rate: float | None = None,
     ) -> None:
         self._handler = handler
         self._workers = workers
         self._normal: OrderedDict[K, None] = OrderedDict()
         self._low: OrderedDict[K, None] = OrderedDict()
         self._low_open = not low_held
+        self._low_interval = 1 / low_rate if low_rate else 0.0
+        self._low_next = 0.0  # loop time from which the next low key may be taken
         self._waiting = asyncio.Semaphore(0)  # one release per key a worker may take
         self._streak = 0  # normal keys taken since the last low one
         self._active: set[K] = set()
@@ -101,13 +106,23 @@ class WorkQueue(Generic[K]):
     def low_waiting(self) -> int:
         return len(self._low)
 
-    def _take(self) -> K:
-        """The next key (one is queued: the semaphore says so)."""
-        if self._low_open and self._low and (not self._normal or self._streak >= LOW_EVERY):
-            self._streak = 0
-            return self._low.popitem(last=False)[0]
-        self._streak += 1
-        return self._normal.popitem(last=False)[0]
+    async def _take(self) -> K:
+        """The next key: a worker holds a permit, so one is queued (now or after a wait
+        for the low lane's rate, when a low key is due)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            low_due = (
+                self._low_open and self._low and (not self._normal or self._streak >= LOW_EVERY)
+            )
+            if not low_due:
+                self._streak += 1
+                return self._normal.popitem(last=False)[0]
+            wait = self._low_next - loop.time()
+            if wait <= 0:
+                self._streak = 0
+                self._low_next = loop.time() + self._low_interval
+                return self._low.popitem(last=False)[0]
+            await asyncio.sleep(wait)
 
     async def run(self) -> None:
         workers = [asyncio.create_task(self._work()) for _ in range(self._workers)]
@@ -122,7 +137,7 @@ class WorkQueue(Generic[K]):
     async def _work(self) -> None:
         while True:
             await self._waiting.acquire()
-            key = self._take()
+            key = await self._take()
             self._active.add(key)
             try:
                 await self._handler(key)

@@ -42,6 +42,7 @@ Key = tuple[str, str]
 TERMINAL = frozenset(p.value for p in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED))
 DEFERRED = (lifecycle.ReleaseLease, lifecycle.RevokeLease)
 SPEC_CACHE_ENTRIES = 4096
+LOW_RATE = 100  # finished WorkOrders looked at per second, at most (a restart's backlog)
 
 
 class ActionFailed(Exception):
@@ -80,7 +81,7 @@ class WorkOrderReconciler:
         self.leases: ObjectCache[Key] = ObjectCache(records.lease_record)  # by WorkOrder
         self.build_runs: ObjectCache[Key] = ObjectCache(records.build_run_record)  # by name
         self.queue: WorkQueue[Key] = WorkQueue(
-            self.reconcile, workers=config.workers, low_held=True
+            self.reconcile, workers=config.workers, low_held=True, low_rate=LOW_RATE
         )
         self.queues = WorkTypeQueues(config.policy.concurrency_limits)
         self.leader: LeaderElector | None = None  # set when limits need one admitter
