@@ -19,6 +19,7 @@ normal work whenever it waits on others (a BuildRun's outcome).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
@@ -50,6 +51,7 @@ class WorkQueue(Generic[K]):
         self._low_open = not low_held
         self._low_interval = 1 / low_rate if low_rate else 0.0
         self._low_next = 0.0  # loop time from which the next low key may be taken
+        self._nudge = asyncio.Event()  # a normal key came: a worker waiting for low looks
         self._waiting = asyncio.Semaphore(0)  # one release per key a worker may take
         self._streak = 0  # normal keys taken since the last low one
         self._active: set[K] = set()
@@ -72,6 +74,8 @@ class WorkQueue(Generic[K]):
             (self._low if low else self._normal)[key] = None
             if self._low_open or not low:
                 self._waiting.release()
+        if not low:
+            self._nudge.set()
 
     def open_low(self) -> None:
         if not self._low_open:
@@ -118,11 +122,15 @@ class WorkQueue(Generic[K]):
                 self._streak += 1
                 return self._normal.popitem(last=False)[0]
             wait = self._low_next - loop.time()
+            if wait > 0 and self._normal:  # the low lane's turn, not its time: normal goes
+                return self._normal.popitem(last=False)[0]
             if wait <= 0:
                 self._streak = 0
                 self._low_next = loop.time() + self._low_interval
                 return self._low.popitem(last=False)[0]
-            await asyncio.sleep(wait)
+            self._nudge.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._nudge.wait(), wait)
 
     async def run(self) -> None:
         workers = [asyncio.create_task(self._work()) for _ in range(self._workers)]
