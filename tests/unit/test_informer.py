@@ -40,6 +40,55 @@ def test_bodies_are_delivered_without_managed_fields_and_stubs_stay_small() -> N
     informer._relisted([strip(obj("a", "1", workType="build", yamlContent="x" * 1000))])
     meta = got[0]["metadata"]
     assert isinstance(meta, dict) and "managedFields" not in meta
-    assert informer._known[("ns", "a")] == {
+    assert informer.stub(("ns", "a")) == {
         "metadata": {"namespace": "ns", "name": "a", "uid": "1", "ownerReferences": []}
     }
+
+
+def test_a_stub_keeps_the_controller_and_the_asked_spec_fields_only() -> None:
+    got: list[tuple[str, dict[str, object]]] = []
+    informer = Informer(
+        None,  # type: ignore[arg-type]
+        "/x",
+        lambda t, b: got.append((t, b)),
+        keep_spec=("workType", "absent"),
+    )
+    body = obj("a", "1", workType="build", yamlContent="x" * 1000)
+    owner = {"apiVersion": "workgate.io/v1alpha1", "kind": "WorkOrder", "name": "wo",
+             "uid": "u", "controller": True, "blockOwnerDeletion": True}  # fmt: skip
+    other = {"apiVersion": "v1", "kind": "ConfigMap", "name": "c", "uid": "c1"}
+    body["metadata"]["ownerReferences"] = [other, owner]  # type: ignore[index]
+    informer._relisted([strip(body)])
+    informer._relisted([])  # gone meanwhile: DELETED with what was kept
+    kind, deleted = got[-1]
+    assert kind == "DELETED"
+    assert deleted == {
+        "metadata": {"namespace": "ns", "name": "a", "uid": "1", "ownerReferences": [
+            {k: v for k, v in owner.items() if k != "blockOwnerDeletion"}]},
+        "spec": {"workType": "build"},
+    }  # fmt: skip
+    assert informer.stub(("ns", "a")) is None
+
+
+def test_a_paged_relist_reports_what_vanished_only_after_its_last_page() -> None:
+    seen: list[tuple[str, str, str]] = []
+
+    def record(type_: str, body: dict[str, object]) -> None:
+        meta = body["metadata"]
+        assert isinstance(meta, dict)
+        seen.append((type_, meta["name"], meta["uid"]))
+
+    informer = Informer(None, "/x", record)  # type: ignore[arg-type]
+    informer._relisted([strip(obj(n, n.upper())) for n in "abcd"])
+    seen.clear()
+    listed: dict[tuple[str, str], str] = {}
+    informer._relisted_page([strip(obj("a", "A")), strip(obj("b", "new"))], listed)
+    # a namesake under a new uid: the old one DELETED first; nothing else deleted yet
+    assert seen == [("MODIFIED", "a", "A"), ("DELETED", "b", "B"), ("ADDED", "b", "new")]
+    seen.clear()
+    informer._relisted_page([strip(obj("d", "D")), strip(obj("e", "E"))], listed)
+    assert seen == [("MODIFIED", "d", "D"), ("ADDED", "e", "E")]
+    seen.clear()
+    informer._relisted_end(listed)
+    assert seen == [("DELETED", "c", "C")]
+    assert set(informer._known) == {("ns", k) for k in "abde"}

@@ -53,6 +53,13 @@ UNCLAIMABLE_PHASES = (
 # Annotations a user (or `kubectl workgate`) sets on a WorkOrder: requests, not spec, so a
 # GitOps source of truth that does not carry them is not fought over.
 ANNOTATION_RERUN = f"{GROUP}/rerun"  # a new value starts a FAILED/CANCELLED WorkOrder over
+MAX_RERUN = 128  # status.rerun's maxLength: the annotation is read bounded as it is
+
+
+def rerun_request(meta: Mapping[str, Any]) -> str | None:
+    """The rerun annotation of a WorkOrder's metadata, bounded as status.rerun is (a longer
+    value would fail every status write)."""
+    return str((meta.get("annotations") or {}).get(ANNOTATION_RERUN) or "")[:MAX_RERUN] or None
 
 
 def open_to_claim(spec: Mapping[str, Any], status: Mapping[str, Any]) -> bool:

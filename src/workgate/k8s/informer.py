@@ -2,10 +2,14 @@
 
 `Informer.run` lists (a consistent snapshot), then watches from the list's
 resourceVersion with bookmarks, and lists again only when the watch is too old (410
-Gone) or broken. A re-list reports what vanished meanwhile as DELETED (a restarted
-watch never would): the informer remembers a small stub of each object it has seen
-(`keep`: by default its namespace, name and uid, plus what the consumer asks for), never
-whole bodies. Transient API errors (the API server restarting) are retried with backoff.
+Gone) or broken. The list is read in pages of `page_size` (limit/continue, as client-go's
+pager), each delivered as it comes: a collection of 10,000 objects is never one response
+in memory. A page whose continue token is too old (410: its snapshot was compacted away)
+starts the list over. A re-list reports what vanished meanwhile as DELETED (a restarted
+watch never would), once its last page is read: the informer remembers a small stub of
+each object it has seen (its uid, its controller's owner reference, and the spec fields
+the consumer asks for in `keep_spec`: a few strings in a tuple), never whole bodies.
+Transient API errors (the API server restarting) are retried with backoff.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -21,18 +26,50 @@ from workgate.k8s.api import ApiError, Body, KubeApi, is_transient
 log = logging.getLogger(__name__)
 Key = tuple[str, str]
 OnEvent = Callable[[str, Body], None]
+PAGE_SIZE = 500  # client-go's pager default
+OWNER_FIELDS = frozenset({"apiVersion", "kind", "name", "uid", "controller"})
 
 
-def metadata_stub(body: Body) -> Body:
-    meta = body.get("metadata") or {}
-    return {
-        "metadata": {
-            "namespace": meta.get("namespace", ""),
-            "name": meta.get("name", ""),
-            "uid": meta.get("uid", ""),
-            "ownerReferences": meta.get("ownerReferences") or [],
-        }
+SHARED = frozenset({"namespace", "apiVersion", "kind"})  # values many objects repeat
+
+
+def _shared(field: str, value: Any) -> Any:
+    return sys.intern(value) if field in SHARED and isinstance(value, str) else value
+
+
+Owner = tuple[str, str, str, str]  # a controller reference: apiVersion, kind, name, uid
+Stub = tuple[str, Owner | None, tuple[Any, ...]]  # uid, controller, kept spec values
+
+
+def controller_ref(body: Body) -> Owner | None:
+    for ref in (body.get("metadata") or {}).get("ownerReferences") or []:
+        if isinstance(ref, dict) and ref.get("controller"):
+            return (
+                sys.intern(str(ref.get("apiVersion", ""))),
+                sys.intern(str(ref.get("kind", ""))),
+                str(ref.get("name", "")),
+                str(ref.get("uid", "")),
+            )
+    return None
+
+
+def stub_body(key: Key, stub: Stub, keep_spec: tuple[str, ...] = ()) -> Body:
+    """What a DELETED handler is given of an object it will not see again: namespace,
+    name, uid, its controller's owner reference and the kept spec fields."""
+    uid, owner, values = stub
+    refs = []
+    if owner is not None:
+        api_version, kind, name, owner_uid = owner
+        refs = [
+            {"apiVersion": api_version, "kind": kind, "name": name, "uid": owner_uid,
+             "controller": True}
+        ]  # fmt: skip
+    body: Body = {
+        "metadata": {"namespace": key[0], "name": key[1], "uid": uid, "ownerReferences": refs}
     }
+    if keep_spec:
+        body["spec"] = {f: v for f, v in zip(keep_spec, values, strict=True) if v is not None}
+    return body
 
 
 def strip(body: Body) -> Body:
@@ -51,53 +88,105 @@ class Informer:
         on_event: OnEvent,
         *,
         params: dict[str, str] | None = None,
-        keep: Callable[[Body], Body] = metadata_stub,
+        keep_spec: tuple[str, ...] = (),
         watch_timeout: int = 300,
+        page_size: int = PAGE_SIZE,
     ) -> None:
         self.api, self.path, self.on_event = api, path, on_event
         self.params = dict(params or {})
-        self.keep = keep
+        self.keep_spec = keep_spec
         self.watch_timeout = watch_timeout
+        self.page_size = page_size
         self.synced = asyncio.Event()
         self.lists = 0  # full lists made: start-up, then only 410s and broken watches
+        self.pages = 0  # list pages read
+        self.restarted_lists = 0  # lists started over: a continue token was too old
         self._absent = False
-        self._known: dict[Key, Body] = {}  # stubs of what was last seen, by (namespace, name)
+        self._known: dict[Key, Stub] = {}  # what was last seen, by (namespace, name)
 
     @staticmethod
     def _key(body: Body) -> Key:
         meta = body.get("metadata") or {}
-        return str(meta.get("namespace", "")), str(meta.get("name", ""))
+        return sys.intern(str(meta.get("namespace", ""))), str(meta.get("name", ""))
+
+    def _stub(self, body: Body) -> Stub:
+        spec = body.get("spec") or {}
+        values = tuple(spec.get(f) for f in self.keep_spec)
+        return str(body["metadata"].get("uid", "")), controller_ref(body), values
+
+    def stub(self, key: Key) -> Body | None:
+        """The body a DELETED event of `key` would carry now."""
+        known = self._known.get(key)
+        return None if known is None else stub_body(key, known, self.keep_spec)
 
     def _deliver(self, type_: str, body: Body) -> None:
         key = self._key(body)
         if type_ == "DELETED":
             self._known.pop(key, None)
         else:
-            self._known[key] = self.keep(body)
+            self._known[key] = self._stub(body)
         try:
             self.on_event(type_, body)
         except Exception:  # a consumer's bug must not stop the watch
             log.exception("handling %s of %s/%s from %s", type_, *key, self.path)
 
-    def _relisted(self, items: list[Any]) -> None:
-        fresh = {self._key(item): item for item in items}
-        for key, stub in list(self._known.items()):
-            item = fresh.get(key)
-            uid = str((stub.get("metadata") or {}).get("uid", ""))
-            if item is None or str(item["metadata"].get("uid", "")) != uid:
-                self._deliver("DELETED", stub)  # vanished (or replaced) while not watching
+    def _relisted_page(self, items: list[Any], seen: dict[Key, str]) -> None:
+        """One page of a (re-)list: each item ADDED or MODIFIED, a namesake under another
+        uid than the one known first DELETED. `seen` collects the page's keys and uids."""
         for item in items:
-            self._deliver("ADDED" if self._key(item) not in self._known else "MODIFIED", item)
+            key = self._key(item)
+            uid = str(item["metadata"].get("uid", ""))
+            seen[key] = uid
+            known = self._known.get(key)
+            if known is not None and known[0] != uid:  # replaced while not watching
+                self._deliver("DELETED", stub_body(key, known, self.keep_spec))
+                known = None
+            self._deliver("ADDED" if known is None else "MODIFIED", item)
+
+    def _relisted_end(self, seen: dict[Key, str]) -> None:
+        """The last page is in: what is known but was not listed vanished meanwhile."""
+        for key, known in list(self._known.items()):
+            if key not in seen:
+                self._deliver("DELETED", stub_body(key, known, self.keep_spec))
+
+    def _relisted(self, items: list[Any]) -> None:
+        """A whole (re-)list in one page."""
+        seen: dict[Key, str] = {}
+        self._relisted_page(items, seen)
+        self._relisted_end(seen)
+
+    async def _list(self) -> str:
+        """List page by page into the consumer; the resourceVersion to watch from."""
+        self.lists += 1
+        seen: dict[Key, str] = {}
+        params = {**self.params, "limit": str(self.page_size)}
+        while True:
+            try:
+                listing = await self.api.get(self.path, params=params)
+            except ApiError as exc:
+                if not (exc.gone and "continue" in params):
+                    raise
+                log.info("listing %s: the continue token is too old; listing anew", self.path)
+                self.restarted_lists += 1
+                seen.clear()  # what the older snapshot showed says nothing of the new one
+                params = {**self.params, "limit": str(self.page_size)}
+                continue
+            self.pages += 1
+            self._relisted_page([strip(item) for item in listing.get("items") or []], seen)
+            meta = listing.get("metadata") or {}
+            token = str(meta.get("continue") or "")
+            if not token:
+                self._relisted_end(seen)
+                return str(meta.get("resourceVersion", ""))
+            del listing  # the next page replaces it in memory
+            params = {**self.params, "limit": str(self.page_size), "continue": token}
 
     async def run(self) -> None:
         backoff = 0.2
         while True:
             try:
-                listing = await self.api.get(self.path, params=dict(self.params))
-                self.lists += 1
-                self._relisted([strip(item) for item in listing.get("items") or []])
+                version = await self._list()
                 self.synced.set()
-                version = str((listing.get("metadata") or {}).get("resourceVersion", ""))
                 while True:  # watch on from `version` until it is too old or breaks
                     params = {
                         **self.params,

@@ -7,7 +7,7 @@ is recorded here too, and the older of two versions of one object never wins.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 from workgate.k8s.api import Body
@@ -21,7 +21,7 @@ def _version(body: Body) -> tuple[str, int]:
     return str(meta.get("uid", "")), int(raw) if raw.isdigit() else -1
 
 
-def _lean(body: Body) -> Body:
+def lean(body: Body) -> Body:
     """The body without metadata.managedFields: no decision reads them, and they are often
     the largest part of an object (a cache of 10,000 WorkOrders must stay small)."""
     meta = body.get("metadata")
@@ -31,12 +31,16 @@ def _lean(body: Body) -> Body:
 
 
 class ObjectCache(Generic[K]):
-    def __init__(self) -> None:
+    """`record`: what is kept of each body (operator/records.py); by default all but its
+    managedFields."""
+
+    def __init__(self, record: Callable[[Body], Body] = lean) -> None:
+        self._record = record
         self._items: dict[K, Body] = {}
         self._gone: set[str] = set()  # uids we deleted whose DELETED event is still on its way
 
     def observe(self, key: K, body: Body) -> None:
-        body = _lean(body)
+        body = self._record(body)
         uid, version = _version(body)
         if uid in self._gone:
             return

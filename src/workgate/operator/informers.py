@@ -14,30 +14,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from workgate.api.wire import LABEL_MANAGED_BY, MANAGED_BY
 from workgate.k8s.api import BUILDRUNS, LEASES, SIGNALS, WAITPOINTS, WORKORDERS, Body, ResourceRef
-from workgate.k8s.informer import Informer, metadata_stub
+from workgate.k8s.informer import Informer
 from workgate.k8s.owners import workgate_owner
+from workgate.operator import lanes
 from workgate.operator.cache import ObjectCache
 from workgate.operator.waitpoints import WaitpointReconciler
 from workgate.operator.workorders import WorkOrderReconciler
 
 MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+SYNC_HOLD_SECONDS = 60.0  # finished WorkOrders wait at most this long for the first lists
 log = logging.getLogger(__name__)
-
-
-def _keeping(*fields: str) -> Callable[[Body], Body]:
-    """A stub of the metadata plus the spec fields a DELETED handler reads."""
-
-    def keep(body: Body) -> Body:
-        stub = metadata_stub(body)
-        spec = body.get("spec") or {}
-        stub["spec"] = {f: spec[f] for f in fields if f in spec}
-        return stub
-
-    return keep
 
 
 def wire(reconciler: WorkOrderReconciler, gates: WaitpointReconciler) -> list[Informer]:
@@ -49,9 +38,7 @@ def wire(reconciler: WorkOrderReconciler, gates: WaitpointReconciler) -> list[In
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         reconciler.observe_workorder(key, body, deleted=type_ == "DELETED")
 
-    def on_child(
-        cache: ObjectCache[tuple[str, str]], by_owner: bool
-    ) -> Callable[[str, Body], None]:
+    def on_child(cache: ObjectCache[tuple[str, str]], lease: bool) -> Callable[[str, Body], None]:
         """Leases are cached by their WorkOrder, BuildRuns by their own name."""
 
         def handle(type_: str, body: Body) -> None:
@@ -59,12 +46,22 @@ def wire(reconciler: WorkOrderReconciler, gates: WaitpointReconciler) -> list[In
             if owner is None:
                 return
             namespace = body["metadata"]["namespace"]
-            key = (namespace, owner[0] if by_owner else body["metadata"]["name"])
-            if type_ == "DELETED":
+            key = (namespace, owner[0] if lease else body["metadata"]["name"])
+            deleted = type_ == "DELETED"
+            if deleted:
                 cache.deleted(key, body)
             else:
                 cache.observe(key, body)
-            reconciler.queue.add((namespace, owner[0]))
+            owner_key = (namespace, owner[0])
+            low = lanes.child_settled(
+                reconciler.workorders.get(owner_key),
+                owner[1],
+                body,
+                lease=lease,
+                deleted=deleted,
+                policy=reconciler.policy,
+            )
+            reconciler.queue.add(owner_key, low=low)
 
         return handle
 
@@ -76,17 +73,20 @@ def wire(reconciler: WorkOrderReconciler, gates: WaitpointReconciler) -> list[In
     def on_signal(type_: str, body: Body) -> None:
         gates.queue.add(gates.observe_signal(body, deleted=type_ == "DELETED"))
 
-    watched: list[tuple[ResourceRef, Callable[[str, Body], None], dict[str, str], Any]] = [
-        (WORKORDERS, on_workorder, {}, _keeping("workType")),
-        (LEASES, on_child(reconciler.leases, True), {"labelSelector": MANAGED_SELECTOR}, None),
+    # what each kind's DELETED handler reads of its spec
+    watched: list[
+        tuple[ResourceRef, Callable[[str, Body], None], dict[str, str], tuple[str, ...]]
+    ] = [
+        (WORKORDERS, on_workorder, {}, ("workType",)),
+        (LEASES, on_child(reconciler.leases, True), {"labelSelector": MANAGED_SELECTOR}, ()),
         (
             BUILDRUNS,
             on_child(reconciler.build_runs, False),
             {"labelSelector": MANAGED_SELECTOR},
-            None,
+            (),
         ),
-        (WAITPOINTS, on_waitpoint, {}, _keeping("workOrderName")),
-        (SIGNALS, on_signal, {}, _keeping("waitpointName")),
+        (WAITPOINTS, on_waitpoint, {}, ("workOrderName",)),
+        (SIGNALS, on_signal, {}, ("waitpointName",)),
     ]
     informers = []
     for namespace in namespaces:
@@ -97,15 +97,29 @@ def wire(reconciler: WorkOrderReconciler, gates: WaitpointReconciler) -> list[In
                     resource.path(namespace),
                     handler,
                     params=params,
-                    keep=keep or metadata_stub,
+                    keep_spec=keep,
                 )
             )
     return informers
 
 
-async def run_all(informers: list[Informer]) -> None:
+async def run_all(
+    informers: list[Informer],
+    on_synced: Callable[[], None] | None = None,
+    hold_seconds: float = SYNC_HOLD_SECONDS,
+) -> None:
+    """Run the informers; `on_synced` once all have listed (or after `hold_seconds`, when
+    one has not: a collection not served, such as BuildRuns without Shipwright)."""
+
     async def synced() -> None:
-        await asyncio.gather(*(informer.synced.wait() for informer in informers))
+        listed = asyncio.gather(*(informer.synced.wait() for informer in informers))
+        try:
+            await asyncio.wait_for(asyncio.shield(listed), hold_seconds)
+        except TimeoutError:
+            log.warning("not every collection is listed after %ss; going on", hold_seconds)
+        if on_synced is not None:
+            on_synced()
+        await listed
         log.info("watches synced (%d collections): the caches are complete", len(informers))
 
     await asyncio.gather(synced(), *(informer.run() for informer in informers))

@@ -58,7 +58,10 @@ async def run_operator(
     queues = [
         asyncio.create_task(reconciler.queue.run(), name="workgate-workorders"),
         asyncio.create_task(gates.queue.run(), name="workgate-waitpoints"),
-        asyncio.create_task(informers.run_all(informers.wire(reconciler, gates)), name="watches"),
+        asyncio.create_task(
+            informers.run_all(informers.wire(reconciler, gates), reconciler.queue.open_low),
+            name="watches",
+        ),
     ]
     if config.concurrency_limits:  # one replica gives limited work types' slots away
         leader = LeaderElector(

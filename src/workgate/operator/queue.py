@@ -4,12 +4,24 @@ Like client-go's workqueue: a key added while it is being processed is processed
 afterwards; a key added many times while waiting is processed once; delayed adds keep only
 the earliest time. Delays are in memory only: after a restart the initial listing enqueues
 every object again and the decision recomputes its wake-up time from status.
+
+Two lanes: `add(key, low=True)` is for work that is most likely a no-op (a finished
+WorkOrder that is up to date, as a restart lists thousands of them). Workers take the
+normal lane first, but one low key after every `LOW_EVERY` normal ones, so the low lane
+is never starved; a key waiting in the low lane moves to the normal one when it is added
+normally (never the other way round). `low_held`: the low lane waits until `open_low()`
+(the operator's, until its watches have listed everything: a finished WorkOrder looked
+at before its Lease is listed would be looked at again when it is). `low_rate`: at most
+so many low keys a second, so that thousands of them do not take the event loop from the
+normal work whenever it waits on others (a BuildRun's outcome).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -20,25 +32,56 @@ K = TypeVar("K", bound=Hashable)
 log = logging.getLogger(__name__)
 
 ERROR_RETRY_SECONDS = (0.5, 1, 2, 5, 10, 30)
+LOW_EVERY = 8  # normal keys taken before one low one, when both lanes wait
 
 
 class WorkQueue(Generic[K]):
-    def __init__(self, handler: Callable[[K], Awaitable[None]], *, workers: int = 4) -> None:
+    def __init__(
+        self,
+        handler: Callable[[K], Awaitable[None]],
+        *,
+        workers: int = 4,
+        low_held: bool = False,
+        low_rate: float | None = None,
+    ) -> None:
         self._handler = handler
         self._workers = workers
-        self._ready: asyncio.Queue[K] = asyncio.Queue()
-        self._queued: set[K] = set()
+        self._normal: OrderedDict[K, None] = OrderedDict()
+        self._low: OrderedDict[K, None] = OrderedDict()
+        self._low_open = not low_held
+        self._low_interval = 1 / low_rate if low_rate else 0.0
+        self._low_next = 0.0  # loop time from which the next low key may be taken
+        self._nudge = asyncio.Event()  # a normal key came: a worker waiting for low looks
+        self._waiting = asyncio.Semaphore(0)  # one release per key a worker may take
+        self._streak = 0  # normal keys taken since the last low one
         self._active: set[K] = set()
-        self._dirty: set[K] = set()
+        self._dirty: dict[K, bool] = {}  # added while active: key -> low
         self._timers: dict[K, tuple[float, asyncio.TimerHandle]] = {}
         self._failures: dict[K, int] = {}
 
-    def add(self, key: K) -> None:
+    def add(self, key: K, *, low: bool = False) -> None:
         if key in self._active:
-            self._dirty.add(key)
-        elif key not in self._queued:
-            self._queued.add(key)
-            self._ready.put_nowait(key)
+            self._dirty[key] = low and self._dirty.get(key, True)
+        elif key in self._normal:
+            return
+        elif key in self._low:
+            if not low:  # promoted
+                del self._low[key]
+                self._normal[key] = None
+                if not self._low_open:
+                    self._waiting.release()
+        else:
+            (self._low if low else self._normal)[key] = None
+            if self._low_open or not low:
+                self._waiting.release()
+        if not low:
+            self._nudge.set()
+
+    def open_low(self) -> None:
+        if not self._low_open:
+            self._low_open = True
+            for _ in self._low:
+                self._waiting.release()
 
     def add_at(self, key: K, when: datetime) -> None:
         self.add_after(key, (when - now_utc()).total_seconds())
@@ -61,7 +104,33 @@ class WorkQueue(Generic[K]):
         self.add(key)
 
     def __len__(self) -> int:
-        return len(self._queued)
+        return len(self._normal) + len(self._low)
+
+    @property
+    def low_waiting(self) -> int:
+        return len(self._low)
+
+    async def _take(self) -> K:
+        """The next key: a worker holds a permit, so one is queued (now or after a wait
+        for the low lane's rate, when a low key is due)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            low_due = (
+                self._low_open and self._low and (not self._normal or self._streak >= LOW_EVERY)
+            )
+            if not low_due:
+                self._streak += 1
+                return self._normal.popitem(last=False)[0]
+            wait = self._low_next - loop.time()
+            if wait > 0 and self._normal:  # the low lane's turn, not its time: normal goes
+                return self._normal.popitem(last=False)[0]
+            if wait <= 0:
+                self._streak = 0
+                self._low_next = loop.time() + self._low_interval
+                return self._low.popitem(last=False)[0]
+            self._nudge.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._nudge.wait(), wait)
 
     async def run(self) -> None:
         workers = [asyncio.create_task(self._work()) for _ in range(self._workers)]
@@ -75,8 +144,8 @@ class WorkQueue(Generic[K]):
 
     async def _work(self) -> None:
         while True:
-            key = await self._ready.get()
-            self._queued.discard(key)
+            await self._waiting.acquire()
+            key = await self._take()
             self._active.add(key)
             try:
                 await self._handler(key)
@@ -92,5 +161,4 @@ class WorkQueue(Generic[K]):
             finally:
                 self._active.discard(key)
                 if key in self._dirty:
-                    self._dirty.discard(key)
-                    self.add(key)
+                    self.add(key, low=self._dirty.pop(key))

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pydantic import ValidationError
 
 from workgate.api.common import now_utc, parse_time
-from workgate.api.wire import ANNOTATION_RERUN, current_attempt
+from workgate.api.wire import current_attempt, rerun_request
 from workgate.api.workorder import Phase, WorkOrderSpec, WorkOrderStatus
 from workgate.core import lifecycle
 from workgate.core.claims import LeaseView
@@ -28,6 +28,7 @@ from workgate.k8s.api import (
     ResourceRef,
 )
 from workgate.k8s.events import post_event
+from workgate.operator import lanes, records
 from workgate.operator.cache import ObjectCache
 from workgate.operator.config import OperatorConfig
 from workgate.operator.leader import LeaderElector
@@ -41,7 +42,7 @@ Key = tuple[str, str]
 TERMINAL = frozenset(p.value for p in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED))
 DEFERRED = (lifecycle.ReleaseLease, lifecycle.RevokeLease)
 SPEC_CACHE_ENTRIES = 4096
-MAX_RERUN = 128  # status.rerun's maxLength
+LOW_RATE = 100  # finished WorkOrders looked at per second, at most (a restart's backlog)
 
 
 class ActionFailed(Exception):
@@ -76,10 +77,12 @@ class WorkOrderReconciler:
         self.metrics = metrics or OperatorMetrics()
         self.config = config
         self.policy = config.policy
-        self.workorders: ObjectCache[Key] = ObjectCache()
-        self.leases: ObjectCache[Key] = ObjectCache()  # by (namespace, WorkOrder name)
-        self.build_runs: ObjectCache[Key] = ObjectCache()  # by (namespace, BuildRun name)
-        self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=config.workers)
+        self.workorders: ObjectCache[Key] = ObjectCache(records.workorder_record)
+        self.leases: ObjectCache[Key] = ObjectCache(records.lease_record)  # by WorkOrder
+        self.build_runs: ObjectCache[Key] = ObjectCache(records.build_run_record)  # by name
+        self.queue: WorkQueue[Key] = WorkQueue(
+            self.reconcile, workers=config.workers, low_held=True, low_rate=LOW_RATE
+        )
         self.queues = WorkTypeQueues(config.policy.concurrency_limits)
         self.leader: LeaderElector | None = None  # set when limits need one admitter
         self.writes = 0
@@ -110,7 +113,7 @@ class WorkOrderReconciler:
             return
         self.workorders.observe(key, body)
         self.queues.observe(key, body)
-        self.queue.add(key)
+        self.queue.add(key, low=lanes.settled(body))
 
     def slots_changed(self, work_type: str) -> None:
         if self.queues.limited(work_type):
@@ -243,11 +246,7 @@ class WorkOrderReconciler:
             build_run=shipwright.build_run_view(run_body) if run_body else None,
             waitpoints=self.gates.views_for(namespace, name, uid),
             uid=uid,
-            # bounded as status.rerun is (a longer value would fail every status write)
-            rerun=str((body["metadata"].get("annotations") or {}).get(ANNOTATION_RERUN) or "")[
-                :MAX_RERUN
-            ]
-            or None,
+            rerun=rerun_request(body["metadata"]),
             queue=self.queues.view(key, body),
             random_value=random.random(),
             action_error=action_error,
