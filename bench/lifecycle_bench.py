@@ -1,6 +1,7 @@
 """Measure workgate against a real API server; prints figures, asserts nothing.
 
-    .venv/bin/python bench/lifecycle_bench.py [--workorders 200] [--signals 100] [--signal-rate 50]
+    .venv/bin/python bench/lifecycle_bench.py [--workorders 200] [--signals 100]
+        [--signal-rate 50] [--profile DIR]
 
 Runs against the configured cluster ($KUBECONFIG, ~/.kube/config), else a control plane
 started by `workgate dev up`, else an embedded control plane it starts (and stops) for
@@ -11,8 +12,22 @@ controller. Reports:
     apiserver_request_total (minus the bench's own writes and an idle baseline of the
     same length), next to the operator's own count of its writes;
   - apply -> BuildRun-created latency (median, p99) over N WorkOrders;
-  - signal -> resume latency (median, p99): Signal created by the reviewer flow of
-    `kubectl workgate signal` until the WorkOrder leaves WAITING.
+  - signal -> resume latency, with the operator's webhook on. N WorkOrders (work type
+    `bench`, which nothing claims) each wait at one gate, all waitpoints active. Signal i
+    is started at i / rate seconds (--signal-rate; 0: one after the other), each in a task
+    of its own, so a slow one never delays the next: it runs `kubectl workgate signal`'s
+    flow (read the waitpoint and its token Secret, ask who we are, compute the proof,
+    create the Signal through the validating webhook). Measured, per signal:
+      signal -> resume: from the moment the Signal's create request is sent until a watch
+      of the WorkOrders (opened before the first signal, from a listing in which all are
+      WAITING) delivers the WorkOrder out of WAITING. It is split into admission (create
+      sent -> create answered: the webhook's judgement) and the operator's path after it
+      (create answered -> out of WAITING: Signal watch, waitpoint reconcile, its status,
+      WorkOrder reconcile, its status, and the watch event back to the bench);
+      whole command: from the start of the flow (its reads and proof included).
+    The achieved rate is that of the create requests actually sent, (N - 1) / (last send
+    - first send); "behind schedule" is how late each flow started (the bench's own lag).
+    Figures: median, p99, max. --profile DIR: py-spy samples the operator meanwhile.
 """
 
 from __future__ import annotations
@@ -20,7 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
+import signal
 import statistics
 import subprocess
 import sys
@@ -32,18 +47,21 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from _common import WRITES, cluster, requests
+import _profile
+from _common import WRITES, cluster, free_port, percentile, requests
 
-from workgate.cli.kubectl_plugin import send_signal
-from workgate.k8s.api import BUILDRUNS, NAMESPACES, WORKORDERS, ApiError, KubeApi
+from workgate.cli.kubectl_plugin import prepare_signal
+from workgate.k8s.api import (
+    BUILDRUNS,
+    NAMESPACES,
+    SIGNALS,
+    WAITPOINTS,
+    WORKORDERS,
+    ApiError,
+    KubeApi,
+)
 
 WEBHOOKS = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def write_counts(api: KubeApi) -> Counter[str]:
@@ -54,11 +72,6 @@ async def write_counts(api: KubeApi) -> Counter[str]:
 def summary(seconds: list[float]) -> str:
     median, p99 = statistics.median(seconds) * 1000, percentile(seconds, 0.99) * 1000
     return f"median {median:.0f} ms, p99 {p99:.0f} ms, max {max(seconds) * 1000:.0f} ms"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def webhook_config_name(namespace: str) -> str:
@@ -221,7 +234,9 @@ async def bench_workorders(api: KubeApi, namespace: str, total: int, rate: float
     print(f"apply -> BuildRun created latency: {summary(latencies)}")
 
 
-async def bench_signals(api: KubeApi, namespace: str, total: int, rate: float = 0.0) -> None:
+async def bench_signals(
+    api: KubeApi, namespace: str, total: int, rate: float, profile: Path | None, pid: int
+) -> None:
     # The bench's one user both creates and approves: self-approval must be allowed.
     gates = [
         {
@@ -231,60 +246,104 @@ async def bench_signals(api: KubeApi, namespace: str, total: int, rate: float = 
             "forbidSelfApproval": False,
         }
     ]
-    for i in range(total):
-        await api.create(
-            WORKORDERS.path(namespace), build_workorder(f"gated-{i:04d}", gates, "bench")
-        )
+    names = [f"gated-{i:04d}" for i in range(total)]
+    semaphore = asyncio.Semaphore(16)
+
+    async def create(name: str) -> None:
+        async with semaphore:
+            await api.create(WORKORDERS.path(namespace), build_workorder(name, gates, "bench"))
+
+    await asyncio.gather(*(create(name) for name in names))
 
     async def all_active() -> bool:
-        listing = await api.get(f"/apis/workgate.io/v1alpha1/namespaces/{namespace}/waitpoints")
-        return (
-            sum((wp.get("status") or {}).get("state") == "active" for wp in listing["items"])
-            == total
-        )
+        listing = await api.get(WAITPOINTS.path(namespace))
+        states = [(wp.get("status") or {}).get("state") for wp in listing["items"]]
+        return states.count("active") == total
 
-    while not await all_active():  # noqa: ASYNC110 - polling the API server, not a local flag
-        await asyncio.sleep(0.2)
+    await wait_until(all_active, f"{total} active waitpoints", seconds=60 + total)
+    # Resumed: the first watch event showing the WorkOrder out of WAITING. The watch
+    # starts from a listing in which every gated WorkOrder is WAITING.
+    listing = await api.get(WORKORDERS.path(namespace))
+    waiting = {
+        wo["metadata"]["name"]
+        for wo in listing["items"]
+        if (wo.get("status") or {}).get("phase") == "WAITING"
+    }
+    if not waiting.issuperset(names):
+        raise SystemExit(f"only {len(waiting & set(names))} of {total} WorkOrders are WAITING")
     resumed: dict[str, float] = {}
-    waiters: dict[str, asyncio.Event] = {}
+    events = {name: asyncio.Event() for name in names}
 
     async def watch() -> None:
-        async for _, wo in api.watch(WORKORDERS.path(namespace), timeout_seconds=600):
+        params = {"resourceVersion": listing["metadata"]["resourceVersion"]}
+        async for _, wo in api.watch(WORKORDERS.path(namespace), params=params):
             name = wo["metadata"]["name"]
-            if (
-                (wo.get("status") or {}).get("phase") == "PENDING"
-                and name in waiters
-                and name not in resumed
-            ):
+            phase = (wo.get("status") or {}).get("phase")
+            if name in events and name not in resumed and phase != "WAITING":
                 resumed[name] = time.monotonic()
-                waiters[name].set()
+                events[name].set()
 
     watcher = asyncio.create_task(watch())
-    await asyncio.sleep(0.5)
-    latencies: list[float] = []
+    closed: dict[str, float] = {}  # when a watch shows the gate closed (by the operator)
+
+    async def watch_gates() -> None:
+        async for _, wp in api.watch(WAITPOINTS.path(namespace)):
+            name = wp["metadata"]["name"].removesuffix(".go")
+            if (wp.get("status") or {}).get("state") == "closed" and name not in closed:
+                closed[name] = time.monotonic()
+
+    gate_watcher = asyncio.create_task(watch_gates())
+    turn: dict[str, float] = {}  # when the reviewer starts `kubectl workgate signal`
+    sent: dict[str, float] = {}  # when the Signal's create request goes out
+    answered: dict[str, float] = {}  # when the create (admission included) returned
 
     async def one(name: str) -> None:
-        waiters[name] = asyncio.Event()
-        sent = time.monotonic()
-        await send_signal(api, namespace, f"{name}.go", "approve")
-        await asyncio.wait_for(waiters[name].wait(), timeout=60)
-        latencies.append(resumed[name] - sent)
+        turn[name] = time.monotonic()
+        body = await prepare_signal(api, namespace, f"{name}.go", "approve")
+        sent[name] = time.monotonic()
+        await api.create(SIGNALS.path(namespace), body)
+        answered[name] = time.monotonic()
+        await asyncio.wait_for(events[name].wait(), timeout=120)
 
+    profiler = _profile.record(pid, profile / "operator-signals.raw") if profile else None
     start = time.monotonic()
-    if rate:  # paced: signal i is sent at start + i / rate, whatever the others are doing
-        tasks = []
-        for i in range(total):
-            await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
-            tasks.append(asyncio.create_task(one(f"gated-{i:04d}")))
-        await asyncio.gather(*tasks)
-        how = f"at {rate:g}/s (achieved {total / (time.monotonic() - start):.1f}/s)"
-    else:
-        for i in range(total):
-            await one(f"gated-{i:04d}")
-        how = "one at a time"
-    watcher.cancel()
-    print(f"\n== {total} signals, {how} (`kubectl workgate signal`'s flow, webhook on)")
-    print(f"signal -> resume latency: {summary(latencies)}")
+    try:
+        if rate:  # signal i is started at start + i / rate, whatever the others are doing
+            tasks = []
+            for i, name in enumerate(names):
+                await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+                tasks.append(asyncio.create_task(one(name)))
+            await asyncio.gather(*tasks)
+        else:
+            for name in names:
+                await one(name)
+    finally:
+        watcher.cancel()
+        gate_watcher.cancel()
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            await asyncio.to_thread(profiler.wait, 30)
+    first, last = min(sent.values()), max(sent.values())
+    achieved = (total - 1) / (last - first) if total > 1 and last > first else 0.0
+    asked = f"asked {rate:g}/s" if rate else "one at a time"
+    print(f"\n== {total} signals, {asked}: Signal creates sent at {achieved:.1f}/s")
+    print("(`kubectl workgate signal`'s flow, one task per signal, webhook on)")
+    if rate:
+        late = [turn[n] - (start + i / rate) for i, n in enumerate(names)]
+        print(f"  commands started behind schedule: {summary(late)}")
+    figures = (
+        ("signal -> resume (create sent -> out of WAITING)", sent, resumed),
+        ("  admission (create sent -> create answered)", sent, answered),
+        ("  create answered -> out of WAITING", answered, resumed),
+        ("    create answered -> gate closed", answered, closed),
+        ("    gate closed -> out of WAITING", closed, resumed),
+        ("whole command (its reads and proof too)", turn, resumed),
+    )
+    for label, since, until in figures:
+        print(f"{label:50s} {summary([until[n] - since[n] for n in names])}")
+    if profile:
+        print("operator profile while signalled (py-spy):")
+        print(_profile.summarise(profile / "operator-signals.raw"))
 
 
 async def bench(args: argparse.Namespace, where: str) -> None:
@@ -303,7 +362,9 @@ async def bench(args: argparse.Namespace, where: str) -> None:
                 if kind == "wo":
                     await bench_workorders(api, namespace, count, args.rate)
                 else:
-                    await bench_signals(api, namespace, count, args.signal_rate)
+                    await bench_signals(
+                        api, namespace, count, args.signal_rate, args.profile, operator.pid
+                    )
             finally:
                 operator.terminate()
                 await asyncio.to_thread(operator.wait, 15)
@@ -332,7 +393,16 @@ def main() -> None:
     parser.add_argument(
         "--signal-rate", type=float, default=0.0, help="signals per second (0: one at a time)"
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="py-spy samples the operator while it is signalled (raw file in DIR)",
+    )
     args = parser.parse_args()
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     with cluster() as where:
         asyncio.run(bench(args, where))
 

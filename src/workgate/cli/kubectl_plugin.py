@@ -42,7 +42,7 @@ from workgate.core.signals import signal_proof
 from workgate.k8s.api import SECRETS, SIGNALS, WAITPOINTS, ApiError, Body, KubeApi
 from workgate.k8s.waitpoints import ANNOTATION_SENDER, ANNOTATION_SENDER_GROUPS, TOKEN_KEY
 
-__all__ = ["build_signal", "identity", "main", "send_signal", "whoami"]
+__all__ = ["build_signal", "identity", "main", "prepare_signal", "send_signal", "whoami"]
 DEFAULT_APPROVE_SIGNAL = "approve"
 
 
@@ -106,14 +106,15 @@ async def read_token(api: KubeApi, namespace: str, wp: Body) -> str:
     return base64.b64decode(secret["data"][TOKEN_KEY]).decode()
 
 
-async def send_signal(
+async def prepare_signal(
     api: KubeApi, namespace: str, waitpoint: str, name: str, payload: str = ""
 ) -> Body:
-    """Create a Signal for `waitpoint`; returns the created object."""
+    """The Signal for `waitpoint`, ready to create: the waitpoint and its token Secret read,
+    the reviewer's identity asked, the proof computed (the token itself stays here)."""
     wp = await api.get(WAITPOINTS.path(namespace, waitpoint))
     token = await read_token(api, namespace, wp)
     user, groups = await identity(api)
-    body = build_signal(
+    return build_signal(
         namespace=namespace,
         waitpoint=waitpoint,
         name=name,
@@ -122,6 +123,13 @@ async def send_signal(
         groups=groups,
         token=token,
     )
+
+
+async def send_signal(
+    api: KubeApi, namespace: str, waitpoint: str, name: str, payload: str = ""
+) -> Body:
+    """Create a Signal for `waitpoint`; returns the created object."""
+    body = await prepare_signal(api, namespace, waitpoint, name, payload)
     return await api.create(SIGNALS.path(namespace), body)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -45,7 +46,10 @@ def register_admission(
     config: OperatorConfig,
     keys: TokenKeys,
     metrics: OperatorMetrics,
+    waitpoints: Callable[[tuple[str, str]], Body | None] = lambda _: None,
 ) -> None:
+    """`waitpoints`: the operator's cache of Waitpoints, by (namespace, name)."""
+
     @kopf.on.validate(
         GROUP,
         VERSION,
@@ -56,7 +60,10 @@ def register_admission(
         registry=registry,
     )
     async def validate_signal(body: kopf.Body, userinfo: kopf.UserInfo, **_: Any) -> None:
-        refusal = await admit_signal(api, keys, config.token_algorithm, body, userinfo)
+        key = (body["metadata"].get("namespace", ""), str(body["spec"].get("waitpointName", "")))
+        refusal = await admit_signal(
+            api, keys, config.token_algorithm, body, userinfo, cached=waitpoints(key)
+        )
         if refusal is not None:
             reason, message, code = refusal
             metrics.record_signal(False, reason)

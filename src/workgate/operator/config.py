@@ -89,6 +89,10 @@ class OperatorConfig:
     metrics_port: int | None = 9090  # None: no metrics endpoint
     liveness_endpoint: str | None = None  # e.g. http://0.0.0.0:8080/healthz (Kopf's probe)
     workers: int = 8
+    # Waitpoint reconciles mostly wait on the API server (a SubjectAccessReview, then
+    # status writes), each key by one worker at a time: enough of them for a burst of
+    # signals to many gates (bench/lifecycle_bench.py, 50 signals/s) not to queue up.
+    waitpoint_workers: int = 32
     # The user name the API server authenticates the operator as: the holder of the
     # claims it makes and the one identity besides a holder that may change a claim.
     # Learned at start-up (SelfSubjectReview) unless set.
@@ -130,6 +134,7 @@ class OperatorConfig:
             concurrency_limits=_limits(env.get("WORKGATE_CONCURRENCY_LIMITS", "")),
             admission_lease=env.get("WORKGATE_ADMISSION_LEASE", default.admission_lease),
             workers=int(env.get("WORKGATE_WORKERS", default.workers)),
+            waitpoint_workers=int(env.get("WORKGATE_WAITPOINT_WORKERS", default.waitpoint_workers)),
             operator_namespace=env.get("WORKGATE_OPERATOR_NAMESPACE", default.operator_namespace),
             token_algorithm=_algorithm(
                 env.get("WORKGATE_TOKEN_ALGORITHM", default.token_algorithm)

@@ -94,7 +94,9 @@ def build_registry(
     registry = kopf.OperatorRegistry()
     config = reconciler.config
     if config.webhook:
-        register_admission(registry, reconciler.api, config, gates.keys, gates.metrics)
+        register_admission(
+            registry, reconciler.api, config, gates.keys, gates.metrics, gates.waitpoints.get
+        )
         register_claim_admission(registry, reconciler.api, config)
 
     @kopf.on.startup(registry=registry)

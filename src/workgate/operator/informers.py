@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 def wire(reconciler: WorkOrderReconciler, gates: WaitpointReconciler) -> list[Informer]:
     """The informers that feed the reconcilers, for every namespace the operator serves."""
     api = reconciler.api
+    gates.owner_changed = reconciler.queue.add  # a gate's own write: act before its event
     namespaces: list[str | None] = list(reconciler.config.namespaces) or [None]
 
     def on_workorder(type_: str, body: Body) -> None:

@@ -12,11 +12,13 @@ Secret in place, the state `pending`.
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 import logging
 import math
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime
 
 from pydantic import ValidationError
@@ -53,6 +55,7 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 Verdict = tuple[str, SignalPhase, str, str]  # (Signal name, phase, reason, message)
 POLICY_CHECK_SECONDS = 10.0
+MARK_CONCURRENCY = 16  # Signal status writes in flight at once, per reconcile
 
 
 def sender_of(signal: Body) -> approvals.Sender:
@@ -84,7 +87,11 @@ class WaitpointReconciler:
         self.signals: ObjectCache[Key] = ObjectCache()
         self.signals_by_waitpoint: dict[Key, set[str]] = defaultdict(set)
         self.by_workorder: dict[Key, set[str]] = defaultdict(set)  # (ns, WorkOrder) -> names
-        self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=config.workers)
+        self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=config.waitpoint_workers)
+        # Told the owning WorkOrder's key after each status write (operator/informers.py
+        # wires it to the WorkOrder queue), so a closed gate is acted on without waiting
+        # for the watch to bring the write back.
+        self.owner_changed: Callable[[Key], None] = lambda _: None
         self._policy_bound_at: datetime | None = None
         self._policy_checked = -math.inf
 
@@ -200,20 +207,42 @@ class WaitpointReconciler:
                 {k: wire.get(k) for k in old.keys() | wire.keys()},  # null clears a field
             )
             if written is None:
-                self.queue.add_after(key, 0.2)
+                await self.refetch(key)  # moved on meanwhile: judge again with what it is now
                 return
-            self.observe_waitpoint(written)
+            self.owner_changed(self.observe_waitpoint(written))
             body = written
             if before.state is None:
                 self.queue.add(key)  # the next step of initialisation, or buffered signals
             if status.close_reason and status.close_reason != before.close_reason:
                 self.metrics.record_waitpoint_closed(status.close_reason, status.activated_at, now)
-        for signal_name, phase, reason, message in verdicts:
-            await self.mark_signal(namespace, signal_name, phase, reason, message)
-            self.metrics.record_signal(phase == SignalPhase.ACCEPTED, reason)
-        events += summarize(verdicts)
-        for type_, reason, message in events:
-            await post_event(self.api, body, type_, reason, message, instance=self.config.identity)
+        # The verdicts and Events after the status that decided them, side by side (the
+        # WorkOrder already knows): a round's Signals are marked a few at a time.
+        marking = asyncio.Semaphore(MARK_CONCURRENCY)
+
+        async def mark(verdict: Verdict) -> None:
+            async with marking:
+                await self.mark_signal(namespace, *verdict)
+            self.metrics.record_signal(verdict[1] == SignalPhase.ACCEPTED, verdict[2])
+
+        async def post(events: list[tuple[str, str, str]]) -> None:
+            for type_, reason, message in events:
+                await post_event(
+                    self.api, body, type_, reason, message, instance=self.config.identity
+                )
+
+        await asyncio.gather(*(mark(v) for v in verdicts), post(events + summarize(verdicts)))
+
+    async def refetch(self, key: Key) -> None:
+        """After a lost race: read the waitpoint (the watch may take a while to say what
+        changed) and look again at once."""
+        try:
+            fresh = await self.api.get(WAITPOINTS.path(*key))
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+            return  # deleted: its DELETED event removes it from the cache
+        self.observe_waitpoint(fresh)
+        self.queue.add(key)
 
     async def mint(
         self, body: Body, spec: WaitpointSpec, status: WaitpointStatus
