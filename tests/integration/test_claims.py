@@ -139,15 +139,14 @@ async def test_a_lost_claim_stops_its_command_before_the_attempt_runs_again(
     log, script = tmp_path / "work.log", tmp_path / "work.py"
     script.write_text(WORK)
     command = [sys.executable, str(script), str(log), "20"]
-    agents = [
-        agent_process(kubeconfig, "fenced", namespace, f"agent-{i}", command) for i in (1, 2)
-    ]
+    agents = [agent_process(kubeconfig, "fenced", namespace, f"agent-{i}", command) for i in (1, 2)]
     try:
         await create_workorder(
             api,
             namespace,
             workorder("fenced", "fenced", yaml="{}", claimTimeoutSeconds=6, backoffSeconds=1),
         )
+
         async def started() -> bool:
             return log.exists() and "start" in log.read_text()
 
@@ -184,10 +183,17 @@ def agent_roles(kubectl: Any) -> None:
     kubectl("apply", "-f", str(SHIPPED_ROLES))
 
 
-def bind(kubectl: Any, namespace: str, account: str, *, clusterrole: str = "", role: str = "") -> None:
+def bind(
+    kubectl: Any, namespace: str, account: str, *, clusterrole: str = "", role: str = ""
+) -> None:
     target = f"--clusterrole={clusterrole}" if clusterrole else f"--role={role}"
     kubectl(
-        "create", "rolebinding", f"{account}-{clusterrole or role}", "-n", namespace, target,
+        "create",
+        "rolebinding",
+        f"{account}-{clusterrole or role}",
+        "-n",
+        namespace,
+        target,
         f"--serviceaccount={namespace}:{account}",
     )
 
@@ -221,10 +227,22 @@ async def test_only_the_holder_may_touch_a_claim(
     as_intruder = ["--kubeconfig", intruder_config, "-n", namespace]
     for attempt in (
         ["annotate", "lease", claim.lease.name, "workgate.io/result=Succeeded"],
-        ["patch", "lease", claim.lease.name, "--type=merge", "-p",
-         '{"spec":{"renewTime":"2030-01-01T00:00:00.000000Z"}}'],
-        ["patch", "lease", claim.lease.name, "--type=merge", "-p",
-         json.dumps({"spec": {"holderIdentity": f"system:serviceaccount:{namespace}:x"}})],
+        [
+            "patch",
+            "lease",
+            claim.lease.name,
+            "--type=merge",
+            "-p",
+            '{"spec":{"renewTime":"2030-01-01T00:00:00.000000Z"}}',
+        ],
+        [
+            "patch",
+            "lease",
+            claim.lease.name,
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"holderIdentity": f"system:serviceaccount:{namespace}:x"}}),
+        ],
         ["delete", "lease", claim.lease.name],
     ):
         refused = kubectl(*as_intruder, *attempt, check=False)
@@ -247,12 +265,19 @@ async def test_only_the_holder_may_touch_a_claim(
             "labels": {"app.kubernetes.io/managed-by": "workgate"},
             "annotations": {"workgate.io/attempt": "1"},
             "ownerReferences": [
-                {"apiVersion": "workgate.io/v1alpha1", "kind": "WorkOrder", "name": "other",
-                 "uid": pending["metadata"]["uid"], "controller": True}
+                {
+                    "apiVersion": "workgate.io/v1alpha1",
+                    "kind": "WorkOrder",
+                    "name": "other",
+                    "uid": pending["metadata"]["uid"],
+                    "controller": True,
+                }
             ],
         },
-        "spec": {"holderIdentity": f"system:serviceaccount:{namespace}:agent",
-                 "leaseDurationSeconds": 60},
+        "spec": {
+            "holderIdentity": f"system:serviceaccount:{namespace}:agent",
+            "leaseDurationSeconds": 60,
+        },
     }
     refused = kubectl(*as_intruder, "create", "-f", "-", input=json.dumps(forged), check=False)
     assert refused.returncode != 0 and "must be the claimant's own user name" in refused.stderr
@@ -272,9 +297,13 @@ def may_claim(kubectl: Any, namespace: str, user: str, work_type: str) -> bool:
         "kind": "SubjectAccessReview",
         "spec": {
             "user": user,
-            "resourceAttributes": {"verb": "claim", "group": "workgate.io",
-                                   "resource": "worktypes", "name": work_type,
-                                   "namespace": namespace},
+            "resourceAttributes": {
+                "verb": "claim",
+                "group": "workgate.io",
+                "resource": "worktypes",
+                "name": work_type,
+                "namespace": namespace,
+            },
         },
     }
     answer = kubectl("create", "-o", "json", "-f", "-", input=json.dumps(review))
@@ -302,8 +331,12 @@ async def test_an_agent_may_claim_only_the_work_types_it_is_granted(
         for rule in shipped["rules"]
     ]
     assert rules != shipped["rules"], "the shipped agent role has no worktypes rule"
-    narrowed = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-                "metadata": {"name": "lint-agent", "namespace": namespace}, "rules": rules}
+    narrowed = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "lint-agent", "namespace": namespace},
+        "rules": rules,
+    }
     kubectl("apply", "-f", "-", input=json.dumps(narrowed))
     bind(kubectl, namespace, "linter", role="lint-agent")
     user = f"system:serviceaccount:{namespace}:linter"
@@ -338,8 +371,14 @@ def gated_build(name: str, key: str) -> Body:
 async def signal_gate(kubectl: Any, namespace: str, waitpoint: str) -> None:
     plugin = Path(sys.executable).parent / "kubectl-workgate"
     process = await asyncio.create_subprocess_exec(
-        str(plugin), "signal", waitpoint, "go", "-n", namespace,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        str(plugin),
+        "signal",
+        waitpoint,
+        "go",
+        "-n",
+        namespace,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 0, stderr.decode()
@@ -449,7 +488,9 @@ async def test_a_squatted_child_name_is_reported_not_retried_in_a_loop(
         wo = await get_workorder(api, namespace, "squat")
         conditions = {c["type"]: c for c in (wo.get("status") or {}).get("conditions") or []}
         stall = conditions.get("Stalled")
-        return wo if stall and stall["status"] == "True" and stall["reason"] == "NameTaken" else None
+        return (
+            wo if stall and stall["status"] == "True" and stall["reason"] == "NameTaken" else None
+        )
 
     wo = await wait_for(stalled, timeout=30, what="Stalled=True NameTaken")
     assert wo["status"]["phase"] == "PENDING"
@@ -513,8 +554,7 @@ async def test_an_operator_that_cleans_up_leaves_no_webhook_behind(
 ) -> None:
     op = start_operator(namespace, webhook=True, WORKGATE_WEBHOOK_CLEANUP="on")
     path = (
-        "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/"
-        + op.webhook_config
+        "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/" + op.webhook_config
     )
 
     async def registered() -> bool:
@@ -529,6 +569,13 @@ async def test_an_operator_that_cleans_up_leaves_no_webhook_behind(
     op.proc.send_signal(signal.SIGINT)  # as Ctrl-C stops `workgate up`
     op.proc.wait(30)
     assert not await registered(), "the webhook configuration outlived the operator"
-    created = kubectl("create", "-n", namespace, "-f", "-",
-                      input=json.dumps(workorder("after", yaml="{}")), check=False)
+    created = kubectl(
+        "create",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=json.dumps(workorder("after", yaml="{}")),
+        check=False,
+    )
     assert created.returncode == 0, created.stderr

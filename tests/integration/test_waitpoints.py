@@ -539,5 +539,6 @@ async def test_a_dynamic_waitpoint_needs_a_recipient_key_and_a_claimed_work_orde
     unclaimed = kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(wp), check=False)
     assert (
         unclaimed.returncode != 0
-        and "only the claimant holding the WorkOrder's current attempt can suspend it" in unclaimed.stderr
+        and "only the claimant holding the WorkOrder's current attempt can suspend it"
+        in unclaimed.stderr
     )

@@ -540,8 +540,9 @@ async def test_operator_killed_at_random_points_converges(
         lease["metadata"]["ownerReferences"][0]["uid"]: lease
         for lease in await list_items(api, LEASES.path(namespace))
     }
-    succeeded = {wo["metadata"]["uid"]: wo for wo in items.values()
-                 if wo["status"]["phase"] == "SUCCEEDED"}
+    succeeded = {
+        wo["metadata"]["uid"]: wo for wo in items.values() if wo["status"]["phase"] == "SUCCEEDED"
+    }
     assert set(leases) == set(succeeded)
     for uid, lease in leases.items():
         attempt = lease["metadata"]["annotations"][ANNOTATION_ATTEMPT]

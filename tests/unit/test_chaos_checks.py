@@ -7,11 +7,15 @@ from bench.chaos_checks import Execution, Expected, Verdict, judge
 OK = {"phase": "SUCCEEDED", "attempt": 2}
 
 
-def run(wo: str, attempt: int, start: float, end: float | None, ok: bool | None = True) -> Execution:
+def run(
+    wo: str, attempt: int, start: float, end: float | None, ok: bool | None = True
+) -> Execution:
     return Execution(wo, attempt, start, end, ok, who=f"{wo}/{attempt}/{start}")
 
 
-def verdict(*executions: Execution, final: dict[str, object] | None = None, **kw: object) -> Verdict:
+def verdict(
+    *executions: Execution, final: dict[str, object] | None = None, **kw: object
+) -> Verdict:
     args: dict[str, object] = {
         "expected": {"a": Expected("SUCCEEDED")},
         "final": {"a": final or OK},
