@@ -18,7 +18,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -750,9 +750,11 @@ async def run_burst(
     priorities: list[int],
     *,
     agents_first: bool,
+    before_agents: Callable[[], Awaitable[Any]] | None = None,
 ) -> tuple[list[str], list[Execution], WatchRecorder]:
     """Create a WorkOrder of type `burst` per priority, with three agents running before
-    (agents_first) or started after all were created; return names, runs and the record."""
+    (agents_first) or started after all were created (and after `before_agents`, such as
+    starting the operator); return names, runs and the record."""
     names = [f"b{i}" for i in range(len(priorities))]
     async with WatchRecorder(api, WORKORDERS.path(namespace)) as seen:
         if agents_first:
@@ -761,6 +763,8 @@ async def run_burst(
             body = workorder(name, "burst", yaml="{}", priority=priority)
             await create_workorder(api, namespace, body)
         if not agents_first:
+            if before_agents is not None:
+                await before_agents()
             await start_agents()
 
         async def all_done() -> bool:
@@ -817,14 +821,17 @@ async def test_a_concurrency_limit_holds_for_work_created_while_agents_wait(
 async def test_higher_priority_runs_first_then_the_oldest(
     api: KubeApi, namespace: str, start_operator: Any, burst_agents: Any, work: Work
 ) -> None:
-    """10 WorkOrders queued before any agent runs, limit 2: they start by priority, then
+    """10 WorkOrders queued before the operator and any agent run, limit 2: they start by priority, then
     age, and still never more than 2 at once."""
-    await start_with_webhook(
-        start_operator, api, namespace, WORKGATE_CONCURRENCY_LIMITS=f"burst={LIMIT}"
-    )
     priorities = [0, 5, 1, 9, 3, 7, 5, 8, 4, 6]  # two 5s: the older (b1) goes first
+
+    async def operator() -> None:  # started after all 10 exist: it ranks them all at once
+        await start_with_webhook(
+            start_operator, api, namespace, WORKGATE_CONCURRENCY_LIMITS=f"burst={LIMIT}"
+        )
+
     names, runs, _ = await run_burst(
-        api, namespace, work, burst_agents, priorities, agents_first=False
+        api, namespace, work, burst_agents, priorities, agents_first=False, before_agents=operator
     )
     rank = {n: (-p, i) for i, (n, p) in enumerate(zip(names, priorities, strict=True))}
     # A WorkOrder starts only when no better-ranked one still waits, except one admitted
