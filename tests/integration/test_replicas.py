@@ -116,7 +116,12 @@ async def test_killing_one_replica_loses_nothing(
     async def both_watching() -> bool:  # else the first one up claims everything
         return all("watches synced" in op.log for op in (victim, survivor))
 
-    await wait_for(both_watching, timeout=60, what="both replicas watching")
+    try:  # in the full suite's crowded plane the first lists have taken over 60 s
+        await wait_for(both_watching, timeout=180, what="both replicas watching")
+    except AssertionError:
+        for op in (victim, survivor):
+            print(f"--- {op!r} log tail:\n{op.log[-3000:]}")
+        raise
     async with (
         WatchRecorder(api, LEASES.path(namespace)) as leases,
         WatchRecorder(api, BUILDRUNS.path(namespace)) as runs,
