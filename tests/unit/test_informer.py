@@ -8,15 +8,20 @@ def obj(name: str, uid: str, **spec: object) -> dict[str, object]:
                          "managedFields": [{"big": "x"}]}, "spec": spec}  # fmt: skip
 
 
-def test_a_relist_reports_vanished_and_replaced_objects_as_deleted() -> None:
-    seen: list[tuple[str, str, str]] = []
+def recording(seen: list[tuple[str, str, str]]) -> Informer:
+    """An informer that appends (type, name, uid) of each event it delivers to `seen`."""
 
     def record(type_: str, body: dict[str, object]) -> None:
         meta = body["metadata"]
         assert isinstance(meta, dict)
         seen.append((type_, meta["name"], meta["uid"]))
 
-    informer = Informer(None, "/x", record)  # type: ignore[arg-type]
+    return Informer(None, "/x", record)  # type: ignore[arg-type]
+
+
+def test_a_relist_reports_vanished_and_replaced_objects_as_deleted() -> None:
+    seen: list[tuple[str, str, str]] = []
+    informer = recording(seen)
     informer._relisted([strip(obj("a", "1")), strip(obj("b", "2")), strip(obj("c", "3"))])
     assert seen == [("ADDED", "a", "1"), ("ADDED", "b", "2"), ("ADDED", "c", "3")]
     seen.clear()
@@ -72,13 +77,7 @@ def test_a_stub_keeps_the_controller_and_the_asked_spec_fields_only() -> None:
 
 def test_a_paged_relist_reports_what_vanished_only_after_its_last_page() -> None:
     seen: list[tuple[str, str, str]] = []
-
-    def record(type_: str, body: dict[str, object]) -> None:
-        meta = body["metadata"]
-        assert isinstance(meta, dict)
-        seen.append((type_, meta["name"], meta["uid"]))
-
-    informer = Informer(None, "/x", record)  # type: ignore[arg-type]
+    informer = recording(seen)
     informer._relisted([strip(obj(n, n.upper())) for n in "abcd"])
     seen.clear()
     listed: dict[tuple[str, str], str] = {}

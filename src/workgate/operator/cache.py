@@ -11,6 +11,7 @@ from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 from workgate.k8s.api import Body
+from workgate.k8s.informer import strip
 
 K = TypeVar("K", bound=Hashable)
 
@@ -21,20 +22,11 @@ def _version(body: Body) -> tuple[str, int]:
     return str(meta.get("uid", "")), int(raw) if raw.isdigit() else -1
 
 
-def lean(body: Body) -> Body:
-    """The body without metadata.managedFields: no decision reads them, and they are often
-    the largest part of an object (a cache of 10,000 WorkOrders must stay small)."""
-    meta = body.get("metadata")
-    if not meta or "managedFields" not in meta:
-        return body
-    return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
-
-
 class ObjectCache(Generic[K]):
     """`record`: what is kept of each body (operator/records.py); by default all but its
     managedFields."""
 
-    def __init__(self, record: Callable[[Body], Body] = lean) -> None:
+    def __init__(self, record: Callable[[Body], Body] = strip) -> None:
         self._record = record
         self._items: dict[K, Body] = {}
         self._gone: set[str] = set()  # uids we deleted whose DELETED event is still on its way

@@ -54,6 +54,13 @@ def _algorithm(value: str) -> str:
     return value
 
 
+def _workers(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name, str(default))
+    if not raw.strip().isdigit() or not 1 <= int(raw) <= 1024:
+        raise ValueError(f"{name} must be a whole number from 1 to 1024, not {raw!r}")
+    return int(raw)
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     identity: str = field(default_factory=lambda: f"workgate-operator/{socket.gethostname()}")
@@ -133,8 +140,10 @@ class OperatorConfig:
             default_ttl_seconds=_optional_int(env.get("WORKGATE_TTL_SECONDS_AFTER_FINISHED")),
             concurrency_limits=_limits(env.get("WORKGATE_CONCURRENCY_LIMITS", "")),
             admission_lease=env.get("WORKGATE_ADMISSION_LEASE", default.admission_lease),
-            workers=int(env.get("WORKGATE_WORKERS", default.workers)),
-            waitpoint_workers=int(env.get("WORKGATE_WAITPOINT_WORKERS", default.waitpoint_workers)),
+            workers=_workers(env, "WORKGATE_WORKERS", default.workers),
+            waitpoint_workers=_workers(
+                env, "WORKGATE_WAITPOINT_WORKERS", default.waitpoint_workers
+            ),
             operator_namespace=env.get("WORKGATE_OPERATOR_NAMESPACE", default.operator_namespace),
             token_algorithm=_algorithm(
                 env.get("WORKGATE_TOKEN_ALGORITHM", default.token_algorithm)

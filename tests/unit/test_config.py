@@ -1,0 +1,17 @@
+"""Operator configuration from the environment: a bad worker count is refused at start-up."""
+
+import pytest
+
+from workgate.operator.config import OperatorConfig
+
+
+@pytest.mark.parametrize("raw", ["0", "-3", "many", "", "5000"])
+@pytest.mark.parametrize("name", ["WORKGATE_WORKERS", "WORKGATE_WAITPOINT_WORKERS"])
+def test_a_worker_count_outside_1_to_1024_is_refused_by_name(name: str, raw: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        OperatorConfig.from_env({name: raw})
+
+
+def test_worker_counts_are_read() -> None:
+    config = OperatorConfig.from_env({"WORKGATE_WORKERS": "3", "WORKGATE_WAITPOINT_WORKERS": "7"})
+    assert (config.workers, config.waitpoint_workers) == (3, 7)
