@@ -238,7 +238,12 @@ async def test_missing_strategy_is_not_retried(
     ns = build_namespace
     await missing_strategy_workorder(api, ns, start_operator)
     done = await wait_phase(api, ns, "orphan", "FAILED", timeout=120)
-    assert (done["status"]["attempt"], done["status"]["retryCount"]) == (1, 0)
+    # On failure, say why attempt 1 was retried: its reason is in the status and Events.
+    events = kubectl("get", "events", "-n", ns, check=False).stdout
+    assert (done["status"]["attempt"], done["status"]["retryCount"]) == (1, 0), (
+        done["status"],
+        events,
+    )
     assert kubectl("get", "buildrun", "orphan-a2", "-n", ns, check=False).returncode != 0
 
 
