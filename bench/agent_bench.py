@@ -202,7 +202,12 @@ async def main(args: argparse.Namespace) -> None:
                 agent.send_signal(signal.SIGINT)
             operator.terminate()
             for process in (*agents, operator):
-                process.wait(20)
+                try:
+                    process.wait(20)
+                except subprocess.TimeoutExpired:  # say, SIGINT ignored (a background job)
+                    print(f"  (pid {process.pid} did not stop within 20 s: killed)")
+                    process.kill()
+                    process.wait()
             await api.delete(NAMESPACES.path(None, namespace))
     if agents:
         print("  agent time by phase, all agents: " + agent_timings(log_dir))
