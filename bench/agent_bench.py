@@ -29,6 +29,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import _common
 import _profile
@@ -37,6 +38,7 @@ from _common import (
     busiest_writes,
     idle_rate,
     peak_rss_mb,
+    percentile,
     plane_pids,
     requests,
     spawn,
@@ -46,17 +48,49 @@ from _common import (
     writes,
 )
 
-from workgate.k8s.api import NAMESPACES, WORKORDERS, KubeApi
+from workgate.core.claims import ANNOTATION_RESULT
+from workgate.k8s.api import LEASES, NAMESPACES, WORKORDERS, KubeApi
 
 
-async def drain(api: KubeApi, namespace: str, work_type: str, total: int) -> float:
-    """Create `total` WorkOrders (16 at a time); seconds until the last is SUCCEEDED."""
+async def drain(
+    api: KubeApi, namespace: str, work_type: str, total: int, done: dict[str, float] | None = None
+) -> float:
+    """Create `total` WorkOrders (16 at a time); seconds until the last is SUCCEEDED.
+    `done` gets the monotonic time each was seen SUCCEEDED, by name."""
     params = {"fieldSelector": f"spec.workType={work_type},status.phase=SUCCEEDED"}
     bodies = [workorder(f"{work_type}-{index}", work_type) for index in range(total)]
-    seconds, _ = await _common.drain(
-        api, WORKORDERS.path(namespace), bodies, lambda _: True, params
-    )
+    seen = done if done is not None else {}
+
+    def succeeded(body: Any) -> bool:
+        seen.setdefault(body["metadata"]["name"], time.monotonic())
+        return True
+
+    seconds, _ = await _common.drain(api, WORKORDERS.path(namespace), bodies, succeeded, params)
     return seconds
+
+
+async def watch_reports(namespace: str, reported: dict[str, float]) -> None:
+    """The monotonic time each claim Lease first carried an outcome, by WorkOrder name."""
+
+    async def on_event(_: KubeApi, kind: str, lease: Any) -> None:
+        annotations = lease["metadata"].get("annotations") or {}
+        if kind != "DELETED" and annotations.get(ANNOTATION_RESULT):
+            for ref in lease["metadata"].get("ownerReferences") or []:
+                reported.setdefault(str(ref.get("name")), time.monotonic())
+
+    await _common.watch_forever(LEASES.path(namespace), {}, on_event)
+
+
+def timeline(started: float, reported: dict[str, float], done: dict[str, float]) -> str:
+    """When the outcomes landed on the Leases and when the operator recorded them."""
+    if not reported or not done:
+        return "(no timeline)"
+    lags = sorted(done[name] - reported[name] for name in done if name in reported)
+    return (
+        f"last report at {max(reported.values()) - started:.2f}s, last SUCCEEDED at "
+        f"{max(done.values()) - started:.2f}s; report -> SUCCEEDED p50 "
+        f"{1000 * percentile(lags, 0.5):.0f} ms, p99 {1000 * percentile(lags, 0.99):.0f} ms"
+    )
 
 
 def report(
@@ -130,9 +164,14 @@ async def main(args: argparse.Namespace) -> None:
                     _profile.record(operator.pid, args.profile / "operator-agents.raw"),
                 ]
             before = await requests(api)
+            reported: dict[str, float] = {}
+            done: dict[str, float] = {}
+            reports = asyncio.create_task(watch_reports(namespace, reported))
             meter.start()
-            seconds = await drain(api, namespace, "bench", args.workorders)
+            started_at = time.monotonic()
+            seconds = await drain(api, namespace, "bench", args.workorders, done)
             meter.stop()
+            reports.cancel()
             for profiler in profilers:
                 profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
                 profiler.wait(30)
@@ -151,6 +190,10 @@ async def main(args: argparse.Namespace) -> None:
                 f"WATCH starts {delta['WATCH workorders']}"
             )
             print("  " + meter.summary(args.workorders))
+            print(
+                "  timeline (from the drain's start, less its 0.5 s): "
+                + timeline(started_at + 0.5, reported, done)
+            )
             rss = [peak_rss_mb(agent.pid) for agent in agents]
             print(f"  agent peak RSS: max {max(rss):.1f} MB, mean {sum(rss) / len(rss):.1f} MB")
             print(f"agent/build throughput: {agent_rate / build_rate:.2f}x")
@@ -159,7 +202,12 @@ async def main(args: argparse.Namespace) -> None:
                 agent.send_signal(signal.SIGINT)
             operator.terminate()
             for process in (*agents, operator):
-                process.wait(20)
+                try:
+                    process.wait(20)
+                except subprocess.TimeoutExpired:  # say, SIGINT ignored (a background job)
+                    print(f"  (pid {process.pid} did not stop within 20 s: killed)")
+                    process.kill()
+                    process.wait()
             await api.delete(NAMESPACES.path(None, namespace))
     if agents:
         print("  agent time by phase, all agents: " + agent_timings(log_dir))

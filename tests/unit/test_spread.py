@@ -53,3 +53,40 @@ def test_peers_are_forgotten_and_busy_ones_left_out() -> None:
     peers.ended("lease-2")
     assert peers.available(BUSY_SECONDS + 0.2) == {"a", "b"}
     assert peers.available(0.6 + PEER_SECONDS + 1) == frozenset()
+
+
+def _brute_force(me: str, work: list[Work], peers: frozenset[str]) -> tuple[Work, int]:
+    """The definition: the least (rank, own score, index), ranking every candidate."""
+    everyone = peers | {me}
+
+    def key(item: tuple[int, Work]) -> tuple[int, float, int]:
+        index, candidate = item
+        mine = spread_score(me, candidate.uid)
+        rank = sum(1 for peer in everyone if spread_score(peer, candidate.uid) < mine)
+        return rank, mine, index
+
+    index, chosen = min(enumerate(work), key=key)
+    return chosen, key((index, chosen))[0]
+
+
+def test_the_choice_is_the_least_rank_then_own_score_of_all_the_work() -> None:
+    ranking = Ranking(AGENTS[0], 0.5)
+    for size in (1, 2, 5, 128):
+        for peers in (frozenset(), frozenset(AGENTS[1:3]), frozenset(AGENTS)):
+            for offset in (0, 7, 300):  # remembered scores, then new work beside them
+                work = [Work(f"uid-{i}") for i in range(offset, offset + size)]
+                expected, rank = _brute_force(AGENTS[0], work, peers)
+                chosen, delay = ranking.choose(work, peers)
+                assert chosen == expected
+                everyone = len(peers | {AGENTS[0]})
+                if everyone > 1:
+                    assert delay == rank / everyone * 0.5
+
+
+def test_work_owned_by_others_only_is_ranked_in_full() -> None:
+    me = AGENTS[0]
+    peers = frozenset(AGENTS)
+    theirs = [w for w in WORK if min(AGENTS, key=lambda a: spread_score(a, w.uid)) != me]
+    chosen, delay = Ranking(me, 0.5).choose(theirs, peers)
+    expected, rank = _brute_force(me, theirs, peers)
+    assert chosen == expected and rank > 0 and delay == rank / len(peers) * 0.5

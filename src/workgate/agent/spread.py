@@ -69,7 +69,13 @@ C = TypeVar("C", bound=HasUid)
 
 
 class Ranking:
-    """One agent's choice among claimable work (`me`: its claimant key)."""
+    """One agent's choice among claimable work (`me`: its claimant key).
+
+    Scores are remembered for the current work only (so this stays bounded), and peers'
+    scores are computed only for the candidates looked at: candidates are taken in the
+    order of this agent's own score, and the first one it owns (rank 0) is the answer,
+    which is usually one of the first few. Only when it owns none of the work are all
+    ranked."""
 
     def __init__(self, me: str, spread_seconds: float) -> None:
         self.me = me
@@ -79,25 +85,37 @@ class Ranking:
     def choose(self, work: Sequence[C], peers: frozenset[str]) -> tuple[C, float]:
         """The WorkOrder to try (of `work`, oldest first) and how long to wait before.
 
-        Own work first (lowest own score first), then by rank among the peers."""
+        Own work first (lowest own score first), then by rank among the peers: the
+        candidate with the least (rank, own score, index in `work`)."""
         everyone = peers | {self.me}
+        me, previous = self.me, self._scores
         scores: dict[str, dict[str, float]] = {}
-        best: tuple[int, float, int] | None = None
-        chosen = work[0]
-        for index, candidate in enumerate(work):
-            known = self._scores.get(candidate.uid) or {}
-            for peer in everyone:
-                if peer not in known:
-                    known[peer] = spread_score(peer, candidate.uid)
+        for candidate in work:
+            known = previous.get(candidate.uid)
+            if known is None:
+                known = {me: spread_score(me, candidate.uid)}
             scores[candidate.uid] = known
-            mine = known[self.me]
-            rank = sum(1 for peer in everyone if known[peer] < mine)
+        self._scores = scores
+        order = sorted(range(len(work)), key=lambda i: scores[work[i].uid][me])
+        best: tuple[int, float, int] | None = None
+        for index in order:
+            uid = work[index].uid
+            known = scores[uid]
+            mine = known[me]
+            rank = 0
+            for peer in everyone:
+                score = known.get(peer)
+                if score is None:
+                    score = known[peer] = spread_score(peer, uid)
+                if score < mine:
+                    rank += 1
             key = (rank, mine, index)
             if best is None or key < best:
-                best, chosen = key, candidate
-        self._scores = scores  # only the current work's, so it stays bounded
+                best = key
+                if rank == 0:  # owned, and no later one has a lower own score
+                    break
         assert best is not None
-        rank, mine, _ = best
+        rank, mine, index = best
         if len(everyone) == 1:
-            return chosen, mine * self.spread_seconds
-        return chosen, rank / len(everyone) * self.spread_seconds
+            return work[index], mine * self.spread_seconds
+        return work[index], rank / len(everyone) * self.spread_seconds

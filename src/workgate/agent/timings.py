@@ -1,8 +1,13 @@
 """Where an agent's time goes, phase by phase (waiting for work, claiming, the command,
-reporting): counts and totals, logged when the agent stops. A few clock reads a cycle."""
+reporting): counts and totals, logged when the agent stops. A few clock reads a cycle.
+
+A phase cut short by cancellation (the agent stopping while it waits) is counted as
+`PHASE when stopped`, not as `PHASE`: the idle wait after an agent's last WorkOrder,
+until it is told to stop, says nothing about a cycle."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,8 +27,13 @@ class Timings:
         started = time.monotonic()
         try:
             yield
-        finally:
+        except asyncio.CancelledError:
+            self.add(f"{phase} when stopped", time.monotonic() - started)
+            raise
+        except BaseException:
             self.add(phase, time.monotonic() - started)
+            raise
+        self.add(phase, time.monotonic() - started)
 
     def summary(self) -> str:
         """`phase: count x mean ms (total s)`, in the order the phases first happened."""
