@@ -306,6 +306,7 @@ async def bench_signals(
         await asyncio.wait_for(events[name].wait(), timeout=120)
 
     profiler = _profile.record(pid, profile / "operator-signals.raw") if profile else None
+    counted = await api_requests(api)
     start = time.monotonic()
     try:
         if rate:  # signal i is started at start + i / rate, whatever the others are doing
@@ -341,9 +342,40 @@ async def bench_signals(
     )
     for label, since, until in figures:
         print(f"{label:50s} {summary([until[n] - since[n] for n in names])}")
+    await print_requests(api, counted, total, time.monotonic() - start)
     if profile:
         print("operator profile while signalled (py-spy):")
         print(_profile.summarise(profile / "operator-signals.raw"))
+
+
+async def api_requests(api: KubeApi) -> Counter[str]:
+    """`VERB resource[/sub]` -> requests served (the /metrics scrapes themselves left out)."""
+    return Counter({k: v for k, v in (await requests(api)).items() if not k.endswith(" ")})
+
+
+async def print_requests(api: KubeApi, before: Counter[str], total: int, elapsed: float) -> None:
+    """API requests per signal, from the API server's apiserver_request_total: everything
+    served from the first signal until Events stop coming (the operator sends them in the
+    background), minus an idle baseline of the same length."""
+    settling = time.monotonic()
+    after = await api_requests(api)
+    while time.monotonic() < settling + 30:
+        await asyncio.sleep(1.0)
+        now = await api_requests(api)
+        if now["POST events"] == after["POST events"]:  # the background Events are out
+            break
+        after = now
+    elapsed += time.monotonic() - settling
+    idle_before = await api_requests(api)
+    await asyncio.sleep(min(elapsed, 10))
+    idle = (await api_requests(api)) - idle_before
+    scale = elapsed / min(elapsed, 10)
+    delta = Counter({k: v - round(idle.get(k, 0) * scale) for k, v in (after - before).items()})
+    rows = [(k, v) for k, v in delta.most_common() if v / total >= 0.05]
+    print("API requests per signal (apiserver_request_total, minus idle):")
+    for key, value in rows:
+        print(f"  {key:40s} {value:6d}  ({value / total:.2f} per signal)")
+    print(f"  {'total':40s} {sum(v for _, v in rows):6d}  ({sum(v for _, v in rows) / total:.2f})")
 
 
 async def bench(args: argparse.Namespace, where: str) -> None:
