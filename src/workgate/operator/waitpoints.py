@@ -47,7 +47,7 @@ from workgate.k8s.owners import controlled_by
 from workgate.k8s.tokenkeys import TokenKeys
 from workgate.operator.cache import ObjectCache
 from workgate.operator.config import OperatorConfig
-from workgate.operator.judging import Candidate, judge
+from workgate.operator.judging import Candidate, Permits, judge
 from workgate.operator.metrics import OperatorMetrics
 from workgate.operator.queue import WorkQueue
 
@@ -86,6 +86,7 @@ class WaitpointReconciler:
         self.keys = keys
         # Events go out in the background (k8s/events.py); `events.run()` sends them.
         self.events = events or EventSink(api, instance=config.identity)
+        self.permits = Permits()  # RBAC verdicts of the Signals this process admitted
         self.waitpoints: ObjectCache[Key] = ObjectCache()
         self.signals: ObjectCache[Key] = ObjectCache()
         self.signals_by_waitpoint: dict[Key, set[str]] = defaultdict(set)
@@ -301,8 +302,14 @@ class WaitpointReconciler:
                 self.keys,
                 waitpoint,
                 status,
-                Candidate(spec=sig, sender=sender, verified=await self.trusted(created)),
+                Candidate(
+                    spec=sig,
+                    sender=sender,
+                    verified=await self.trusted(created),
+                    signal_uid=str(signal["metadata"].get("uid") or "") or None,
+                ),
                 default_algorithm=self.config.token_algorithm,
+                permits=self.permits,
             )
             if refusal is not None:
                 verdicts.append((signal_name, SignalPhase.REJECTED, refusal[0], refusal[1]))
