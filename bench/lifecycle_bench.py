@@ -27,7 +27,10 @@ controller. Reports:
       whole command: from the start of the flow (its reads and proof included).
     The achieved rate is that of the create requests actually sent, (N - 1) / (last send
     - first send); "behind schedule" is how late each flow started (the bench's own lag).
-    Figures: median, p99, max. --profile DIR: py-spy samples the operator meanwhile.
+    Figures: median, p99, max. Then the API requests per signal, by verb and resource,
+    from apiserver_request_total (client, admission and operator together; the operator's
+    Events, sent in the background, are waited for). --profile DIR: py-spy samples the
+    operator meanwhile.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import _profile
-from _common import WRITES, cluster, free_port, percentile, requests
+from _common import BUILD_YAML, WRITES, cluster, free_port, percentile, requests
 
 from workgate.cli.kubectl_plugin import prepare_signal
 from workgate.k8s.api import (
@@ -156,12 +159,8 @@ async def finish_build_run(api: KubeApi, namespace: str, name: str) -> None:
 def build_workorder(
     name: str, gates: list[dict[str, Any]] | None = None, work_type: str = "build"
 ) -> dict[str, Any]:
-    yaml = (
-        "apiVersion: shipwright.io/v1beta1\nkind: Build\nmetadata:\n  name: b\nspec:\n"
-        "  source: {type: Git, git: {url: https://git.example.com/app}}\n"
-        "  strategy: {name: buildah, kind: ClusterBuildStrategy}\n"
-        "  output: {image: registry.example.com/app:latest}\n"
-    )
+    # Each WorkOrder its own Build: one named like another WorkOrder's is refused (NameTaken).
+    yaml = BUILD_YAML.replace("{name}", f"{name}-build")
     return {
         "apiVersion": "workgate.io/v1alpha1",
         "kind": "WorkOrder",
