@@ -27,7 +27,10 @@ controller. Reports:
       whole command: from the start of the flow (its reads and proof included).
     The achieved rate is that of the create requests actually sent, (N - 1) / (last send
     - first send); "behind schedule" is how late each flow started (the bench's own lag).
-    Figures: median, p99, max. --profile DIR: py-spy samples the operator meanwhile.
+    Figures: median, p99, max. Then the API requests per signal, by verb and resource,
+    from apiserver_request_total (client, admission and operator together; the operator's
+    Events, sent in the background, are waited for). --profile DIR: py-spy samples the
+    operator meanwhile.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import _profile
-from _common import WRITES, cluster, free_port, percentile, requests
+from _common import BUILD_YAML, WRITES, cluster, free_port, percentile, requests
 
 from workgate.cli.kubectl_plugin import prepare_signal
 from workgate.k8s.api import (
@@ -156,12 +159,8 @@ async def finish_build_run(api: KubeApi, namespace: str, name: str) -> None:
 def build_workorder(
     name: str, gates: list[dict[str, Any]] | None = None, work_type: str = "build"
 ) -> dict[str, Any]:
-    yaml = (
-        "apiVersion: shipwright.io/v1beta1\nkind: Build\nmetadata:\n  name: b\nspec:\n"
-        "  source: {type: Git, git: {url: https://git.example.com/app}}\n"
-        "  strategy: {name: buildah, kind: ClusterBuildStrategy}\n"
-        "  output: {image: registry.example.com/app:latest}\n"
-    )
+    # Each WorkOrder its own Build: one named like another WorkOrder's is refused (NameTaken).
+    yaml = BUILD_YAML.replace("{name}", f"{name}-build")
     return {
         "apiVersion": "workgate.io/v1alpha1",
         "kind": "WorkOrder",
@@ -306,6 +305,7 @@ async def bench_signals(
         await asyncio.wait_for(events[name].wait(), timeout=120)
 
     profiler = _profile.record(pid, profile / "operator-signals.raw") if profile else None
+    counted = await api_requests(api)
     start = time.monotonic()
     try:
         if rate:  # signal i is started at start + i / rate, whatever the others are doing
@@ -341,9 +341,40 @@ async def bench_signals(
     )
     for label, since, until in figures:
         print(f"{label:50s} {summary([until[n] - since[n] for n in names])}")
+    await print_requests(api, counted, total, time.monotonic() - start)
     if profile:
         print("operator profile while signalled (py-spy):")
         print(_profile.summarise(profile / "operator-signals.raw"))
+
+
+async def api_requests(api: KubeApi) -> Counter[str]:
+    """`VERB resource[/sub]` -> requests served (the /metrics scrapes themselves left out)."""
+    return Counter({k: v for k, v in (await requests(api)).items() if not k.endswith(" ")})
+
+
+async def print_requests(api: KubeApi, before: Counter[str], total: int, elapsed: float) -> None:
+    """API requests per signal, from the API server's apiserver_request_total: everything
+    served from the first signal until Events stop coming (the operator sends them in the
+    background), minus an idle baseline of the same length."""
+    settling = time.monotonic()
+    after = await api_requests(api)
+    while time.monotonic() < settling + 30:
+        await asyncio.sleep(1.0)
+        now = await api_requests(api)
+        if now["POST events"] == after["POST events"]:  # the background Events are out
+            break
+        after = now
+    elapsed += time.monotonic() - settling
+    idle_before = await api_requests(api)
+    await asyncio.sleep(min(elapsed, 10))
+    idle = (await api_requests(api)) - idle_before
+    scale = elapsed / min(elapsed, 10)
+    delta = Counter({k: v - round(idle.get(k, 0) * scale) for k, v in (after - before).items()})
+    rows = [(k, v) for k, v in delta.most_common() if v / total >= 0.05]
+    print("API requests per signal (apiserver_request_total, minus idle):")
+    for key, value in rows:
+        print(f"  {key:40s} {value:6d}  ({value / total:.2f} per signal)")
+    print(f"  {'total':40s} {sum(v for _, v in rows):6d}  ({sum(v for _, v in rows) / total:.2f})")
 
 
 async def bench(args: argparse.Namespace, where: str) -> None:

@@ -353,10 +353,14 @@ async def test_self_approval_is_refused_where_forbidden_and_a_rejection_fails_th
     assert st["rejection"]["waitpoint"] == "doomed.review" and st["rejection"]["at"]
     wp = (await waitpoint(api, namespace, "doomed.review"))["status"]
     assert wp["closeReason"] == "Rejected" and wp["rejection"] == st["rejection"]
-    events = await list_items(
-        api, EVENTS.path(namespace), fieldSelector="involvedObject.name=doomed"
-    )
-    [event] = [e for e in events if e["reason"] == "Rejected"]
+
+    async def rejected_events() -> list[Body] | None:  # Events are sent in the background
+        events = await list_items(
+            api, EVENTS.path(namespace), fieldSelector="involvedObject.name=doomed"
+        )
+        return [e for e in events if e["reason"] == "Rejected"] or None
+
+    [event] = await wait_for(rejected_events, what="the Rejected Event")
     assert event["type"] == "Warning" and people.user("reviewer3") in event["message"]
     refused(people.workgate("reviewer2", "approve", "doomed.review"), "WaitpointClosed")
 
@@ -483,9 +487,18 @@ async def test_without_the_webhook_a_flood_of_signals_stays_bounded_and_the_work
     size = len(json.dumps(wp))
     assert [r["sender"] for r in wp["status"]["receivedSignals"]] == [me]
     assert wp["status"]["state"] == "active" and size < 8192, size
-    events = await list_items(
-        api, EVENTS.path(namespace), fieldSelector="involvedObject.name=flood.go"
-    )
+    # Events are sent in the background: count them once two listings a second apart agree.
+    listed: list[int] = []
+
+    async def settled() -> list[Body] | None:
+        events = await list_items(
+            api, EVENTS.path(namespace), fieldSelector="involvedObject.name=flood.go"
+        )
+        listed.append(len(events))
+        return events if len(listed) > 1 and listed[-1] == listed[-2] else None
+
+    events = await wait_for(settled, timeout=60, interval=1, what="the flood's Events sent")
+    assert any(e["reason"] == "SignalAccepted" for e in events), events
     assert len(events) < 100, len(events)  # refusals are summarised, not one Event each
     print(f"\nwaitpoint after 1,000 signals: {size} bytes, {len(events)} Events")
 

@@ -494,8 +494,12 @@ async def test_a_squatted_child_name_is_reported_not_retried_in_a_loop(
 
     wo = await wait_for(stalled, timeout=30, what="Stalled=True NameTaken")
     assert wo["status"]["phase"] == "PENDING"
-    events = json.loads(kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
-    assert [e for e in events if e["reason"] == "NameTaken"], "no NameTaken Event"
+
+    async def name_taken() -> list[Any]:  # Events are sent in the background
+        listed = json.loads(kubectl("get", "events", "-n", namespace, "-o", "json").stdout)
+        return [e for e in listed["items"] if e["reason"] == "NameTaken"]
+
+    assert await wait_for(name_taken, interval=0.5, what="a NameTaken Event")
     # Not a hot loop: the WorkOrder is not rewritten while it stays blocked.
     version = wo["metadata"]["resourceVersion"]
     await asyncio.sleep(6)  # past one retry period: it looks again, writes nothing

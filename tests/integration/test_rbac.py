@@ -629,9 +629,13 @@ def test_the_operator_runs_a_build_on_its_service_account_alone(
     wait_until(lambda: phase_of(k, ns, "app") == "SUCCEEDED", "app SUCCEEDED", operator=operator)
     record = k.json("get", "-n", ns, "lease", "app-claim")  # kept: who ran attempt 1
     assert record["metadata"]["uid"] == lease["metadata"]["uid"]
-    events = k.json("get", "events", "-n", ns, "--field-selector", "involvedObject.name=app")
-    reasons = {e["reason"] for e in events["items"]}
-    assert "Succeeded" in reasons, reasons
+
+    def reasons() -> set[str]:
+        events = k.json("get", "events", "-n", ns, "--field-selector", "involvedObject.name=app")
+        return {e["reason"] for e in events["items"]}
+
+    # Events are sent in the background (k8s/events.py): wait for this one.
+    wait_until(lambda: "Succeeded" in reasons(), "the Succeeded Event", operator=operator)
 
     # The endpoints the Deployment probes and Prometheus scrapes.
     health = urllib.request.urlopen(operator.env["WORKGATE_LIVENESS_ENDPOINT"], timeout=5)

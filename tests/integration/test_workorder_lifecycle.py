@@ -96,8 +96,12 @@ async def test_success_path_with_kubectl(
     assert record["metadata"]["uid"] == lease["metadata"]["uid"]
     assert record["metadata"]["annotations"]["workgate.io/attempt"] == "1"
     assert record["metadata"]["ownerReferences"][0]["uid"] == done["metadata"]["uid"]
-    events = await list_items(
-        api, EVENTS.path(namespace), fieldSelector=f"involvedObject.name={name}"
+    # Events are sent in the background (k8s/events.py): wait for them.
+    events = await wait_for(
+        lambda: list_items(
+            api, EVENTS.path(namespace), fieldSelector=f"involvedObject.name={name}"
+        ),
+        what="the WorkOrder's Events",
     )
     # One Event for the build: the operator's own claim is in status and the Lease
     assert [e["reason"] for e in events] == ["Succeeded"]
@@ -362,10 +366,15 @@ async def test_killed_agent_times_out_and_a_second_agent_completes(
         done = await wait_phase(api, namespace, "tests", "SUCCEEDED")
         assert second.wait(10) == 0
         assert done["status"]["retryCount"] == 1 and done["status"]["attempt"] == 2
-        events = await list_items(
-            api, EVENTS.path(namespace), fieldSelector="involvedObject.name=tests"
-        )
-        claims = [e["message"] for e in events if e["reason"] == "Claimed"]
+
+        async def both_claims() -> list[str] | None:  # Events are sent in the background
+            events = await list_items(
+                api, EVENTS.path(namespace), fieldSelector="involvedObject.name=tests"
+            )
+            claims = [e["message"] for e in events if e["reason"] == "Claimed"]
+            return claims if len(claims) >= 2 else None
+
+        claims = await wait_for(both_claims, what="both Claimed Events")
         assert any("agent-two" in m for m in claims) and any("agent-one" in m for m in claims)
     finally:
         first.kill()

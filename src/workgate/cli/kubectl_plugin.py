@@ -37,9 +37,10 @@ from workgate.api.common import API_VERSION, LABEL_WORKORDER
 from workgate.api.waitpoint import DEFAULT_REJECT_SIGNAL
 from workgate.cli.kubectl_controls import EXIT_PENDING, EXIT_REFUSED, add_control_parsers, with_api
 from workgate.core.approvals import format_groups
-from workgate.core.naming import label_value
+from workgate.core.naming import label_value, token_secret_name
 from workgate.core.signals import signal_proof
 from workgate.k8s.api import SECRETS, SIGNALS, WAITPOINTS, ApiError, Body, KubeApi
+from workgate.k8s.owners import workgate_owner
 from workgate.k8s.waitpoints import ANNOTATION_SENDER, ANNOTATION_SENDER_GROUPS, TOKEN_KEY
 
 __all__ = ["build_signal", "identity", "main", "prepare_signal", "send_signal", "whoami"]
@@ -97,23 +98,50 @@ async def identity(api: KubeApi) -> tuple[str, tuple[str, ...]]:
     return str(info["username"]), tuple(info.get("groups") or ())
 
 
-async def read_token(api: KubeApi, namespace: str, wp: Body) -> str:
-    secret_name = (wp.get("status") or {}).get("tokenSecretName")
-    if not secret_name:
-        name = wp["metadata"]["name"]
-        raise RuntimeError(f"waitpoint {name} has no token yet; try again in a moment")
-    secret = await api.get(SECRETS.path(namespace, secret_name))
+async def read_token(api: KubeApi, namespace: str, waitpoint: str, wp: Body | None = None) -> str:
+    """The waitpoint's token, from its Secret. The operator names that Secret after the
+    waitpoint, so it is read without reading the waitpoint first (`wp`, when the caller
+    has read it anyway, names it from its status); the waitpoint is read only to say why
+    there is no Secret: no such waitpoint, or its token not minted yet."""
+    if wp is not None:
+        secret_name = (wp.get("status") or {}).get("tokenSecretName")
+        if not secret_name:
+            raise RuntimeError(f"waitpoint {waitpoint} has no token yet; try again in a moment")
+    else:
+        secret_name = token_secret_name(waitpoint)
+    try:
+        secret: Body | None = await api.get(SECRETS.path(namespace, secret_name))
+    except ApiError as exc:
+        if not exc.not_found:
+            raise
+        secret = None
+    if secret is None:
+        if wp is None:
+            await api.get(WAITPOINTS.path(namespace, waitpoint))  # no waitpoint: its 404
+        raise RuntimeError(f"waitpoint {waitpoint} has no token yet; try again in a moment")
+    owner = workgate_owner(secret, "Waitpoint")
+    if owner is None or owner[0] != waitpoint:
+        raise RuntimeError(
+            f"Secret {secret_name} is not waitpoint {waitpoint}'s token Secret (its controller "
+            "is not that waitpoint); ask whoever runs the cluster"
+        )
     return base64.b64decode(secret["data"][TOKEN_KEY]).decode()
 
 
 async def prepare_signal(
-    api: KubeApi, namespace: str, waitpoint: str, name: str, payload: str = ""
+    api: KubeApi,
+    namespace: str,
+    waitpoint: str,
+    name: str,
+    payload: str = "",
+    wp: Body | None = None,
 ) -> Body:
-    """The Signal for `waitpoint`, ready to create: the waitpoint and its token Secret read,
-    the reviewer's identity asked, the proof computed (the token itself stays here)."""
-    wp = await api.get(WAITPOINTS.path(namespace, waitpoint))
-    token = await read_token(api, namespace, wp)
-    user, groups = await identity(api)
+    """The Signal for `waitpoint`, ready to create: its token Secret read (`wp`: the
+    waitpoint, when the caller has read it), the reviewer's identity asked, the proof
+    computed (the token itself stays here). Both reads at once."""
+    token, (user, groups) = await asyncio.gather(
+        read_token(api, namespace, waitpoint, wp), identity(api)
+    )
     return build_signal(
         namespace=namespace,
         waitpoint=waitpoint,
@@ -126,10 +154,15 @@ async def prepare_signal(
 
 
 async def send_signal(
-    api: KubeApi, namespace: str, waitpoint: str, name: str, payload: str = ""
+    api: KubeApi,
+    namespace: str,
+    waitpoint: str,
+    name: str,
+    payload: str = "",
+    wp: Body | None = None,
 ) -> Body:
     """Create a Signal for `waitpoint`; returns the created object."""
-    body = await prepare_signal(api, namespace, waitpoint, name, payload)
+    body = await prepare_signal(api, namespace, waitpoint, name, payload, wp)
     return await api.create(SIGNALS.path(namespace), body)
 
 
@@ -156,6 +189,7 @@ def approve_signal_name(wp: Body, chosen: str | None) -> str:
 
 
 async def _deliver(args: argparse.Namespace, api: KubeApi, namespace: str) -> int:
+    wp = None
     if args.command == "signal":
         name = args.name
     else:
@@ -164,7 +198,7 @@ async def _deliver(args: argparse.Namespace, api: KubeApi, namespace: str) -> in
             name = wp["spec"].get("rejectSignalName") or DEFAULT_REJECT_SIGNAL
         else:
             name = approve_signal_name(wp, args.signal)
-    created = await send_signal(api, namespace, args.waitpoint, name, args.payload)
+    created = await send_signal(api, namespace, args.waitpoint, name, args.payload, wp)
     signal = created["metadata"]["name"]
     print(f"signal.workgate.io/{signal} created ({name})")
     if args.no_wait:

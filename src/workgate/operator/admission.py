@@ -37,6 +37,7 @@ from workgate.k8s.tokenkeys import TokenKeys
 from workgate.k8s.waitpoints import ANNOTATION_RECIPIENT_KEY
 from workgate.operator.approval_admission import admit_signal, register_approval_admission
 from workgate.operator.config import OperatorConfig
+from workgate.operator.judging import Permits
 from workgate.operator.metrics import OperatorMetrics
 
 
@@ -47,8 +48,10 @@ def register_admission(
     keys: TokenKeys,
     metrics: OperatorMetrics,
     waitpoints: Callable[[tuple[str, str]], Body | None] = lambda _: None,
+    permits: Permits | None = None,
 ) -> None:
-    """`waitpoints`: the operator's cache of Waitpoints, by (namespace, name)."""
+    """`waitpoints`: the operator's cache of Waitpoints, by (namespace, name); `permits`:
+    where the RBAC verdicts of admitted Signals are left for this process's controller."""
 
     @kopf.on.validate(
         GROUP,
@@ -62,7 +65,13 @@ def register_admission(
     async def validate_signal(body: kopf.Body, userinfo: kopf.UserInfo, **_: Any) -> None:
         key = (body["metadata"].get("namespace", ""), str(body["spec"].get("waitpointName", "")))
         refusal = await admit_signal(
-            api, keys, config.token_algorithm, body, userinfo, cached=waitpoints(key)
+            api,
+            keys,
+            config.token_algorithm,
+            body,
+            userinfo,
+            cached=waitpoints(key),
+            permits=permits,
         )
         if refusal is not None:
             reason, message, code = refusal

@@ -6,7 +6,9 @@
   with server-side apply, which would drop a field its manager once set) ends with the same
   object, so there is no drift to fight over.
 - Signals (validating): the full judgement of `operator.judging` with the requesting user,
-  so a refusal is immediate and clear at `kubectl apply`; the controller judges again.
+  so a refusal is immediate and clear at `kubectl apply`; the controller judges again
+  (reusing, through `judging.Permits`, the RBAC verdict admission got for this very
+  Signal, by its API-server-assigned uid).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from workgate.k8s.waitpoints import (
     ANNOTATION_SENDER,
     ANNOTATION_SENDER_GROUPS,
 )
-from workgate.operator.judging import Candidate, judge
+from workgate.operator.judging import Candidate, Permits, judge
 
 
 def stamp_creator(
@@ -63,6 +65,7 @@ async def admit_signal(
     body: Mapping[str, Any],
     userinfo: kopf.UserInfo,
     cached: Body | None = None,
+    permits: Permits | None = None,
 ) -> tuple[rules.Refusal, str, int] | None:
     """None to admit, else (reason, message, HTTP code) to refuse.
 
@@ -76,7 +79,7 @@ async def admit_signal(
     waitpoint = str(spec.get("waitpointName", ""))
     if (
         cached is not None
-        and await _judged(api, keys, default_algorithm, body, userinfo, cached) is None
+        and await _judged(api, keys, default_algorithm, body, userinfo, cached, permits) is None
     ):
         return None
     try:
@@ -89,7 +92,7 @@ async def admit_signal(
                 404,
             )
         raise
-    return await _judged(api, keys, default_algorithm, body, userinfo, wp)
+    return await _judged(api, keys, default_algorithm, body, userinfo, wp, permits)
 
 
 async def _judged(
@@ -99,6 +102,7 @@ async def _judged(
     body: Mapping[str, Any],
     userinfo: kopf.UserInfo,
     wp: Body,
+    permits: Permits | None = None,
 ) -> tuple[rules.Refusal, str, int] | None:
     """The judgement against waitpoint `wp`: None to admit, else the refusal."""
     spec = body.get("spec") or {}
@@ -126,8 +130,11 @@ async def _judged(
             claimed_groups=claimed_groups,
             uid=userinfo.get("uid"),
             extra=dict(cast(Mapping[str, Any], userinfo.get("extra") or {})),
+            signal_uid=str(body["metadata"].get("uid") or "") or None,
+            admitting=True,
         ),
         default_algorithm=default_algorithm,
+        permits=permits,
     )
     if verdict is None:
         return None

@@ -95,7 +95,13 @@ def build_registry(
     config = reconciler.config
     if config.webhook:
         register_admission(
-            registry, reconciler.api, config, gates.keys, gates.metrics, gates.waitpoints.get
+            registry,
+            reconciler.api,
+            config,
+            gates.keys,
+            gates.metrics,
+            gates.waitpoints.get,
+            gates.permits,
         )
         register_claim_admission(registry, reconciler.api, config)
 

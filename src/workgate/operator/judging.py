@@ -5,10 +5,20 @@ controller judges with the identity admission recorded on the Signal, once it ha
 that record can be believed (`core.approvals.identity_trusted`). Either way the order is:
 the token proof and nonce (core.signals), then who may decide (core.approvals), then the
 RBAC verb `approve` (a SubjectAccessReview), so cheap refusals cost no API call.
+
+The controller asks RBAC again only when it has to: a Signal this very process admitted a
+moment ago, with the same sender, was allowed `approve` on that waitpoint by the
+SubjectAccessReview admission made (`Permits`). The record is keyed by the Signal's uid,
+which the API server assigns before validating admission and nobody can choose, and it
+lives only in this process's memory, so no Signal can claim it: a Signal admitted by
+another replica, by an earlier run of the operator, or longer ago than `PERMIT_SECONDS`
+gets a SubjectAccessReview of its own, as before.
 """
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +31,44 @@ from workgate.k8s.api import Body, KubeApi
 from workgate.k8s.tokenkeys import TokenKeys
 
 Verdict = tuple[rules.Refusal, str] | None
+# How long an admission's `approve` verdict stands in for the controller's own review. An
+# RBAC change within this window after a Signal's admission may not be seen by its
+# judgement (Kubernetes' webhook authorizer caches allowed verdicts for 5 minutes).
+PERMIT_SECONDS = 30.0
+PERMIT_ENTRIES = 8192
+PermitKey = tuple[str, str, str, str, tuple[str, ...]]
+
+
+class Permits:
+    """`approve` verdicts this process's admission got from RBAC for the Signals it
+    admitted: (Signal uid, namespace, waitpoint, user, groups) -> when. Bounded in age
+    and number; each is used at most once."""
+
+    def __init__(self, seconds: float = PERMIT_SECONDS, entries: int = PERMIT_ENTRIES) -> None:
+        self.seconds = seconds
+        self.entries = entries
+        self._granted: OrderedDict[PermitKey, float] = OrderedDict()
+        self.reused = 0  # reviews the controller did not need to ask for
+
+    @staticmethod
+    def key(signal_uid: str, namespace: str, waitpoint: str, sender: approvals.Sender) -> PermitKey:
+        return (signal_uid, namespace, waitpoint, sender.user, tuple(sorted(set(sender.groups))))
+
+    def grant(self, key: PermitKey) -> None:
+        self._granted[key] = time.monotonic()
+        self._granted.move_to_end(key)
+        while len(self._granted) > self.entries:
+            self._granted.popitem(last=False)
+
+    def take(self, key: PermitKey) -> bool:
+        """Was this very Signal, from this very sender, allowed at admission, recently?"""
+        granted = self._granted.pop(key, None)
+        fresh = granted is not None and time.monotonic() - granted <= self.seconds
+        self.reused += fresh
+        return fresh
+
+    def __len__(self) -> int:
+        return len(self._granted)
 
 
 @dataclass(frozen=True)
@@ -34,6 +82,10 @@ class Candidate:
     uid: str | None = None  # for the SubjectAccessReview, when admission knows them
     extra: Mapping[str, Any] = field(default_factory=dict)
     verified: bool = True  # False: the recorded sender cannot be believed (see trust model)
+    # The Signal's uid (assigned by the API server) and what to do with `Permits`:
+    # admission grants one when RBAC allows, the controller takes one instead of asking.
+    signal_uid: str | None = None
+    admitting: bool = False
 
 
 def votes_of(status: WaitpointStatus) -> list[approvals.Vote]:
@@ -48,6 +100,7 @@ async def judge(
     candidate: Candidate,
     *,
     default_algorithm: str,
+    permits: Permits | None = None,
 ) -> Verdict:
     """None if the signal may be accepted now, else the refusal and a clear message."""
     meta = waitpoint["metadata"]
@@ -110,6 +163,11 @@ async def judge(
     )
     if refusal is not None:
         return refusal
+    permit = None
+    if permits is not None and candidate.signal_uid:
+        permit = Permits.key(candidate.signal_uid, namespace, name, candidate.sender)
+        if not candidate.admitting and permits.take(permit):
+            return None  # this process's admission asked RBAC about this very Signal
     allowed, _ = await authz.may_approve(
         api,
         namespace=namespace,
@@ -124,4 +182,6 @@ async def judge(
             rules.Refusal.NOT_PERMITTED,
             authz.refusal_message(candidate.sender.user, namespace, name),
         )
+    if permits is not None and permit is not None and candidate.admitting:
+        permits.grant(permit)
     return None

@@ -24,6 +24,7 @@ from workgate.operator.webhooks import remove_webhook_configurations
 from workgate.operator.workorders import WorkOrderReconciler
 
 log = logging.getLogger(__name__)
+EVENT_FLUSH_SECONDS = 2.0  # on the way out, queued Events get this long to be sent
 
 
 async def _on_lead(leader: LeaderElector, reconciler: WorkOrderReconciler) -> None:
@@ -55,6 +56,7 @@ async def run_operator(
         else None
     )
     registry = build_registry(reconciler, gates)
+    events = asyncio.create_task(gates.events.run(), name="workgate-events")
     queues = [
         asyncio.create_task(reconciler.queue.run(), name="workgate-workorders"),
         asyncio.create_task(gates.queue.run(), name="workgate-waitpoints"),
@@ -79,6 +81,8 @@ async def run_operator(
         # Kopf waits a while for tasks it did not start; ours end with its watches.
         for queue in queues:
             queue.cancel()
+        await gates.events.flush(EVENT_FLUSH_SECONDS)  # the last transitions' Events
+        events.cancel()
 
     log.info(
         "workgate operator %s (claims as %s) starting (local work types: %s)",
@@ -97,7 +101,7 @@ async def run_operator(
             liveness_endpoint=config.liveness_endpoint,
         )
     finally:
-        for queue in queues:
+        for queue in [*queues, events]:
             queue.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await queue

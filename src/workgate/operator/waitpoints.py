@@ -42,12 +42,12 @@ from workgate.core.waitpoints import settle
 from workgate.k8s import authz
 from workgate.k8s import waitpoints as io
 from workgate.k8s.api import SIGNALS, WAITPOINTS, WORKORDERS, ApiError, Body, KubeApi
-from workgate.k8s.events import post_event
+from workgate.k8s.events import EventSink
 from workgate.k8s.owners import controlled_by
 from workgate.k8s.tokenkeys import TokenKeys
 from workgate.operator.cache import ObjectCache
 from workgate.operator.config import OperatorConfig
-from workgate.operator.judging import Candidate, judge
+from workgate.operator.judging import Candidate, Permits, judge
 from workgate.operator.metrics import OperatorMetrics
 from workgate.operator.queue import WorkQueue
 
@@ -78,11 +78,15 @@ class WaitpointReconciler:
         config: OperatorConfig,
         keys: TokenKeys,
         metrics: OperatorMetrics | None = None,
+        events: EventSink | None = None,
     ) -> None:
         self.api = api
         self.metrics = metrics or OperatorMetrics()
         self.config = config
         self.keys = keys
+        # Events go out in the background (k8s/events.py); `events.run()` sends them.
+        self.events = events or EventSink(api, instance=config.identity)
+        self.permits = Permits()  # RBAC verdicts of the Signals this process admitted
         self.waitpoints: ObjectCache[Key] = ObjectCache()
         self.signals: ObjectCache[Key] = ObjectCache()
         self.signals_by_waitpoint: dict[Key, set[str]] = defaultdict(set)
@@ -215,8 +219,10 @@ class WaitpointReconciler:
                 self.queue.add(key)  # the next step of initialisation, or buffered signals
             if status.close_reason and status.close_reason != before.close_reason:
                 self.metrics.record_waitpoint_closed(status.close_reason, status.activated_at, now)
-        # The verdicts and Events after the status that decided them, side by side (the
-        # WorkOrder already knows): a round's Signals are marked a few at a time.
+        # The Events and verdicts after the status that decided them (the WorkOrder
+        # already knows): Events are queued, a round's Signals marked a few at a time.
+        for type_, reason, message in events + summarize(verdicts):
+            self.events.post(body, type_, reason, message)
         marking = asyncio.Semaphore(MARK_CONCURRENCY)
 
         async def mark(verdict: Verdict) -> None:
@@ -224,13 +230,7 @@ class WaitpointReconciler:
                 await self.mark_signal(namespace, *verdict)
             self.metrics.record_signal(verdict[1] == SignalPhase.ACCEPTED, verdict[2])
 
-        async def post(events: list[tuple[str, str, str]]) -> None:
-            for type_, reason, message in events:
-                await post_event(
-                    self.api, body, type_, reason, message, instance=self.config.identity
-                )
-
-        await asyncio.gather(*(mark(v) for v in verdicts), post(events + summarize(verdicts)))
+        await asyncio.gather(*(mark(v) for v in verdicts))
 
     async def refetch(self, key: Key) -> None:
         """After a lost race: read the waitpoint (the watch may take a while to say what
@@ -302,8 +302,14 @@ class WaitpointReconciler:
                 self.keys,
                 waitpoint,
                 status,
-                Candidate(spec=sig, sender=sender, verified=await self.trusted(created)),
+                Candidate(
+                    spec=sig,
+                    sender=sender,
+                    verified=await self.trusted(created),
+                    signal_uid=str(signal["metadata"].get("uid") or "") or None,
+                ),
                 default_algorithm=self.config.token_algorithm,
+                permits=self.permits,
             )
             if refusal is not None:
                 verdicts.append((signal_name, SignalPhase.REJECTED, refusal[0], refusal[1]))

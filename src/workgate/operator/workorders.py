@@ -27,7 +27,7 @@ from workgate.k8s.api import (
     KubeApi,
     ResourceRef,
 )
-from workgate.k8s.events import post_event
+from workgate.k8s.events import EventSink
 from workgate.operator import lanes, records
 from workgate.operator.cache import ObjectCache
 from workgate.operator.config import OperatorConfig
@@ -71,9 +71,11 @@ class WorkOrderReconciler:
         config: OperatorConfig,
         gates: WaitpointReconciler,
         metrics: OperatorMetrics | None = None,
+        events: EventSink | None = None,
     ) -> None:
         self.api = api
         self.gates = gates
+        self.events = events or gates.events  # queued, sent in the background
         self.metrics = metrics or OperatorMetrics()
         self.config = config
         self.policy = config.policy
@@ -204,14 +206,7 @@ class WorkOrderReconciler:
         if not await self.execute(body, list(release)):
             self.queue.add_after(key, 0.2)
         for event in decision.events:
-            await post_event(
-                self.api,
-                body,
-                event.type,
-                event.reason,
-                event.message,
-                instance=self.config.identity,
-            )
+            self.events.post(body, event.type, event.reason, event.message)
         if decision.requeue_at is not None:
             self.queue.add_at(key, decision.requeue_at)
 
