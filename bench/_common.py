@@ -228,14 +228,19 @@ def workorder(name: str, work_type: str) -> dict[str, Any]:
     }
 
 
-async def watch_forever(path: str, params: dict[str, str], on_event: OnEvent) -> None:
-    """Watch `path` on a client of its own, starting over (with a list) after any error."""
+async def watch_forever(
+    path: str, params: dict[str, str], on_event: OnEvent, listed: asyncio.Event | None = None
+) -> None:
+    """Watch `path` on a client of its own, starting over (with a list) after any error;
+    `listed` is set once the first list is handed over."""
     while True:
         try:
             async with KubeApi() as api:
                 listing = await api.get(path, params=params)
                 for body in listing.get("items", []):
                     await on_event(api, "ADDED", body)
+                if listed is not None:
+                    listed.set()
                 version = listing["metadata"]["resourceVersion"]
                 watch = {**params, "resourceVersion": version}
                 async for kind, body in api.watch(path, params=watch, timeout_seconds=600):
@@ -287,7 +292,9 @@ async def drain(
     return time.monotonic() - start, list(latencies.values())
 
 
-async def stand_in_shipwright(namespace: str, marked: set[str]) -> None:
+async def stand_in_shipwright(
+    namespace: str, marked: set[str], listed: asyncio.Event | None = None
+) -> None:
     """Mark each new BuildRun Succeeded (one status write each: the bench's own)."""
 
     async def on_event(api: KubeApi, kind: str, run: Any) -> None:
@@ -299,4 +306,4 @@ async def stand_in_shipwright(namespace: str, marked: set[str]) -> None:
                 {"status": {"conditions": [SUCCEEDED_CONDITION]}},
             )
 
-    await watch_forever(BUILDRUNS.path(namespace), {}, on_event)
+    await watch_forever(BUILDRUNS.path(namespace), {}, on_event, listed)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -36,11 +37,13 @@ from typing import Any
 import _common
 import _profile
 from _common import (
+    CpuMeter,
     busiest_writes,
     cluster,
     idle_rate,
     latency_summary,
     peak_rss_mb,
+    plane_pids,
     requests,
     spawn_operator,
     stand_in_shipwright,
@@ -151,11 +154,17 @@ async def measured(
     run: Callable[[], Awaitable[tuple[float, list[float]]]],
     name: str,
     total: int,
+    controller: int,
 ) -> Part:
+    plane = {k: [pid] for k, pid in plane_pids().items()}
+    meter = CpuMeter({**plane, "controller": [controller]})
     before = await requests(api)
+    meter.start()
     seconds, latencies = await run()
+    meter.stop()
     await asyncio.sleep(2)  # the last writes after "done" (Events, releases)
     delta = await requests(api) - before
+    print(f"  {name} {meter.summary(total)}", flush=True)
     part = Part(name, total, seconds, latencies)
     part.writes_per_item = (writes(delta) - own() - idle * (seconds + 2)) / total
     print(f"  {name} writes by kind: {busiest_writes(delta)}", flush=True)
@@ -192,6 +201,7 @@ async def bench_jobs(api: KubeApi, args: argparse.Namespace, idle: float, logs: 
             lambda: _common.drain(api, path, bodies, job_done),
             "Job",
             args.items,
+            controller.pid,
         )
         part.rss_mb = peak_rss_mb(controller.pid)
         return part
@@ -227,6 +237,7 @@ async def bench_workgate(
             lambda: _common.drain(api, WORKORDERS.path(namespace), bodies, workorder_done),
             "workgate",
             args.items,
+            operator.pid,
         )
         part.rss_mb = peak_rss_mb(operator.pid)
         return part, namespace
@@ -239,7 +250,19 @@ async def bench_workgate(
         operator.wait(15)
 
 
-async def restart_catchup(api: KubeApi, namespace: str, pending: int, logs: Path) -> None:
+async def logged_at(log: Path, text: str, start: float, seen: dict[str, float]) -> None:
+    """Note (in `seen`) when `text` first appears in `log`, in seconds since `start`."""
+    while text not in seen:
+        with contextlib.suppress(OSError):
+            if text in await asyncio.to_thread(log.read_text, errors="replace"):
+                seen[text] = time.monotonic() - start
+                return
+        await asyncio.sleep(0.1)
+
+
+async def restart_catchup(
+    api: KubeApi, namespace: str, pending: int, logs: Path, profile: Path | None
+) -> None:
     """Create `pending` WorkOrders while no operator runs, then start one: how long until
     it has caught up with them (besides the finished ones it lists on start)?"""
     listing = await api.get(WORKORDERS.path(namespace), params={"limit": "1"})
@@ -254,32 +277,50 @@ async def restart_catchup(api: KubeApi, namespace: str, pending: int, logs: Path
             created[body["metadata"]["name"]] = time.monotonic()
 
     await asyncio.gather(*(create(i) for i in range(pending)))
-    done: set[str] = set()
+    done: dict[str, float] = {}
     finished_all = asyncio.Event()
+    start = 0.0
 
     async def on_event(_: KubeApi, kind: str, body: Any) -> None:
         name = body["metadata"]["name"]
-        if name in created and workorder_done(body):
-            done.add(name)
+        if name in created and name not in done and workorder_done(body) and start:
+            done[name] = time.monotonic() - start
             if len(done) >= pending:
                 finished_all.set()
 
-    watcher = asyncio.create_task(watch_forever(WORKORDERS.path(namespace), {}, on_event))
+    listed = [asyncio.Event(), asyncio.Event()]  # the clock starts once both have listed
+    watcher = asyncio.create_task(
+        watch_forever(WORKORDERS.path(namespace), {}, on_event, listed[0])
+    )
     marked: set[str] = set()
-    shipwright = asyncio.create_task(stand_in_shipwright(namespace, marked))
+    shipwright = asyncio.create_task(stand_in_shipwright(namespace, marked, listed[1]))
+    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in listed)), timeout=120)
     await asyncio.sleep(1)
     start = time.monotonic()
-    operator = spawn_operator(namespace, logs / "operator-restarted.log")
+    log = logs / "operator-restarted.log"
+    operator = spawn_operator(namespace, log)
+    seen: dict[str, float] = {}
+    synced = asyncio.create_task(logged_at(log, "watches synced", start, seen))
+    profiler = None
+    if profile is not None:
+        profiler = _profile.record(operator.pid, profile / "operator-catchup.raw")
     try:
         await asyncio.wait_for(finished_all.wait(), timeout=600)
         seconds = time.monotonic() - start
+        times = sorted(done.values())
         print(
             f"restart catch-up: {finished} finished + {pending} pending WorkOrders; "
-            f"operator start -> all {pending} SUCCEEDED in {seconds:.1f}s; "
+            f"operator start -> all {pending} SUCCEEDED in {seconds:.1f}s "
+            f"(first {times[0]:.1f}s, half {times[len(times) // 2]:.1f}s; "
+            f"watches synced {seen.get('watches synced', float('nan')):.1f}s); "
             f"peak RSS {peak_rss_mb(operator.pid):.0f} MB",
             flush=True,
         )
     finally:
+        synced.cancel()
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(30)
         watcher.cancel()
         shipwright.cancel()
         operator.terminate()
@@ -303,7 +344,7 @@ async def main(args: argparse.Namespace, where: str) -> None:
                 parts["workgate"], namespace = await bench_workgate(api, args, idle, logs)
                 print(parts["workgate"].line(), flush=True)
                 if args.restart_catchup:
-                    await restart_catchup(api, namespace, args.restart_catchup, logs)
+                    await restart_catchup(api, namespace, args.restart_catchup, logs, args.profile)
         finally:
             for name in CREATED_NAMESPACES:
                 await api.request("DELETE", NAMESPACES.path(None, name))
@@ -314,8 +355,14 @@ async def main(args: argparse.Namespace, where: str) -> None:
             f"writes per item {ours.writes_per_item / job_part.writes_per_item:.2f}x"
         )
     if args.profile:
-        print("operator profile while draining (py-spy):")
-        print(_profile.summarise(args.profile / "operator-drain.raw"))
+        for raw, what in (
+            ("operator-drain.raw", "draining"),
+            ("operator-catchup.raw", "catching up"),
+        ):
+            if (args.profile / raw).exists():
+                print(f"operator profile while {what} (py-spy, {args.profile / raw}):")
+                print(_profile.summarise(args.profile / raw))
+                print(_profile.summarise_functions(args.profile / raw))
     print(f"logs: {logs}")
 
 
