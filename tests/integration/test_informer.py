@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from workgate.k8s.api import ApiError, Body, KubeApi, ResourceRef
+from workgate.k8s.api import Body, KubeApi, ResourceRef
 from workgate.k8s.informer import Informer
 
 CONFIGMAPS = ResourceRef("", "v1", "configmaps")
@@ -82,24 +82,3 @@ async def test_a_paged_list_delivers_every_page_and_a_relist_reports_what_vanish
         [("MODIFIED", n, uids.get(n) or late[n]) for n in kept]
         + [("ADDED", "cm-12", fresh["cm-12"]), ("ADDED", "new", fresh["new"])]
     )
-
-
-async def test_the_field_validation_asked_for_is_what_the_server_applies(
-    kubeconfig: str, namespace: str
-) -> None:
-    """The operator's client sends `fieldValidation=Ignore` with each write (no strict second
-    look for warnings it would not read); the parameter reaches the server: `Strict` refuses
-    an unknown field that `Ignore` lets the server prune."""
-    unknown = {"metadata": {"name": "strict"}, "data": {"a": "b"}, "notAField": 1}
-    async with KubeApi(field_validation="Strict") as strict:
-        try:
-            await strict.create(CONFIGMAPS.path(namespace), unknown)
-        except ApiError as exc:
-            assert exc.status == 400 and "notAField" in exc.message, exc
-        else:
-            raise AssertionError("Strict field validation let an unknown field through")
-    async with KubeApi(field_validation="Ignore") as lenient:
-        created = await lenient.create(
-            CONFIGMAPS.path(namespace), {**unknown, "metadata": {"name": "ignore"}}
-        )
-        assert created["data"] == {"a": "b"} and "notAField" not in created

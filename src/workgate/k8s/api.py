@@ -110,15 +110,8 @@ def _target(path: str, params: dict[str, str] | None) -> str:
     return f"{path}?{urlencode(params)}" if params else path
 
 
-WRITE_METHODS = frozenset({"POST", "PUT", "PATCH"})
-
-
 class KubeApi:
-    """`transport`: "aiohttp" (the default) or "h11" (what the agent process uses).
-    `field_validation`: sent with every create, update and patch (`Ignore`, `Warn` or
-    `Strict`); None leaves it to the server (`Warn`: a strict second look at each body for
-    unknown and duplicate fields, to answer with warnings). The operator sends `Ignore`:
-    its bodies are its own, and it reads no warnings."""
+    """`transport`: "aiohttp" (the default) or "h11" (what the agent process uses)."""
 
     def __init__(
         self,
@@ -126,10 +119,8 @@ class KubeApi:
         *,
         timeout: float = 30.0,
         transport: TransportName = "aiohttp",
-        field_validation: str | None = None,
     ) -> None:
         self.config = config or load_config()
-        self._field_validation = field_validation
         self._credentials = self.config.credentials
         self._timeout = timeout
         self._transport: Transport = make_transport(transport, self.config.server, self.config.ssl)
@@ -183,8 +174,6 @@ class KubeApi:
         content_type: str = "application/json",
     ) -> Body:
         content = None if body is None else orjson.dumps(body)
-        if self._field_validation and method in WRITE_METHODS:
-            params = {"fieldValidation": self._field_validation, **(params or {})}
         headers = {"Accept": "application/json"}
         if content is not None:
             headers["Content-Type"] = content_type

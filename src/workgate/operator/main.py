@@ -39,7 +39,7 @@ async def run_operator(
     stop: asyncio.Event | None = None,
     ready: asyncio.Event | None = None,
 ) -> None:
-    api = KubeApi(field_validation="Ignore")  # its own bodies: no warnings to look for
+    api = KubeApi()
     if config.claimant is None:  # claims are made as the user the API server sees
         config = replace(config, claimant=await retrying(lambda: whoami(api), what="who am I"))
     keys = await TokenKeys.load(
