@@ -168,6 +168,8 @@ async def measured(
     part = Part(name, total, seconds, latencies)
     part.writes_per_item = (writes(delta) - own() - idle * (seconds + 2)) / total
     print(f"  {name} writes by kind: {busiest_writes(delta)}", flush=True)
+    reads = [(k, v) for k, v in delta.most_common() if k.split()[0] in ("GET", "LIST", "WATCH")]
+    print(f"  {name} reads by kind: {', '.join(f'{k} {v}' for k, v in reads[:8])}", flush=True)
     return part
 
 
