@@ -259,11 +259,15 @@ async def drain(
     is_done: Callable[[Any], bool],
     params: dict[str, str] | None = None,
     concurrency: int = 16,
+    progress: dict[str, int] | None = None,
 ) -> tuple[float, list[float]]:
     """Create `bodies` in collection `path`, `concurrency` at a time; (seconds from the first
-    create until the last is done, create -> done latency of each)."""
+    create until the last is done, create -> done latency of each). `progress`, if given,
+    is kept at {"created": ..., "done": ...} as they go."""
     created: dict[str, float] = {}
     latencies: dict[str, float] = {}
+    progress = {} if progress is None else progress
+    progress.update(created=0, done=0)
     finished = asyncio.Event()
 
     async def on_event(_: KubeApi, kind: str, body: Any) -> None:
@@ -271,6 +275,7 @@ async def drain(
         fresh = kind in ("ADDED", "MODIFIED") and name in created and name not in latencies
         if fresh and is_done(body):
             latencies[name] = time.monotonic() - created[name]
+            progress["done"] = len(latencies)
             if len(latencies) >= len(bodies):
                 finished.set()
 
@@ -283,6 +288,7 @@ async def drain(
         async with semaphore:
             created[body["metadata"]["name"]] = time.monotonic()
             await api.create(path, body)
+            progress["created"] += 1
 
     await asyncio.gather(*(create(body) for body in bodies))
     try:

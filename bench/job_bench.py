@@ -40,6 +40,7 @@ from _common import (
     CpuMeter,
     busiest_writes,
     cluster,
+    cpu_seconds,
     idle_rate,
     latency_summary,
     peak_rss_mb,
@@ -59,6 +60,7 @@ JOBS = ResourceRef("batch", "v1", "jobs")
 PODS = ResourceRef("", "v1", "pods")
 SERVICEACCOUNTS = ResourceRef("", "v1", "serviceaccounts")
 CREATED_NAMESPACES: list[str] = []  # removed at the end
+WINDOW = 20.0  # seconds per line of `windows`
 
 
 class Part:
@@ -151,16 +153,21 @@ async def measured(
     api: KubeApi,
     idle: float,
     own: Callable[[], int],
-    run: Callable[[], Awaitable[tuple[float, list[float]]]],
+    run: Callable[[dict[str, int]], Awaitable[tuple[float, list[float]]]],
     name: str,
     total: int,
     controller: int,
 ) -> Part:
     plane = {k: [pid] for k, pid in plane_pids().items()}
     meter = CpuMeter({**plane, "controller": [controller]})
+    progress: dict[str, int] = {}
     before = await requests(api)
     meter.start()
-    seconds, latencies = await run()
+    sampler = asyncio.create_task(windows(name, progress, plane, controller))
+    try:
+        seconds, latencies = await run(progress)
+    finally:
+        sampler.cancel()
     meter.stop()
     await asyncio.sleep(2)  # the last writes after "done" (Events, releases)
     delta = await requests(api) - before
@@ -171,6 +178,32 @@ async def measured(
     reads = [(k, v) for k, v in delta.most_common() if k.split()[0] in ("GET", "LIST", "WATCH")]
     print(f"  {name} reads by kind: {', '.join(f'{k} {v}' for k, v in reads[:8])}", flush=True)
     return part
+
+
+async def windows(
+    name: str, progress: dict[str, int], plane: dict[str, list[int]], controller: int
+) -> None:
+    """Every WINDOW seconds of a drain: items created and done in it, and the API server's
+    and the controller's CPU per item done in it (does a cost grow as objects pile up?)."""
+    pids = {"apiserver": plane.get("kube-apiserver", []), "controller": [controller]}
+    last = {"created": 0, "done": 0}
+    cpu = {k: sum(cpu_seconds(p) for p in v) for k, v in pids.items()}
+    rows = []
+    try:
+        while True:
+            await asyncio.sleep(WINDOW)
+            now = {k: sum(cpu_seconds(p) for p in v) for k, v in pids.items()}
+            done = progress.get("done", 0) - last["done"]
+            created = progress.get("created", 0) - last["created"]
+            per = {k: 1000 * (now[k] - cpu[k]) / max(done, 1) for k in now}
+            rows.append(f"+{created}/{done}: {per['apiserver']:.1f}/{per['controller']:.1f}")
+            last, cpu = dict(progress), now
+    finally:
+        print(
+            f"  {name} per {WINDOW:.0f}s window, created/done: apiserver/controller CPU ms "
+            f"per item done: {'; '.join(rows)}",
+            flush=True,
+        )
 
 
 async def new_namespace(api: KubeApi, prefix: str) -> str:
@@ -200,7 +233,7 @@ async def bench_jobs(api: KubeApi, args: argparse.Namespace, idle: float, logs: 
             api,
             idle,
             lambda: args.items + len(marked) - warm,
-            lambda: _common.drain(api, path, bodies, job_done),
+            lambda progress: _common.drain(api, path, bodies, job_done, progress=progress),
             "Job",
             args.items,
             controller.pid,
@@ -236,7 +269,9 @@ async def bench_workgate(
             api,
             idle,
             lambda: args.items + len(marked) - warm,
-            lambda: _common.drain(api, WORKORDERS.path(namespace), bodies, workorder_done),
+            lambda progress: _common.drain(
+                api, WORKORDERS.path(namespace), bodies, workorder_done, progress=progress
+            ),
             "workgate",
             args.items,
             operator.pid,
