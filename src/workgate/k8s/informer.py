@@ -1,14 +1,14 @@
 """List and watch one collection, as client-go's reflector does, into a callback.
 
-`Informer.run` lists (a consistent snapshot), then watches from the list's
-resourceVersion with bookmarks, and lists again only when the watch is too old (410
-Gone) or broken. The list is read in pages of `page_size` (limit/continue, as client-go's
-pager), each delivered as it comes: a collection of 10,000 objects is never one response
-in memory. A page whose continue token is too old (410: its snapshot was compacted away)
-starts the list over. A re-list reports what vanished meanwhile as DELETED (a restarted
-watch never would), once its last page is read: the informer remembers a small stub of
-each object it has seen (its uid, its controller's owner reference, and the spec fields
-the consumer asks for in `keep_spec`: a few strings in a tuple), never whole bodies.
+`Informer.run` lists (a consistent snapshot), then watches from the list's resourceVersion
+with bookmarks, and lists again only when the watch is too old (410 Gone) or broken. The
+list is read in pages of `page_size` (limit/continue, as client-go's pager), each delivered
+as it comes (the next one asked for meanwhile): a collection of 10,000 objects is never one
+response in memory. A page whose continue token is too old (410: its snapshot was compacted
+away) starts the list over. A re-list reports what vanished meanwhile as DELETED (a
+restarted watch never would), once its last page is read: the informer remembers a small
+stub of each object it has seen (its uid, its controller's owner reference, and the spec
+fields the consumer asks for in `keep_spec`: a few strings in a tuple), never whole bodies.
 Transient API errors (the API server restarting) are retried with backoff.
 """
 
@@ -156,30 +156,44 @@ class Informer:
         self._relisted_end(seen)
 
     async def _list(self) -> str:
-        """List page by page into the consumer; the resourceVersion to watch from."""
+        """List page by page into the consumer; the resourceVersion to watch from. The
+        next page is asked for before this one is handed over, so that the server encodes
+        it while the consumer works (two pages in memory at most)."""
         self.lists += 1
         seen: dict[Key, str] = {}
-        params = {**self.params, "limit": str(self.page_size)}
-        while True:
-            try:
-                listing = await self.api.get(self.path, params=params)
-            except ApiError as exc:
-                if not (exc.gone and "continue" in params):
-                    raise
-                log.info("listing %s: the continue token is too old; listing anew", self.path)
-                self.restarted_lists += 1
-                seen.clear()  # what the older snapshot showed says nothing of the new one
-                params = {**self.params, "limit": str(self.page_size)}
-                continue
-            self.pages += 1
-            self._relisted_page([strip(item) for item in listing.get("items") or []], seen)
-            meta = listing.get("metadata") or {}
-            token = str(meta.get("continue") or "")
-            if not token:
-                self._relisted_end(seen)
-                return str(meta.get("resourceVersion", ""))
-            del listing  # the next page replaces it in memory
-            params = {**self.params, "limit": str(self.page_size), "continue": token}
+        first = {**self.params, "limit": str(self.page_size)}
+        pending = asyncio.ensure_future(self.api.get(self.path, params=first))
+        continued = False  # the page asked for is a continuation
+        try:
+            while True:
+                try:
+                    listing = await pending
+                except ApiError as exc:
+                    if not (exc.gone and continued):
+                        raise
+                    log.info("listing %s: the continue token is too old; listing anew", self.path)
+                    self.restarted_lists += 1
+                    seen.clear()  # what the older snapshot showed says nothing of the new one
+                    pending = asyncio.ensure_future(self.api.get(self.path, params=first))
+                    continued = False
+                    continue
+                self.pages += 1
+                meta = listing.get("metadata") or {}
+                token = str(meta.get("continue") or "")
+                continued = bool(token)
+                if token:
+                    params = {**first, "continue": token}
+                    pending = asyncio.ensure_future(self.api.get(self.path, params=params))
+                self._relisted_page([strip(item) for item in listing.get("items") or []], seen)
+                if not token:
+                    self._relisted_end(seen)
+                    return str(meta.get("resourceVersion", ""))
+                del listing  # the next page replaces it in memory
+        finally:
+            if not pending.done():
+                pending.cancel()
+            elif not pending.cancelled():
+                pending.exception()  # retrieved: an error there was raised or is moot
 
     async def run(self) -> None:
         backoff = 0.2
