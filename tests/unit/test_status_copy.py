@@ -3,8 +3,7 @@ sharing nothing mutable with it (a decision never changes its observation)."""
 
 from datetime import timedelta
 
-from samples import NOW
-
+from tests.unit.samples import NOW
 from workgate.api.common import Condition, ConditionStatus
 from workgate.api.workorder import Phase, QueueStatus, RunRecord, WorkOrderStatus
 from workgate.core.lifecycle_status import copied
