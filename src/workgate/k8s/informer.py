@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 OnEvent = Callable[[str, Body], None]
 PAGE_SIZE = 500  # client-go's pager default
+ABSENT_FIRST_WAIT, ABSENT_MAX_WAIT = 1.0, 30.0  # looks at a collection not served
 OWNER_FIELDS = frozenset({"apiVersion", "kind", "name", "uid", "controller"})
 
 
@@ -102,6 +103,7 @@ class Informer:
         self.pages = 0  # list pages read
         self.restarted_lists = 0  # lists started over: a continue token was too old
         self._absent = False
+        self._absent_wait = ABSENT_FIRST_WAIT  # the next look at a collection not served
         self._known: dict[Key, Stub] = {}  # what was last seen, by (namespace, name)
 
     @staticmethod
@@ -200,6 +202,9 @@ class Informer:
         while True:
             try:
                 version = await self._list()
+                if self._absent:
+                    log.info("%s is served now", self.path)
+                self._absent, self._absent_wait = False, ABSENT_FIRST_WAIT
                 self.synced.set()
                 while True:  # watch on from `version` until it is too old or breaks
                     params = {
@@ -216,11 +221,17 @@ class Informer:
                             self._deliver(type_, strip(body))
                     backoff = 0.2
             except ApiError as exc:
-                if exc.not_found:  # not served (yet): its CRD may come later
-                    if not self._absent:
-                        log.warning("%s is not served; looking again every 30s", self.path)
+                if exc.not_found:  # not served (yet): its CRD may come later, or be coming
+                    if not self._absent:  # back (re-applied): look again soon, then less often
+                        log.warning(
+                            "%s is not served; looking again in %.0fs, then up to every %.0fs",
+                            self.path,
+                            self._absent_wait,
+                            ABSENT_MAX_WAIT,
+                        )
                     self._absent = True
-                    await asyncio.sleep(30)
+                    await asyncio.sleep(self._absent_wait)
+                    self._absent_wait = min(self._absent_wait * 2, ABSENT_MAX_WAIT)
                     continue
                 if not (exc.gone or is_transient(exc)):
                     log.warning("watching %s: %s; retrying", self.path, exc)
