@@ -95,7 +95,7 @@ class OperatorConfig:
     webhook_cert_secret: str | None = None
     metrics_port: int | None = 9090  # None: no metrics endpoint
     liveness_endpoint: str | None = None  # e.g. http://0.0.0.0:8080/healthz (Kopf's probe)
-    workers: int = 16  # bench/job_bench.py: 8, 16 and 32 drain alike; 16 and 32 catch up sooner
+    workers: int = 8
     # Waitpoint reconciles mostly wait on the API server (a SubjectAccessReview, then
     # status writes), each key by one worker at a time: enough of them for a burst of
     # signals to many gates (bench/lifecycle_bench.py, 50 signals/s) not to queue up.
