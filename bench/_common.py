@@ -228,14 +228,19 @@ def workorder(name: str, work_type: str) -> dict[str, Any]:
     }
 
 
-async def watch_forever(path: str, params: dict[str, str], on_event: OnEvent) -> None:
-    """Watch `path` on a client of its own, starting over (with a list) after any error."""
+async def watch_forever(
+    path: str, params: dict[str, str], on_event: OnEvent, listed: asyncio.Event | None = None
+) -> None:
+    """Watch `path` on a client of its own, starting over (with a list) after any error;
+    `listed` is set once the first list is handed over."""
     while True:
         try:
             async with KubeApi() as api:
                 listing = await api.get(path, params=params)
                 for body in listing.get("items", []):
                     await on_event(api, "ADDED", body)
+                if listed is not None:
+                    listed.set()
                 version = listing["metadata"]["resourceVersion"]
                 watch = {**params, "resourceVersion": version}
                 async for kind, body in api.watch(path, params=watch, timeout_seconds=600):
@@ -254,11 +259,15 @@ async def drain(
     is_done: Callable[[Any], bool],
     params: dict[str, str] | None = None,
     concurrency: int = 16,
+    progress: dict[str, int] | None = None,
 ) -> tuple[float, list[float]]:
     """Create `bodies` in collection `path`, `concurrency` at a time; (seconds from the first
-    create until the last is done, create -> done latency of each)."""
+    create until the last is done, create -> done latency of each). `progress`, if given,
+    is kept at {"created": ..., "done": ...} as they go."""
     created: dict[str, float] = {}
     latencies: dict[str, float] = {}
+    progress = {} if progress is None else progress
+    progress.update(created=0, done=0)
     finished = asyncio.Event()
 
     async def on_event(_: KubeApi, kind: str, body: Any) -> None:
@@ -266,6 +275,7 @@ async def drain(
         fresh = kind in ("ADDED", "MODIFIED") and name in created and name not in latencies
         if fresh and is_done(body):
             latencies[name] = time.monotonic() - created[name]
+            progress["done"] = len(latencies)
             if len(latencies) >= len(bodies):
                 finished.set()
 
@@ -278,6 +288,7 @@ async def drain(
         async with semaphore:
             created[body["metadata"]["name"]] = time.monotonic()
             await api.create(path, body)
+            progress["created"] += 1
 
     await asyncio.gather(*(create(body) for body in bodies))
     try:
@@ -287,7 +298,9 @@ async def drain(
     return time.monotonic() - start, list(latencies.values())
 
 
-async def stand_in_shipwright(namespace: str, marked: set[str]) -> None:
+async def stand_in_shipwright(
+    namespace: str, marked: set[str], listed: asyncio.Event | None = None
+) -> None:
     """Mark each new BuildRun Succeeded (one status write each: the bench's own)."""
 
     async def on_event(api: KubeApi, kind: str, run: Any) -> None:
@@ -299,4 +312,4 @@ async def stand_in_shipwright(namespace: str, marked: set[str]) -> None:
                 {"status": {"conditions": [SUCCEEDED_CONDITION]}},
             )
 
-    await watch_forever(BUILDRUNS.path(namespace), {}, on_event)
+    await watch_forever(BUILDRUNS.path(namespace), {}, on_event, listed)

@@ -69,6 +69,44 @@ def record(pid: int, output: Path) -> subprocess.Popen[bytes]:
     )
 
 
+def function_of(frame: str) -> str:
+    """`name (file.py:line)` -> `name (file.py)`: one entry per function."""
+    frame = frame.strip()
+    match = FRAME_FILE.search(frame)
+    if not match:
+        return frame or "other"
+    name = frame[: match.start()].strip()
+    return f"{name} ({match['file'].rsplit('/', 1)[-1]})"
+
+
+def summarise_functions(raw: Path, top: int = 15) -> str:
+    """The functions with the most samples, self (innermost frame) and inclusive."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    if not raw.exists():
+        return f"  (no profile at {raw})"
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        frames = [f for f in stack.split(";") if f]
+        if not frames:
+            continue
+        count = int(count_text)
+        total += count
+        own[function_of(frames[-1])] += count
+        for function in {function_of(f) for f in frames}:
+            inclusive[function] += count
+    if not total:
+        return "  (no samples)"
+    lines = [f"  top functions, self / inclusive of {total} samples:"]
+    for function, count in own.most_common(top):
+        share, within = 100 * count / total, 100 * inclusive[function] / total
+        lines.append(f"    {share:5.1f}%  {within:5.1f}%  {function[:90]}")
+    return "\n".join(lines)
+
+
 def summarise(raw: Path, top: int = 10) -> str:
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
@@ -98,3 +136,4 @@ def summarise(raw: Path, top: int = 10) -> str:
 
 if __name__ == "__main__":
     print(summarise(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 12))
+    print(summarise_functions(Path(sys.argv[1]), int(sys.argv[3]) if len(sys.argv) > 3 else 20))

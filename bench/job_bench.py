@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -36,11 +37,14 @@ from typing import Any
 import _common
 import _profile
 from _common import (
+    CpuMeter,
     busiest_writes,
     cluster,
+    cpu_seconds,
     idle_rate,
     latency_summary,
     peak_rss_mb,
+    plane_pids,
     requests,
     spawn_operator,
     stand_in_shipwright,
@@ -56,6 +60,7 @@ JOBS = ResourceRef("batch", "v1", "jobs")
 PODS = ResourceRef("", "v1", "pods")
 SERVICEACCOUNTS = ResourceRef("", "v1", "serviceaccounts")
 CREATED_NAMESPACES: list[str] = []  # removed at the end
+WINDOW = 20.0  # seconds per line of `windows`
 
 
 class Part:
@@ -148,18 +153,57 @@ async def measured(
     api: KubeApi,
     idle: float,
     own: Callable[[], int],
-    run: Callable[[], Awaitable[tuple[float, list[float]]]],
+    run: Callable[[dict[str, int]], Awaitable[tuple[float, list[float]]]],
     name: str,
     total: int,
+    controller: int,
 ) -> Part:
+    plane = {k: [pid] for k, pid in plane_pids().items()}
+    meter = CpuMeter({**plane, "controller": [controller]})
+    progress: dict[str, int] = {}
     before = await requests(api)
-    seconds, latencies = await run()
+    meter.start()
+    sampler = asyncio.create_task(windows(name, progress, plane, controller))
+    try:
+        seconds, latencies = await run(progress)
+    finally:
+        sampler.cancel()
+    meter.stop()
     await asyncio.sleep(2)  # the last writes after "done" (Events, releases)
     delta = await requests(api) - before
+    print(f"  {name} {meter.summary(total)}", flush=True)
     part = Part(name, total, seconds, latencies)
     part.writes_per_item = (writes(delta) - own() - idle * (seconds + 2)) / total
     print(f"  {name} writes by kind: {busiest_writes(delta)}", flush=True)
+    reads = [(k, v) for k, v in delta.most_common() if k.split()[0] in ("GET", "LIST", "WATCH")]
+    print(f"  {name} reads by kind: {', '.join(f'{k} {v}' for k, v in reads[:8])}", flush=True)
     return part
+
+
+async def windows(
+    name: str, progress: dict[str, int], plane: dict[str, list[int]], controller: int
+) -> None:
+    """Every WINDOW seconds of a drain: items created and done in it, and the API server's
+    and the controller's CPU per item done in it (does a cost grow as objects pile up?)."""
+    pids = {"apiserver": plane.get("kube-apiserver", []), "controller": [controller]}
+    last = {"created": 0, "done": 0}
+    cpu = {k: sum(cpu_seconds(p) for p in v) for k, v in pids.items()}
+    rows = []
+    try:
+        while True:
+            await asyncio.sleep(WINDOW)
+            now = {k: sum(cpu_seconds(p) for p in v) for k, v in pids.items()}
+            done = progress.get("done", 0) - last["done"]
+            created = progress.get("created", 0) - last["created"]
+            per = {k: 1000 * (now[k] - cpu[k]) / max(done, 1) for k in now}
+            rows.append(f"+{created}/{done}: {per['apiserver']:.1f}/{per['controller']:.1f}")
+            last, cpu = dict(progress), now
+    finally:
+        print(
+            f"  {name} per {WINDOW:.0f}s window, created/done: apiserver/controller CPU ms "
+            f"per item done: {'; '.join(rows)}",
+            flush=True,
+        )
 
 
 async def new_namespace(api: KubeApi, prefix: str) -> str:
@@ -189,9 +233,10 @@ async def bench_jobs(api: KubeApi, args: argparse.Namespace, idle: float, logs: 
             api,
             idle,
             lambda: args.items + len(marked) - warm,
-            lambda: _common.drain(api, path, bodies, job_done),
+            lambda progress: _common.drain(api, path, bodies, job_done, progress=progress),
             "Job",
             args.items,
+            controller.pid,
         )
         part.rss_mb = peak_rss_mb(controller.pid)
         return part
@@ -224,9 +269,12 @@ async def bench_workgate(
             api,
             idle,
             lambda: args.items + len(marked) - warm,
-            lambda: _common.drain(api, WORKORDERS.path(namespace), bodies, workorder_done),
+            lambda progress: _common.drain(
+                api, WORKORDERS.path(namespace), bodies, workorder_done, progress=progress
+            ),
             "workgate",
             args.items,
+            operator.pid,
         )
         part.rss_mb = peak_rss_mb(operator.pid)
         return part, namespace
@@ -239,7 +287,19 @@ async def bench_workgate(
         operator.wait(15)
 
 
-async def restart_catchup(api: KubeApi, namespace: str, pending: int, logs: Path) -> None:
+async def logged_at(log: Path, text: str, start: float, seen: dict[str, float]) -> None:
+    """Note (in `seen`) when `text` first appears in `log`, in seconds since `start`."""
+    while text not in seen:
+        with contextlib.suppress(OSError):
+            if text in await asyncio.to_thread(log.read_text, errors="replace"):
+                seen[text] = time.monotonic() - start
+                return
+        await asyncio.sleep(0.1)
+
+
+async def restart_catchup(
+    api: KubeApi, namespace: str, pending: int, logs: Path, profile: Path | None
+) -> None:
     """Create `pending` WorkOrders while no operator runs, then start one: how long until
     it has caught up with them (besides the finished ones it lists on start)?"""
     listing = await api.get(WORKORDERS.path(namespace), params={"limit": "1"})
@@ -254,32 +314,50 @@ async def restart_catchup(api: KubeApi, namespace: str, pending: int, logs: Path
             created[body["metadata"]["name"]] = time.monotonic()
 
     await asyncio.gather(*(create(i) for i in range(pending)))
-    done: set[str] = set()
+    done: dict[str, float] = {}
     finished_all = asyncio.Event()
+    start = 0.0
 
     async def on_event(_: KubeApi, kind: str, body: Any) -> None:
         name = body["metadata"]["name"]
-        if name in created and workorder_done(body):
-            done.add(name)
+        if name in created and name not in done and workorder_done(body) and start:
+            done[name] = time.monotonic() - start
             if len(done) >= pending:
                 finished_all.set()
 
-    watcher = asyncio.create_task(watch_forever(WORKORDERS.path(namespace), {}, on_event))
+    listed = [asyncio.Event(), asyncio.Event()]  # the clock starts once both have listed
+    watcher = asyncio.create_task(
+        watch_forever(WORKORDERS.path(namespace), {}, on_event, listed[0])
+    )
     marked: set[str] = set()
-    shipwright = asyncio.create_task(stand_in_shipwright(namespace, marked))
+    shipwright = asyncio.create_task(stand_in_shipwright(namespace, marked, listed[1]))
+    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in listed)), timeout=120)
     await asyncio.sleep(1)
     start = time.monotonic()
-    operator = spawn_operator(namespace, logs / "operator-restarted.log")
+    log = logs / "operator-restarted.log"
+    operator = spawn_operator(namespace, log)
+    seen: dict[str, float] = {}
+    synced = asyncio.create_task(logged_at(log, "watches synced", start, seen))
+    profiler = None
+    if profile is not None:
+        profiler = _profile.record(operator.pid, profile / "operator-catchup.raw")
     try:
         await asyncio.wait_for(finished_all.wait(), timeout=600)
         seconds = time.monotonic() - start
+        times = sorted(done.values())
         print(
             f"restart catch-up: {finished} finished + {pending} pending WorkOrders; "
-            f"operator start -> all {pending} SUCCEEDED in {seconds:.1f}s; "
+            f"operator start -> all {pending} SUCCEEDED in {seconds:.1f}s "
+            f"(first {times[0]:.1f}s, half {times[len(times) // 2]:.1f}s; "
+            f"watches synced {seen.get('watches synced', float('nan')):.1f}s); "
             f"peak RSS {peak_rss_mb(operator.pid):.0f} MB",
             flush=True,
         )
     finally:
+        synced.cancel()
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(30)
         watcher.cancel()
         shipwright.cancel()
         operator.terminate()
@@ -303,7 +381,7 @@ async def main(args: argparse.Namespace, where: str) -> None:
                 parts["workgate"], namespace = await bench_workgate(api, args, idle, logs)
                 print(parts["workgate"].line(), flush=True)
                 if args.restart_catchup:
-                    await restart_catchup(api, namespace, args.restart_catchup, logs)
+                    await restart_catchup(api, namespace, args.restart_catchup, logs, args.profile)
         finally:
             for name in CREATED_NAMESPACES:
                 await api.request("DELETE", NAMESPACES.path(None, name))
@@ -314,8 +392,14 @@ async def main(args: argparse.Namespace, where: str) -> None:
             f"writes per item {ours.writes_per_item / job_part.writes_per_item:.2f}x"
         )
     if args.profile:
-        print("operator profile while draining (py-spy):")
-        print(_profile.summarise(args.profile / "operator-drain.raw"))
+        for raw, what in (
+            ("operator-drain.raw", "draining"),
+            ("operator-catchup.raw", "catching up"),
+        ):
+            if (args.profile / raw).exists():
+                print(f"operator profile while {what} (py-spy, {args.profile / raw}):")
+                print(_profile.summarise(args.profile / raw))
+                print(_profile.summarise_functions(args.profile / raw))
     print(f"logs: {logs}")
 
 

@@ -8,6 +8,7 @@ whose revision etcd has compacted away.)"""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 from workgate.k8s.api import Body, KubeApi, ResourceRef
@@ -82,3 +83,47 @@ async def test_a_paged_list_delivers_every_page_and_a_relist_reports_what_vanish
         [("MODIFIED", n, uids.get(n) or late[n]) for n in kept]
         + [("ADDED", "cm-12", fresh["cm-12"]), ("ADDED", "new", fresh["new"])]
     )
+
+
+CRDS = ResourceRef("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+
+
+async def test_a_collection_served_late_is_listed_within_seconds(
+    api: KubeApi, namespace: str
+) -> None:
+    """A collection not served yet (its CRD applied after the operator started, or being
+    re-applied) is looked at again after 1 s, then less often: listed within seconds of
+    being served, not after a fixed 30 s."""
+    group = f"t{uuid.uuid4().hex[:8]}.informer.workgate.io"
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"things.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"plural": "things", "singular": "thing", "kind": "Thing"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": {"type": "object"}},
+                }
+            ],
+        },
+    }
+    things = ResourceRef(group, "v1", "things")
+    informer = Informer(api, things.path(namespace), Events())
+    watching = asyncio.create_task(informer.run())
+    try:
+        async with asyncio.timeout(10):  # its first look finds nothing served
+            while not informer._absent:  # noqa: ASYNC110 (bounded polling of a plain flag)
+                await asyncio.sleep(0.05)
+        await api.create(CRDS.path(), crd)
+        # a fixed 30 s wait between looks would miss this bound
+        await asyncio.wait_for(informer.synced.wait(), 20)
+        assert informer.pages == 1  # listed once it was served
+    finally:
+        watching.cancel()
+        await api.request("DELETE", CRDS.path(None, crd["metadata"]["name"]))

@@ -50,7 +50,7 @@ from workgate.core.decisions import (
 )
 from workgate.core.lifecycle_controls import ControlRules
 from workgate.core.lifecycle_gates import GateRules
-from workgate.core.lifecycle_status import StatusRules
+from workgate.core.lifecycle_status import StatusRules, copied
 from workgate.core.manifests import (
     EmbeddedObject,
     ManifestError,
@@ -65,7 +65,7 @@ class _Machine(ControlRules, GateRules, StatusRules):
     def __init__(self, obs: Observation, policy: Policy) -> None:
         self.obs = obs
         self.policy = policy
-        self.st = obs.status.model_copy(deep=True)
+        self.st = copied(obs.status)
         self.decision = Decision(status=self.st)
         self.local = obs.spec.work_type in policy.local_work_types
         self.waitpoints = dict(obs.waitpoints)

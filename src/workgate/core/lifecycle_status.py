@@ -7,12 +7,36 @@ wait` users read Succeeded, and Claimed/Suspended/Cancelled say what the phase s
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel
 
 from workgate.api.common import Condition, ConditionStatus
 from workgate.api.workorder import TERMINAL_PHASES, Phase, WorkOrderStatus
 from workgate.core.conditions import set_condition
 from workgate.core.decisions import NAME_TAKEN_RETRY_SECONDS, Decision, Observation
+
+M = TypeVar("M")
+
+
+def copied(value: M) -> M:
+    """A deep copy of a status (`model_copy(deep=True)`'s result, at a fraction of its
+    cost: copy.deepcopy's memo and dispatch were most of a decision's time). Models are
+    copied with their set fields, lists and dicts anew; everything else in a status is
+    immutable (str, int, datetime, enums) and shared."""
+    if isinstance(value, BaseModel):
+        new = value.model_copy()
+        fields = new.__dict__
+        for name, item in fields.items():
+            if isinstance(item, BaseModel | list | dict):
+                fields[name] = copied(item)
+        return new
+    if isinstance(value, list):
+        return [copied(item) for item in value]  # type: ignore[return-value]
+    if isinstance(value, dict):
+        result: dict[Any, Any] = {k: copied(v) for k, v in value.items()}
+        return result  # type: ignore[return-value]
+    return value
 
 
 class StatusRules:

@@ -1,14 +1,14 @@
 """List and watch one collection, as client-go's reflector does, into a callback.
 
-`Informer.run` lists (a consistent snapshot), then watches from the list's
-resourceVersion with bookmarks, and lists again only when the watch is too old (410
-Gone) or broken. The list is read in pages of `page_size` (limit/continue, as client-go's
-pager), each delivered as it comes: a collection of 10,000 objects is never one response
-in memory. A page whose continue token is too old (410: its snapshot was compacted away)
-starts the list over. A re-list reports what vanished meanwhile as DELETED (a restarted
-watch never would), once its last page is read: the informer remembers a small stub of
-each object it has seen (its uid, its controller's owner reference, and the spec fields
-the consumer asks for in `keep_spec`: a few strings in a tuple), never whole bodies.
+`Informer.run` lists (a consistent snapshot), then watches from the list's resourceVersion
+with bookmarks, and lists again only when the watch is too old (410 Gone) or broken. The
+list is read in pages of `page_size` (limit/continue, as client-go's pager), each delivered
+as it comes (the next one asked for meanwhile): a collection of 10,000 objects is never one
+response in memory. A page whose continue token is too old (410: its snapshot was compacted
+away) starts the list over. A re-list reports what vanished meanwhile as DELETED (a
+restarted watch never would), once its last page is read: the informer remembers a small
+stub of each object it has seen (its uid, its controller's owner reference, and the spec
+fields the consumer asks for in `keep_spec`: a few strings in a tuple), never whole bodies.
 Transient API errors (the API server restarting) are retried with backoff.
 """
 
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 OnEvent = Callable[[str, Body], None]
 PAGE_SIZE = 500  # client-go's pager default
+ABSENT_FIRST_WAIT, ABSENT_MAX_WAIT = 1.0, 30.0  # looks at a collection not served
 OWNER_FIELDS = frozenset({"apiVersion", "kind", "name", "uid", "controller"})
 
 
@@ -102,6 +103,7 @@ class Informer:
         self.pages = 0  # list pages read
         self.restarted_lists = 0  # lists started over: a continue token was too old
         self._absent = False
+        self._absent_wait = ABSENT_FIRST_WAIT  # the next look at a collection not served
         self._known: dict[Key, Stub] = {}  # what was last seen, by (namespace, name)
 
     @staticmethod
@@ -156,36 +158,53 @@ class Informer:
         self._relisted_end(seen)
 
     async def _list(self) -> str:
-        """List page by page into the consumer; the resourceVersion to watch from."""
+        """List page by page into the consumer; the resourceVersion to watch from. The
+        next page is asked for before this one is handed over, so that the server encodes
+        it while the consumer works (two pages in memory at most)."""
         self.lists += 1
         seen: dict[Key, str] = {}
-        params = {**self.params, "limit": str(self.page_size)}
-        while True:
-            try:
-                listing = await self.api.get(self.path, params=params)
-            except ApiError as exc:
-                if not (exc.gone and "continue" in params):
-                    raise
-                log.info("listing %s: the continue token is too old; listing anew", self.path)
-                self.restarted_lists += 1
-                seen.clear()  # what the older snapshot showed says nothing of the new one
-                params = {**self.params, "limit": str(self.page_size)}
-                continue
-            self.pages += 1
-            self._relisted_page([strip(item) for item in listing.get("items") or []], seen)
-            meta = listing.get("metadata") or {}
-            token = str(meta.get("continue") or "")
-            if not token:
-                self._relisted_end(seen)
-                return str(meta.get("resourceVersion", ""))
-            del listing  # the next page replaces it in memory
-            params = {**self.params, "limit": str(self.page_size), "continue": token}
+        first = {**self.params, "limit": str(self.page_size)}
+        pending = asyncio.ensure_future(self.api.get(self.path, params=first))
+        continued = False  # the page asked for is a continuation
+        try:
+            while True:
+                try:
+                    listing = await pending
+                except ApiError as exc:
+                    if not (exc.gone and continued):
+                        raise
+                    log.info("listing %s: the continue token is too old; listing anew", self.path)
+                    self.restarted_lists += 1
+                    seen.clear()  # what the older snapshot showed says nothing of the new one
+                    pending = asyncio.ensure_future(self.api.get(self.path, params=first))
+                    continued = False
+                    continue
+                self.pages += 1
+                meta = listing.get("metadata") or {}
+                token = str(meta.get("continue") or "")
+                continued = bool(token)
+                if token:
+                    params = {**first, "continue": token}
+                    pending = asyncio.ensure_future(self.api.get(self.path, params=params))
+                self._relisted_page([strip(item) for item in listing.get("items") or []], seen)
+                if not token:
+                    self._relisted_end(seen)
+                    return str(meta.get("resourceVersion", ""))
+                del listing  # the next page replaces it in memory
+        finally:
+            if not pending.done():
+                pending.cancel()
+            elif not pending.cancelled():
+                pending.exception()  # retrieved: an error there was raised or is moot
 
     async def run(self) -> None:
         backoff = 0.2
         while True:
             try:
                 version = await self._list()
+                if self._absent:
+                    log.info("%s is served now", self.path)
+                self._absent, self._absent_wait = False, ABSENT_FIRST_WAIT
                 self.synced.set()
                 while True:  # watch on from `version` until it is too old or breaks
                     params = {
@@ -202,11 +221,17 @@ class Informer:
                             self._deliver(type_, strip(body))
                     backoff = 0.2
             except ApiError as exc:
-                if exc.not_found:  # not served (yet): its CRD may come later
-                    if not self._absent:
-                        log.warning("%s is not served; looking again every 30s", self.path)
+                if exc.not_found:  # not served (yet): its CRD may come later, or be coming
+                    if not self._absent:  # back (re-applied): look again soon, then less often
+                        log.warning(
+                            "%s is not served; looking again in %.0fs, then up to every %.0fs",
+                            self.path,
+                            self._absent_wait,
+                            ABSENT_MAX_WAIT,
+                        )
                     self._absent = True
-                    await asyncio.sleep(30)
+                    await asyncio.sleep(self._absent_wait)
+                    self._absent_wait = min(self._absent_wait * 2, ABSENT_MAX_WAIT)
                     continue
                 if not (exc.gone or is_transient(exc)):
                     log.warning("watching %s: %s; retrying", self.path, exc)
