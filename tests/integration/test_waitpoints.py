@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -38,6 +39,7 @@ from workgate.k8s.api import (
     Body,
     KubeApi,
 )
+from workgate.operator.waitpoints import NAME_TAKEN_RECHECK_SECONDS
 
 pytestmark = pytest.mark.integration
 BIN = str(Path(sys.executable).parent)  # kubectl finds the kubectl-workgate plugin here
@@ -542,3 +544,58 @@ async def test_a_dynamic_waitpoint_needs_a_recipient_key_and_a_claimed_work_orde
         and "only the claimant holding the WorkOrder's current attempt can suspend it"
         in unclaimed.stderr
     )
+
+
+async def test_a_planted_token_secret_is_reported_not_adopted(
+    api: KubeApi, namespace: str, kubectl: Any, start_operator: Any
+) -> None:
+    """A co-tenant who creates the Secret a gate's token would go to, before the gate
+    exists, gets neither adoption nor a retry loop: the waitpoint says Ready=False
+    NameTaken with one Event, leaves the planted Secret alone, and mints its own token once
+    the name is free."""
+    planted = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "rel.approval-token"},
+        "data": {"token": base64.b64encode(b"planted").decode()},
+    }
+    kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(planted))
+    await start_with_webhook(start_operator, api, namespace)
+    await create_workorder(
+        api, namespace, workorder("rel", gates=[gate("approval", "BeforeExecution", "approve")])
+    )
+
+    async def reported() -> Body | None:
+        wp = await waitpoint(api, namespace, "rel.approval")
+        ready = [c for c in (wp.get("status") or {}).get("conditions", []) if c["type"] == "Ready"]
+        return wp if ready and ready[0]["reason"] == "NameTaken" else None
+
+    wp = await wait_for(reported, what="rel.approval Ready=False NameTaken")
+    assert wp["status"].get("state") is None and not wp["status"].get("tokenSecretName")
+    [ready] = [c for c in wp["status"]["conditions"] if c["type"] == "Ready"]
+    assert ready["status"] == "False" and "rel.approval-token" in ready["message"]
+    selector = "involvedObject.name=rel.approval,reason=NameTaken"
+
+    async def event_count() -> int | None:
+        got = kubectl("get", "events", "-n", namespace, "--field-selector", selector, "-o", "json")
+        items = json.loads(got.stdout)["items"]
+        return sum(e.get("count") or 1 for e in items) or None
+
+    assert await wait_for(event_count, what="the NameTaken Event") == 1
+    secret = await api.get(SECRETS.path(namespace, "rel.approval-token"))
+    assert not secret["metadata"].get("ownerReferences")
+    assert base64.b64decode(secret["data"]["token"]) == b"planted"
+    assert (await get_workorder(api, namespace, "rel"))["status"]["phase"] == "WAITING"
+    # Not a loop: over a re-check, neither a status write nor another Event.
+    await asyncio.sleep(NAME_TAKEN_RECHECK_SECONDS + 2)
+    again = await waitpoint(api, namespace, "rel.approval")
+    assert again["metadata"]["resourceVersion"] == wp["metadata"]["resourceVersion"]
+    assert await event_count() == 1
+
+    kubectl("delete", "secret", "rel.approval-token", "-n", namespace)
+    wp = await wait_wp(api, namespace, "rel.approval", "active")
+    secret = await api.get(SECRETS.path(namespace, "rel.approval-token"))
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == wp["metadata"]["uid"]
+    assert base64.b64decode(secret["data"]["token"]) != b"planted"
+    assert "Accepted" in signal(kubectl, namespace, "rel.approval", "approve")
+    await wait_for(lambda: api.get(BUILDRUNS.path(namespace, "rel-a1")), what="BuildRun")

@@ -62,19 +62,20 @@ class NameTaken:
     kind: str
     name: str
     holder: str  # "WorkOrder x (uid ...)", "Job y", or "no controller"
+    owner: str = "this WorkOrder"  # whose child the name is
 
     @property
     def message(self) -> str:
         return (
             f"{self.kind} {self.name} already exists and is controlled by {self.holder}, "
-            "not by this WorkOrder; delete or rename it to let this WorkOrder proceed"
+            f"not by {self.owner}; delete or rename it to let {self.owner} proceed"
         )
 
 
-def name_taken(kind: str, body: Body) -> NameTaken:
+def name_taken(kind: str, body: Body, owner: str = "this WorkOrder") -> NameTaken:
     ref = controller_of(body)
     if ref is None:
         holder = "no controller"
     else:
         holder = f"{ref.get('kind', '?')} {ref.get('name', '?')} (uid {ref.get('uid', '?')})"
-    return NameTaken(kind, str(body["metadata"]["name"]), holder)
+    return NameTaken(kind, str(body["metadata"]["name"]), holder, owner)

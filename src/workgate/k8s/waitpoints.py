@@ -14,7 +14,13 @@ from workgate.api.workorder import Gate
 from workgate.core.approvals import rules_key
 from workgate.core.lifecycle import WaitpointView
 from workgate.k8s.api import SECRETS, SIGNALS, WAITPOINTS, ApiError, Body, KubeApi
-from workgate.k8s.owners import child_labels, owner_reference
+from workgate.k8s.owners import (
+    NameTaken,
+    child_labels,
+    controlled_by,
+    name_taken,
+    owner_reference,
+)
 
 # Identities recorded at admission (see operator/identity_admission.py): who sent a Signal,
 # with their groups, and who created a WorkOrder. Users cannot set them to anyone else.
@@ -153,17 +159,26 @@ def build_token_secret(waitpoint: Body, name: str, token: str, key_id: str = "")
 
 async def ensure_token_secret(
     api: KubeApi, waitpoint: Body, name: str, token: str, key_id: str = ""
-) -> None:
+) -> NameTaken | None:
     """Create the token Secret; the token is deterministic (for the key id the waitpoint
-    recorded before this), so an existing one is the same."""
+    recorded before this), so an existing one this waitpoint controls is the same. One it
+    does not control (planted under the name, or a namesake's) is reported, never adopted."""
+    path = SECRETS.path(waitpoint["metadata"]["namespace"])
     try:
-        await api.create(
-            SECRETS.path(waitpoint["metadata"]["namespace"]),
-            build_token_secret(waitpoint, name, token, key_id),
-        )
+        await api.create(path, build_token_secret(waitpoint, name, token, key_id))
+        return None
     except ApiError as exc:
         if not exc.conflict:
             raise
+    try:
+        existing = await api.get(SECRETS.path(waitpoint["metadata"]["namespace"], name))
+    except ApiError as exc:
+        if exc.not_found:  # deleted meanwhile: the next round creates it
+            return None
+        raise
+    if controlled_by(existing, str(waitpoint["metadata"]["uid"])):
+        return None
+    return name_taken("Secret", existing, "this Waitpoint")
 
 
 async def get_or_create_secret(api: KubeApi, namespace: str, name: str, make: Any) -> Body:

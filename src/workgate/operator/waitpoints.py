@@ -23,7 +23,7 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
-from workgate.api.common import now_utc, parse_time
+from workgate.api.common import ConditionStatus, now_utc, parse_time
 from workgate.api.waitpoint import (
     ReceivedSignal,
     Rejection,
@@ -36,6 +36,7 @@ from workgate.api.waitpoint import (
 )
 from workgate.core import approvals
 from workgate.core import signals as rules
+from workgate.core.conditions import get_condition, set_condition
 from workgate.core.lifecycle import WaitpointView
 from workgate.core.naming import token_secret_name
 from workgate.core.waitpoints import settle
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 Verdict = tuple[str, SignalPhase, str, str]  # (Signal name, phase, reason, message)
 POLICY_CHECK_SECONDS = 10.0
+NAME_TAKEN = "NameTaken"
+NAME_TAKEN_RECHECK_SECONDS = 10.0  # a squatted token Secret name is looked at again
 MARK_CONCURRENCY = 16  # Signal status writes in flight at once, per reconcile
 
 
@@ -255,7 +258,9 @@ class WaitpointReconciler:
             message = f"the operator key {key_id!r} on record is gone; recreate the waitpoint"
             return [("Warning", "TokenKeyMissing", message)]
         secret_name = token_secret_name(meta["name"])
-        await io.ensure_token_secret(self.api, body, secret_name, token, key_id)
+        taken = await io.ensure_token_secret(self.api, body, secret_name, token, key_id)
+        if taken is not None:  # reported on Ready, looked at again later: never adopted
+            return self.name_taken(body, status, taken.message)
         recipient = (meta.get("annotations") or {}).get(io.ANNOTATION_RECIPIENT_KEY)
         events = []
         if spec.stage == WaitpointStage.DYNAMIC and recipient:
@@ -267,6 +272,26 @@ class WaitpointReconciler:
         status.state = WaitpointState.PENDING
         status.token_secret_name = secret_name
         return events
+
+    def name_taken(
+        self, body: Body, status: WaitpointStatus, message: str
+    ) -> list[tuple[str, str, str]]:
+        """The token Secret's name is held by an object this waitpoint does not control:
+        Ready=False NameTaken (an Event the first time), and another look in a while."""
+        meta = body["metadata"]
+        ready = get_condition(status.conditions, "Ready")
+        first = ready is None or ready.reason != NAME_TAKEN or ready.message != message
+        status.conditions = set_condition(
+            status.conditions,
+            "Ready",
+            ConditionStatus.FALSE,
+            NAME_TAKEN,
+            message,
+            generation=meta.get("generation"),
+            now=now_utc(),
+        )
+        self.queue.add_after((meta["namespace"], meta["name"]), NAME_TAKEN_RECHECK_SECONDS)
+        return [("Warning", NAME_TAKEN, message)] if first else []
 
     async def take_signals(
         self, waitpoint: Body, status: WaitpointStatus, now: datetime
