@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import re
+import urllib.request
 from collections import Counter
 from typing import Any
 
 import pytest
 
-from tests.integration.conftest import create_workorder, list_items, wait_for, wait_phase, workorder
+from tests.integration.conftest import (
+    create_workorder,
+    free_port,
+    list_items,
+    wait_for,
+    wait_phase,
+    workorder,
+)
 from tests.integration.test_waitpoints import gate, start_with_webhook, wait_wp
 from workgate.cli.kubectl_plugin import prepare_signal
 from workgate.k8s.api import EVENTS, SIGNALS, Body, KubeApi, ResourceRef
@@ -80,7 +88,8 @@ async def test_one_signal_asks_rbac_once_and_its_events_follow(
     """With the webhook on, the SubjectAccessReview admission made for a Signal is the
     controller's too (operator/judging.Permits); the reviewer's flow reads the token
     Secret without the waitpoint; and each transition still gets its Event."""
-    await start_with_webhook(start_operator, api, namespace)
+    metrics_port = str(free_port())
+    await start_with_webhook(start_operator, api, namespace, WORKGATE_METRICS_PORT=metrics_port)
     await create_workorder(
         api, namespace, workorder("one", "deploy", yaml="a: 1\n", gates=[gate("go")])
     )
@@ -114,3 +123,18 @@ async def test_one_signal_asks_rbac_once_and_its_events_follow(
     assert wp_events.count("SignalAccepted") == 1 and wp_events.count("Satisfied") == 1
     wo_events = await wait_for(lambda: described("one", {"Waiting", "GatesPassed"}))
     assert wo_events.count("GatesPassed") == 1, wo_events
+
+    # The operator's metrics count what its sink sent (workgate_events_total).
+    text = await asyncio.to_thread(_scrape, f"http://127.0.0.1:{metrics_port}/metrics")
+    counts = {
+        m[1]: float(m[2])
+        for m in re.finditer(r'^workgate_events_total\{result="(\w+)"\} (\S+)', text, re.M)
+    }
+    assert counts["posted"] >= len(wp_events) + len(wo_events), (counts, wp_events, wo_events)
+    assert counts["dropped"] == 0 and counts["refused"] == 0, counts
+
+
+def _scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text: str = response.read().decode()
+    return text

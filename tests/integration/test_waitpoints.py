@@ -64,8 +64,10 @@ def gate(key: str, stage: str = "BeforeExecution", *required: str, **extra: Any)
     }
 
 
-async def start_with_webhook(start_operator: Any, api: KubeApi, namespace: str) -> OperatorProcess:
-    op: OperatorProcess = start_operator(namespace, webhook=True)
+async def start_with_webhook(
+    start_operator: Any, api: KubeApi, namespace: str, **env: str
+) -> OperatorProcess:
+    op: OperatorProcess = start_operator(namespace, webhook=True, **env)
     path = (
         f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{op.webhook_config}"
     )

@@ -6,11 +6,14 @@ import asyncio
 import urllib.request
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from workgate.k8s.api import KubeApi
+from workgate.k8s.events import EventSink
 from workgate.operator.metrics import (
     OperatorMetrics,
     WorkOrderRow,
@@ -201,3 +204,21 @@ async def test_a_taken_port_is_an_error_and_leaks_nothing() -> None:
             await serve_metrics(bound_port(runner), CollectorRegistry(), host="127.0.0.1")
     finally:
         await runner.cleanup()
+
+
+async def test_events_dropped_with_a_full_queue_are_counted(served: Served) -> None:
+    """The EventSink's tallies, as the operator wires them (operator/main.py): a queue of
+    one holds the first Event and drops the next two, and the scrape says so."""
+    sink = EventSink(cast(KubeApi, None), instance="test", capacity=1)
+    served.metrics.set_event_source(lambda: (sink.posted, sink.failed, sink.dropped))
+    involved = {
+        "apiVersion": "workgate.io/v1alpha1",
+        "kind": "WorkOrder",
+        "metadata": {"name": "wo", "namespace": "a", "uid": "u1", "resourceVersion": "1"},
+    }
+    for n in range(3):
+        sink.post(involved, "Normal", "Test", f"event {n}")
+    samples = await served.scrape()
+    assert samples["workgate_events_total", L(result="dropped")] == 2
+    assert samples["workgate_events_total", L(result="posted")] == 0
+    assert samples["workgate_events_total", L(result="refused")] == 0

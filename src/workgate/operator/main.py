@@ -50,6 +50,8 @@ async def run_operator(
     gates = WaitpointReconciler(api, config, keys, metrics)
     reconciler = WorkOrderReconciler(api, config, gates, metrics)
     metrics.set_workorder_source(reconciler.workorder_rows)
+    sink = gates.events
+    metrics.set_event_source(lambda: (sink.posted, sink.failed, sink.dropped))
     metrics_runner = (
         await serve_metrics(config.metrics_port, metrics.registry)
         if config.metrics_port is not None

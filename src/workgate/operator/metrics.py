@@ -33,7 +33,7 @@ from datetime import datetime
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.aiohttp import make_aiohttp_handler
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from workgate.api.workorder import Phase
@@ -43,6 +43,7 @@ PREFIX = "workgate"
 # (namespace, name, work_type, phase) of every cached WorkOrder; phase None = no status yet.
 WorkOrderRow = tuple[str, str, str, str | None]
 WorkOrderSource = Callable[[], Iterable[WorkOrderRow]]
+EventSource = Callable[[], tuple[int, int, int]]  # Events posted, refused, dropped
 
 # Phases an attempt ends in (leaving CLAIMED), and the outcome label each gives.
 _ATTEMPT_OUTCOMES = {
@@ -123,6 +124,27 @@ class _WorkOrderCollector(Collector):
         yield family
 
 
+class _EventCollector(Collector):
+    """`workgate_events_total{result}`: the Events the background sender created, the API
+    server refused, and dropped unsent because its queue was full (k8s/events.py)."""
+
+    NAME = f"{PREFIX}_events"
+    HELP = "Kubernetes Events the operator created, had refused, or dropped with its queue full."
+
+    def __init__(self) -> None:
+        self.source: EventSource | None = None
+
+    def describe(self) -> Iterable[CounterMetricFamily]:
+        return [CounterMetricFamily(self.NAME, self.HELP, labels=["result"])]
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = CounterMetricFamily(self.NAME, self.HELP, labels=["result"])
+        posted, failed, dropped = self.source() if self.source else (0, 0, 0)
+        for result, value in (("posted", posted), ("refused", failed), ("dropped", dropped)):
+            family.add_metric([result], value)
+        yield family
+
+
 class OperatorMetrics:
     """The operator's metrics. Every method is cheap and synchronous: call it inline."""
 
@@ -136,6 +158,8 @@ class OperatorMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self._workorders = _WorkOrderCollector(workorders)
         self.registry.register(self._workorders)
+        self._events = _EventCollector()
+        self.registry.register(self._events)
         self._reason = _BoundedLabel(reason_limit)
         self._signal_reason = _BoundedLabel(reason_limit)
         r = self.registry
@@ -191,6 +215,10 @@ class OperatorMetrics:
             buckets=_RECONCILE_BUCKETS,
             registry=r,
         )
+
+    def set_event_source(self, source: EventSource) -> None:
+        """Where the `events` counters read from (the EventSink's tallies)."""
+        self._events.source = source
 
     def set_workorder_source(self, source: WorkOrderSource) -> None:
         """Where the `workorders` gauge counts from (e.g. the reconciler's cache)."""
