@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 FRAME_FILE = re.compile(r"\((?P<file>[^():]+)(?::\d+)?\)$")
@@ -79,25 +80,30 @@ def function_of(frame: str) -> str:
     return f"{name} ({match['file'].rsplit('/', 1)[-1]})"
 
 
-def summarise_functions(raw: Path, top: int = 15) -> str:
-    """The functions with the most samples, self (innermost frame) and inclusive."""
+def tally(raw: Path, label: Callable[[str], str]) -> tuple[Counter[str], Counter[str], int]:
+    """Samples by `label(frame)`: self (innermost frame), inclusive (anywhere on the stack),
+    and the total."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
-    if not raw.exists():
-        return f"  (no profile at {raw})"
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
         frames = [f for f in stack.split(";") if f]
-        if not frames:
+        if not frames or not count_text.isdigit():
             continue
         count = int(count_text)
         total += count
-        own[function_of(frames[-1])] += count
-        for function in {function_of(f) for f in frames}:
-            inclusive[function] += count
+        own[label(frames[-1])] += count
+        for name in {label(f) for f in frames}:
+            inclusive[name] += count
+    return own, inclusive, total
+
+
+def summarise_functions(raw: Path, top: int = 15) -> str:
+    """The functions with the most samples, self (innermost frame) and inclusive."""
+    if not raw.exists():
+        return f"  (no profile at {raw})"
+    own, inclusive, total = tally(raw, function_of)
     if not total:
         return "  (no samples)"
     lines = [f"  top functions, self / inclusive of {total} samples:"]
@@ -108,23 +114,9 @@ def summarise_functions(raw: Path, top: int = 15) -> str:
 
 
 def summarise(raw: Path, top: int = 10) -> str:
-    own: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    total = 0
     if not raw.exists():
         return f"  (no profile at {raw})"
-    for line in raw.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        frames = [f for f in stack.split(";") if f]
-        if not frames:
-            continue
-        total += count
-        own[package_of(frames[-1])] += count
-        for package in {package_of(f) for f in frames}:
-            inclusive[package] += count
+    own, inclusive, total = tally(raw, package_of)
     if not total:
         return "  (no samples)"
     lines = [f"  {total} samples; self (innermost frame) / inclusive by package:"]
