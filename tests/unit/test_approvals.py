@@ -303,3 +303,12 @@ def test_kubectl_workgate_approve_picks_the_signal_name_and_pending_says_who() -
     assert rows[1:] == [("ns", "w", "wo", "active", "a: 1 more (approved: alice)", "a: alice", "-")]
     rows = pending_rows([wp(["a"], closed)], namespaces=False, closed=True)
     assert rows[1][2] == "closed (Rejected)"
+
+
+def test_key_ids_sort_in_creation_order_within_one_second() -> None:
+    """`token-key list` sorts by id: keys rotated in one second must not be ordered by
+    their random suffix (a fresh-clone run once listed the newer key first)."""
+    moments = [NOW + timedelta(microseconds=n) for n in range(0, 40, 2)]
+    ids = [tokenkeys.new_key_id(moment) for moment in moments]
+    assert sorted(ids) == ids
+    assert all(tokenkeys.KEY_ID_PATTERN.match(key_id) for key_id in ids)

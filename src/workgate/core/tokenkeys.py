@@ -49,8 +49,10 @@ def _b64(raw: bytes) -> str:
 
 
 def new_key_id(now: datetime) -> str:
-    """Sortable and readable in an audit: `20260101t120000-3fa9`."""
-    return f"{now:%Y%m%dt%H%M%S}-{secrets.token_hex(2)}"
+    """Sortable in creation order and readable in an audit: `20260101t120000123456-3fa9`
+    (to the microsecond, so two keys of one second sort by time, not by their random
+    suffix; ids of the older form, to the second, sort before those of their second)."""
+    return f"{now:%Y%m%dt%H%M%S%f}-{secrets.token_hex(2)}"
 
 
 def new_key() -> bytes:
