@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -255,3 +256,10 @@ def service_account_kubeconfig(kubectl: Any, namespace: str, name: str, director
     path.write_text(json.dumps(config))
     path.chmod(0o600)
     return str(path)
+
+
+def scrape_metrics(url: str) -> str:
+    """The text of a metrics endpoint (blocking: call it with asyncio.to_thread)."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text: str = response.read().decode()
+    return text

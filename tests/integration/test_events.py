@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import urllib.request
 from collections import Counter
 from typing import Any
 
@@ -14,6 +13,7 @@ from tests.integration.conftest import (
     create_workorder,
     free_port,
     list_items,
+    scrape_metrics,
     wait_for,
     wait_phase,
     workorder,
@@ -125,16 +125,10 @@ async def test_one_signal_asks_rbac_once_and_its_events_follow(
     assert wo_events.count("GatesPassed") == 1, wo_events
 
     # The operator's metrics count what its sink sent (workgate_events_total).
-    text = await asyncio.to_thread(_scrape, f"http://127.0.0.1:{metrics_port}/metrics")
+    text = await asyncio.to_thread(scrape_metrics, f"http://127.0.0.1:{metrics_port}/metrics")
     counts = {
         m[1]: float(m[2])
         for m in re.finditer(r'^workgate_events_total\{result="(\w+)"\} (\S+)', text, re.M)
     }
     assert counts["posted"] >= len(wp_events) + len(wo_events), (counts, wp_events, wo_events)
     assert counts["dropped"] == 0 and counts["refused"] == 0, counts
-
-
-def _scrape(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text: str = response.read().decode()
-    return text

@@ -9,7 +9,6 @@ import random
 import signal
 import subprocess
 import sys
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from tests.integration.conftest import (
     free_port,
     get_workorder,
     list_items,
+    scrape_metrics,
     service_account_kubeconfig,
     wait_for,
     wait_phase,
@@ -563,7 +563,7 @@ async def _reconciled_all(op: OperatorProcess, total: int) -> bool:
     WorkOrder as terminal and run at least that many reconciles."""
     port = op.env["WORKGATE_METRICS_PORT"]
     try:
-        text = await asyncio.to_thread(_scrape, f"http://127.0.0.1:{port}/metrics")
+        text = await asyncio.to_thread(scrape_metrics, f"http://127.0.0.1:{port}/metrics")
     except OSError:
         return False
     terminal = reconciles = 0.0
@@ -575,12 +575,6 @@ async def _reconciled_all(op: OperatorProcess, total: int) -> bool:
         if line.startswith('workgate_reconcile_duration_seconds_count{kind="workorder"}'):
             reconciles = float(line.rsplit(" ", 1)[1])
     return terminal == total and reconciles >= total
-
-
-def _scrape(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text: str = response.read().decode()
-    return text
 
 
 async def test_a_work_order_cannot_create_what_its_author_cannot(
