@@ -2,7 +2,11 @@
 and moves up when it is added normally."""
 
 import asyncio
+import logging
 
+import pytest
+
+from workgate.k8s.api import ApiError
 from workgate.operator.queue import LOW_EVERY, WorkQueue
 
 
@@ -118,3 +122,34 @@ async def test_the_low_lane_keeps_to_its_rate() -> None:
     await drain(queue, handler, 5)
     assert loop.time() - start >= 4 / 20  # five keys: four intervals of 50 ms at least
     assert handler.order == [f"done-{i}" for i in range(5)]
+
+
+async def test_an_expected_api_error_is_one_warning_line_and_any_other_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    terminating = ApiError(403, "Forbidden", 'namespace "x" is being terminated')
+    denied = ApiError(403, "Forbidden", "cannot create secrets")
+    failures = {
+        "gone": ApiError(404, "NotFound", "gone"),
+        "lost": ApiError(409, "Conflict", "the object has been modified"),
+        "going": terminating,
+        "denied": denied,
+        "bug": KeyError("status"),
+    }
+    handled = Recorder()
+
+    async def failing(key: str) -> None:
+        await handled(key)
+        raise failures[key]
+
+    queue: WorkQueue[str] = WorkQueue(failing, workers=1)
+    for key in failures:
+        queue.add(key)
+    with caplog.at_level(logging.WARNING, logger="workgate.operator.queue"):
+        await drain(queue, handled, len(failures))
+    logged = {r.getMessage().split()[1].rstrip(":"): r for r in caplog.records}
+    assert set(logged) == set(failures)
+    quiet = {k for k, r in logged.items() if r.exc_info is None and r.levelno == logging.WARNING}
+    assert quiet == {"gone", "lost", "going"}
+    assert "being terminated" in logged["going"].getMessage()
+    assert terminating.namespace_terminating and not denied.expected

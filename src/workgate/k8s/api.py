@@ -48,6 +48,17 @@ class ApiError(Exception):
         """A watch's resourceVersion is too old: list again."""
         return self.status == 410
 
+    @property
+    def namespace_terminating(self) -> bool:
+        """A create in a namespace that is being deleted (it passes, or comes back)."""
+        return self.status == 403 and "being terminated" in self.message
+
+    @property
+    def expected(self) -> bool:
+        """An answer a controller meets in normal operation (the object went, a race was
+        lost, its namespace is going): worth one log line and a retry, not a traceback."""
+        return self.not_found or self.conflict or self.namespace_terminating
+
 
 def is_transient(exc: BaseException) -> bool:
     """Worth retrying as it is: the API server was unreachable, slow, overloaded or

@@ -27,8 +27,10 @@ from datetime import datetime
 from typing import Generic, TypeVar
 
 from workgate.api.common import now_utc
+from workgate.k8s.api import ApiError
 
 K = TypeVar("K", bound=Hashable)
+
 log = logging.getLogger(__name__)
 
 ERROR_RETRY_SECONDS = (0.5, 1, 2, 5, 10, 30)
@@ -152,11 +154,14 @@ class WorkQueue(Generic[K]):
                 self._failures.pop(key, None)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 count = self._failures.get(key, 0)
                 self._failures[key] = count + 1
                 delay = ERROR_RETRY_SECONDS[min(count, len(ERROR_RETRY_SECONDS) - 1)]
-                log.exception("reconciling %s failed; retrying in %ss", key, delay)
+                if isinstance(exc, ApiError) and exc.expected:
+                    log.warning("reconciling %s: %s; retrying in %ss", key, exc, delay)
+                else:
+                    log.exception("reconciling %s failed; retrying in %ss", key, delay)
                 self.add_after(key, delay)
             finally:
                 self._active.discard(key)
