@@ -22,7 +22,7 @@ from tests.integration.conftest import (
 )
 from tests.integration.evidence import ShipwrightStandIn, WatchRecorder, owner_name
 from workgate.core.claims import ANNOTATION_INSTANCE
-from workgate.k8s.api import BUILDRUNS, LEASES, SECRETS, WORKORDERS, Body, KubeApi
+from workgate.k8s.api import BUILDRUNS, LEASES, NAMESPACES, SECRETS, WORKORDERS, Body, KubeApi
 
 pytestmark = pytest.mark.integration
 
@@ -193,3 +193,38 @@ def assert_one_build_run_each(runs: WatchRecorder, total: int) -> None:
 async def all_in_phase(api: KubeApi, namespace: str, total: int, phase: str) -> bool:
     items = await list_items(api, WORKORDERS.path(namespace))
     return len(items) == total and all((w.get("status") or {}).get("phase") == phase for w in items)
+
+
+async def test_an_operator_started_while_its_namespace_is_deleted_waits_then_starts(
+    api: KubeApi, namespace: str, start_operator: Any, kubectl: Any
+) -> None:
+    """An uninstall not yet finished (its namespace Terminating, held by a finalizer) and
+    an operator started meanwhile: it says why it waits, and once the namespace is gone it
+    creates it and its key Secret anew and runs — it does not exit."""
+    system = f"{namespace}-sys"[:63]
+    hold = "workgate.io/test-hold"
+    kubectl("create", "namespace", system)
+    try:
+        kubectl("create", "configmap", "hold", "-n", system)
+        kubectl("patch", "configmap", "hold", "-n", system, "--type=merge",
+                "-p", f'{{"metadata":{{"finalizers":["{hold}"]}}}}')  # fmt: skip
+        kubectl("delete", "namespace", system, "--wait=false")
+
+        async def terminating() -> bool:
+            ns = await api.get(NAMESPACES.path(name=system))
+            return bool(ns.get("status", {}).get("phase") == "Terminating")
+
+        await wait_for(terminating, what=f"namespace {system} Terminating")
+        op = start_operator(namespace, WORKGATE_OPERATOR_NAMESPACE=system)
+        await wait_for(lambda: "trying again" in op.log, timeout=60, what="the wait logged")
+        assert op.proc is not None and op.proc.poll() is None, op.log
+        kubectl("patch", "configmap", "hold", "-n", system, "--type=merge",
+                "-p", '{"metadata":{"finalizers":null}}')  # fmt: skip
+        await wait_for(lambda: "watches synced" in op.log, timeout=120, what="started")
+        secret = await api.get(SECRETS.path(system, "workgate-token-key"))
+        assert secret["data"], secret
+        assert "Traceback" not in op.log, op.log
+    finally:
+        kubectl("patch", "configmap", "hold", "-n", system, "--type=merge",
+                "-p", '{"metadata":{"finalizers":null}}', check=False)  # fmt: skip
+        kubectl("delete", "namespace", system, "--wait=false", "--ignore-not-found", check=False)

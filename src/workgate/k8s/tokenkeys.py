@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterable
 
@@ -13,6 +14,7 @@ from workgate.k8s.api import NAMESPACES, SECRETS, WAITPOINTS, ApiError, Body, Ku
 from workgate.k8s.waitpoints import get_or_create_secret
 
 OPERATOR_KEY_SECRET = "workgate-token-key"
+log = logging.getLogger(__name__)
 
 
 class TokenKeys:
@@ -36,7 +38,22 @@ class TokenKeys:
 
     @classmethod
     async def load(cls, api: KubeApi, namespace: str, refresh_seconds: float = 60.0) -> TokenKeys:
-        """The ring from the Secret, which the first operator to start creates."""
+        """The ring from the Secret, which the first operator to start creates. While the
+        namespace is being deleted (an uninstall not yet finished), it waits for it to go
+        and creates both anew."""
+        backoff = 0.5
+        while True:
+            try:
+                return await cls._load(api, namespace, refresh_seconds)
+            except ApiError as exc:
+                if not exc.namespace_terminating:
+                    raise
+                log.warning("%s; trying again in %.1fs", exc.message, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+    @classmethod
+    async def _load(cls, api: KubeApi, namespace: str, refresh_seconds: float) -> TokenKeys:
         try:
             await api.create(NAMESPACES.path(), {"metadata": {"name": namespace}})
         except ApiError as exc:

@@ -43,8 +43,11 @@ async def run_operator(
     api = KubeApi()
     if config.claimant is None:  # claims are made as the user the API server sees
         config = replace(config, claimant=await retrying(lambda: whoami(api), what="who am I"))
-    keys = await TokenKeys.load(
-        api, config.operator_namespace, refresh_seconds=config.token_key_refresh_seconds
+    keys = await retrying(
+        lambda: TokenKeys.load(
+            api, config.operator_namespace, refresh_seconds=config.token_key_refresh_seconds
+        ),
+        what="loading the token keys",
     )
     metrics = OperatorMetrics()
     gates = WaitpointReconciler(api, config, keys, metrics)
