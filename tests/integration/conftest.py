@@ -9,6 +9,7 @@ one it does (tests/integration/test_build_real.py)."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import signal
@@ -100,7 +101,14 @@ def start_operator(kubeconfig: str, tmp_path: Path) -> Iterator[Callable[..., Op
     registered: list[str] = []  # webhook configurations this test's operators register
 
     def start(*namespaces: str, webhook: bool = False, **env: str) -> OperatorProcess:
-        env = {"WORKGATE_WEBHOOK": "off", "WORKGATE_METRICS_PORT": "off", **env}
+        env = {
+            "WORKGATE_WEBHOOK": "off",
+            "WORKGATE_METRICS_PORT": "off",
+            # The key Secret and the admission Lease in the test's own namespace, not in
+            # workgate-system: a real installation's, or one another module is deleting.
+            "WORKGATE_OPERATOR_NAMESPACE": namespaces[0],
+            **env,
+        }
         if webhook:
             env = {
                 "WORKGATE_WEBHOOK_PORT": str(free_port()),
@@ -182,12 +190,14 @@ async def wait_for(
     interval: float = 0.05,
     what: str = "condition",
 ) -> Any:
-    """Poll an async probe until it returns something truthy."""
+    """Poll a probe (a plain or an async function) until it returns something truthy."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
         try:
-            last = await probe()
+            last = probe()
+            if inspect.isawaitable(last):
+                last = await last
         except ApiError as exc:
             if not exc.not_found:
                 raise

@@ -290,7 +290,7 @@ async def test_a_killed_agents_command_dies_with_it_before_anyone_else_may_claim
     (run,) = await work.started("orphan")
     killed = time.time()
     first.proc.kill()
-    await wait_for(lambda: _true(not pid_alive(run.pid)), timeout=30, what="the command gone")
+    await wait_for(lambda: not pid_alive(run.pid), timeout=30, what="the command gone")
     (run,) = work.executions("orphan")
     assert "term-ignored" in run.words, run.words  # told by the fence, not by the agent
     assert run.last - killed <= fencing.grace + PROMPT, (run.last - killed, fencing.grace)
@@ -344,7 +344,7 @@ async def test_cancel_stops_the_running_command_within_its_grace_period(
     revoked_at = wall(revocations[0].at)
     assert revoked_at >= requested
 
-    await wait_for(lambda: _true(not pid_alive(run.pid)), timeout=30, what="the command gone")
+    await wait_for(lambda: not pid_alive(run.pid), timeout=30, what="the command gone")
     (run,) = work.executions("long")  # read again: the whole of its log
     assert "end" not in run.words, f"it ran to its end instead of being stopped: {run.words}"
     if on_term == "exit":
@@ -391,17 +391,13 @@ async def test_cancel_stops_a_claim_the_operator_had_not_recorded_yet(
     async with WatchRecorder(api, LEASES.path(namespace)) as leases:
         start_operator(namespace)
         await reach(api, namespace, "early", "CANCELLED", timeout=60)
-        await wait_for(lambda: _true(not pid_alive(run.pid)), timeout=30,
+        await wait_for(lambda: not pid_alive(run.pid), timeout=30,
                        what="the command stopped")  # fmt: skip
         revoked = leases.of("MODIFIED", lambda b: bool(
             (b["metadata"].get("annotations") or {}).get(REVOKED)))  # fmt: skip
     (run,) = work.executions("early")
     assert run.last_word == "terminated", run.words
     assert revoked, "the claim was not revoked (the agent is never told to stop)"
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 @pytest.fixture
@@ -523,7 +519,7 @@ async def test_suspending_a_running_attempt_lets_it_finish_and_holds_the_retry(
     suspended = await get_workorder(api, namespace, "busy")
     next_retry = parse_time(suspended["status"].get("nextRetryAfter"))
     if next_retry is not None:
-        await wait_for(lambda: _true(time.time() > next_retry.timestamp() + 1), timeout=30,
+        await wait_for(lambda: time.time() > next_retry.timestamp() + 1, timeout=30,
                        what="the retry's time to pass")  # fmt: skip
     assert len(work.executions("busy")) == 1, "a retry ran while suspended"
     assert (await get_workorder(api, namespace, "busy"))["status"]["phase"] == "SUSPENDED"
