@@ -31,6 +31,7 @@ from tests.integration.conftest import (
 )
 from workgate.api.common import parse_time
 from workgate.devcluster import kwok, shipwright
+from workgate.k8s import shipwright as adapter
 from workgate.k8s.api import KubeApi
 
 pytestmark = [pytest.mark.integration, pytest.mark.real_build]
@@ -245,6 +246,42 @@ async def test_missing_strategy_is_not_retried(
         events,
     )
     assert kubectl("get", "buildrun", "orphan-a2", "-n", ns, check=False).returncode != 0
+
+
+async def test_a_build_run_failed_before_its_build_existed_is_made_again_not_retried(
+    api: KubeApi, build_namespace: str, kubectl: Kubectl, start_operator: Any
+) -> None:
+    """Shipwright fails a BuildRun whose Build is not in its cache ("BuildNotFound"), which a
+    BuildRun created just after its Build can meet. Such a BuildRun never ran, so it is not
+    an attempt. Here the race is lost for sure: the WorkOrder's attempt-1 BuildRun exists
+    before its Build does, made as the operator makes it."""
+    ns = build_namespace
+    kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(strategy("quick", {})))
+    wo = await create_workorder(
+        api, ns, workorder("early", yaml=build_yaml("early-build", "quick"), maxRetries=1)
+    )
+    first = adapter.build_run_spec(wo, "early-a1", "early-build", 1)
+    kubectl("create", "-n", ns, "-f", "-", input=json.dumps(first))
+
+    def refused() -> Any:
+        run = get_json(kubectl, "buildrun", "early-a1", "-n", ns)
+        conditions = (run.get("status") or {}).get("conditions") or []
+        return run if any(c.get("reason") == "BuildNotFound" for c in conditions) else None
+
+    early = await wait_for(refused, timeout=60, what="Shipwright to fail the early BuildRun")
+    first_uid = early["metadata"]["uid"]
+    start_operator(ns)
+    done = await wait_phase(api, ns, "early", "SUCCEEDED", timeout=120)
+    assert (done["status"]["attempt"], done["status"]["retryCount"]) == (1, 0), done["status"]
+    run = get_json(kubectl, "buildrun", "early-a1", "-n", ns)
+    assert run["metadata"]["uid"] != first_uid
+    assert run["metadata"]["annotations"][adapter.ANNOTATION_RECREATED] == "BuildNotFound"
+    assert succeeded(run)["status"] == "True"
+    events = kubectl(
+        "get", "events", "-n", ns, "--field-selector",
+        "involvedObject.name=early,reason=BuildRunRecreated", "-o", "name",
+    ).stdout  # fmt: skip
+    assert len(events.split()) == 1, events
 
 
 async def test_deleting_a_workorder_mid_run_removes_its_buildrun_taskrun_and_pod(

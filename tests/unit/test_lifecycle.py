@@ -1,5 +1,6 @@
 """The WorkOrder state machine, without a cluster."""
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
@@ -143,6 +144,27 @@ def test_a_build_shipwright_refused_to_register_is_not_retried() -> None:
     # Retries are left (maxRetries 2), but each would apply the same Build and fail alike.
     assert refused.status.phase == Phase.FAILED and refused.status.retry_count == 0
     assert refused.status.last_error_reason == "BuildRegistrationFailed"
+
+
+def test_a_build_run_shipwright_failed_before_it_ran_is_created_again_once() -> None:
+    claimed = lc.decide(observe(), POLICY).status
+    unseen = lc.BuildRunView(
+        "wo1-a1", ConditionStatus.FALSE, lc.BUILD_NOT_SEEN, 'build "hello" not found', uid="r-1"
+    )
+    again = lc.decide(observe(claimed, lease=lease(holder="op"), build_run=unseen), POLICY)
+    # Shipwright's cache had not seen the Build yet: no TaskRun ran, so it is no attempt.
+    assert again.status.phase == Phase.CLAIMED and again.status.attempt == 1
+    assert kinds(again) == ["ApplyObjects", "RecreateBuildRun"]
+    assert again.actions[1] == lc.RecreateBuildRun("wo1-a1", "r-1", "hello", 1)
+    assert [e.reason for e in again.events] == ["BuildRunRecreated"]
+    # The second BuildRun failing alike is the attempt failing: retried, not recreated.
+    second = lc.decide(
+        observe(claimed, lease=lease(holder="op"), build_run=replace(unseen, recreated=True)),
+        POLICY,
+    )
+    assert second.status.phase == Phase.RETRY_PENDING and second.status.retry_count == 1
+    assert second.status.last_error_reason == lc.BUILD_NOT_SEEN
+    assert "RecreateBuildRun" not in kinds(second)
 
 
 def test_retries_back_off_exponentially_then_fail() -> None:

@@ -70,6 +70,15 @@ def test_a_build_run_record_reads_as_the_build_run() -> None:
     assert record["metadata"]["resourceVersion"] == "9" and "buildSpec" not in record["status"]
 
 
+def test_a_build_run_record_keeps_the_mark_of_an_attempts_second_build_run() -> None:
+    spec = shipwright.build_run_spec(WORKORDER, "wo-a1", "wo", 1, recreated_after="BuildNotFound")
+    body = served({**spec, "metadata": {**spec["metadata"], "namespace": "ns"}}, "4")
+    view = shipwright.build_run_view(build_run_record(body))
+    assert view.recreated and view.uid == "wo-a1-uid"
+    first = served(shipwright.build_run_spec(WORKORDER, "wo-a1", "wo", 1), "5")
+    assert not shipwright.build_run_view(build_run_record(first)).recreated
+
+
 def test_a_workorder_record_drops_only_managed_fields_and_kubectls_copy() -> None:
     body = served({**WORKORDER, "metadata": dict(WORKORDER["metadata"])}, "3")
     body["metadata"]["annotations"][LAST_APPLIED] = "{...}"

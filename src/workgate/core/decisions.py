@@ -41,6 +41,8 @@ class BuildRunView:
     reason: str = ""
     message: str = ""
     cancelled: bool = False  # spec.state asks Shipwright to cancel it
+    uid: str = ""
+    recreated: bool = False  # the second BuildRun of its attempt (see BUILD_NOT_SEEN)
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,11 @@ class WaitpointView:
 # generation changes, and every retry applies the same Build, so a Build it refused to
 # register (a missing strategy, a bad source) fails every later attempt the same way.
 PERMANENT_BUILD_RUN_REASONS = frozenset({"BuildRegistrationFailed"})
+
+# Shipwright fails a BuildRun whose Build is not yet in its cache, a race with the Build
+# created a moment before (its reconciler reads the cache, and fails rather than waits).
+# Such a BuildRun never ran: no TaskRun was made. It is created again, once per attempt.
+BUILD_NOT_SEEN = "BuildNotFound"
 
 
 @dataclass(frozen=True)
@@ -169,6 +176,17 @@ class CreateBuildRun:
 
 
 @dataclass(frozen=True)
+class RecreateBuildRun:
+    """Replace the attempt's BuildRun that Shipwright failed before it ran (BUILD_NOT_SEEN):
+    delete that one (by uid), create it again marked as the attempt's second."""
+
+    name: str
+    uid: str
+    build_name: str
+    attempt: int
+
+
+@dataclass(frozen=True)
 class CancelBuildRun:
     """Stop a superseded attempt's BuildRun through Shipwright (spec.state)."""
 
@@ -220,6 +238,7 @@ Action = (
     | ReleaseLease
     | ApplyObjects
     | CreateBuildRun
+    | RecreateBuildRun
     | CancelBuildRun
     | CreateWaitpoint
     | ActivateWaitpoint

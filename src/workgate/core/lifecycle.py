@@ -26,6 +26,7 @@ from workgate.core import controls
 from workgate.core.backoff import backoff_seconds, next_retry_time
 from workgate.core.claims import LeaseView, Outcome, renewal_due
 from workgate.core.decisions import (
+    BUILD_NOT_SEEN,
     NAME_TAKEN_RETRY_SECONDS,
     PERMANENT_BUILD_RUN_REASONS,
     Action,
@@ -43,6 +44,7 @@ from workgate.core.decisions import (
     Event,
     Observation,
     Policy,
+    RecreateBuildRun,
     ReleaseLease,
     RenewLease,
     RevokeLease,
@@ -367,7 +369,8 @@ class _Machine(ControlRules, GateRules, StatusRules):
         if run is not None and run.succeeded == ConditionStatus.TRUE:
             self.succeed()
             return
-        if run is not None and run.succeeded == ConditionStatus.FALSE:
+        never_ran = run is not None and _failed_before_it_ran(run)
+        if run is not None and run.succeeded == ConditionStatus.FALSE and not never_ran:
             reason = run.reason or "BuildRunFailed"
             self.fail(
                 reason,
@@ -403,13 +406,32 @@ class _Machine(ControlRules, GateRules, StatusRules):
                 self.decision.actions.append(RenewLease(lease))
             else:
                 self.decision.wake_at(due)
-        if run is None:
+        if run is None or never_ran:
             work = self.build_work()
             if work is None:
                 return
             objects, build = work
             self.decision.actions.append(ApplyObjects(tuple(objects)))
-            self.decision.actions.append(CreateBuildRun(run_name, build.name, attempt))
+            if run is None:
+                self.decision.actions.append(CreateBuildRun(run_name, build.name, attempt))
+                return
+            self.event(
+                "Normal",
+                "BuildRunRecreated",
+                f"BuildRun {run_name} failed before it ran ({run.message or run.reason}): "
+                "Shipwright had not yet seen the Build; creating it again",
+            )
+            self.decision.actions.append(RecreateBuildRun(run_name, run.uid, build.name, attempt))
+
+
+def _failed_before_it_ran(run: BuildRunView) -> bool:
+    """Shipwright failed the attempt's first BuildRun on a Build its cache had not seen."""
+    return (
+        run.succeeded == ConditionStatus.FALSE
+        and run.reason == BUILD_NOT_SEEN
+        and not run.recreated
+        and not run.cancelled
+    )
 
 
 def decide(obs: Observation, policy: Policy) -> Decision:
@@ -417,6 +439,7 @@ def decide(obs: Observation, policy: Policy) -> Decision:
 
 
 __all__ = [
+    "BUILD_NOT_SEEN",
     "NAME_TAKEN_RETRY_SECONDS",
     "PERMANENT_BUILD_RUN_REASONS",
     "Action",
@@ -434,6 +457,7 @@ __all__ = [
     "Event",
     "Observation",
     "Policy",
+    "RecreateBuildRun",
     "ReleaseLease",
     "RenewLease",
     "RevokeLease",

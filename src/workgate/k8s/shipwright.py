@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from workgate.api.common import ConditionStatus
+from workgate.api.wire import GROUP
 from workgate.core.claims import ANNOTATION_ATTEMPT
 from workgate.core.lifecycle import BuildRunView
 from workgate.core.manifests import EmbeddedObject
@@ -13,6 +14,8 @@ from workgate.k8s.owners import NameTaken, child_labels, controlled_by, name_tak
 
 # Shipwright's way to stop a BuildRun (it cancels the TaskRun, which stops its Pod).
 BUILDRUN_CANCELED = "BuildRunCanceled"
+# On an attempt's second BuildRun: why the first was replaced (lifecycle.BUILD_NOT_SEEN).
+ANNOTATION_RECREATED = f"{GROUP}/recreated-after"
 
 
 def build_apply_body(obj: EmbeddedObject, workorder: Body) -> Body:
@@ -28,8 +31,13 @@ def build_apply_body(obj: EmbeddedObject, workorder: Body) -> Body:
     return body
 
 
-def build_run_spec(workorder: Body, name: str, build_name: str, attempt: int) -> Body:
+def build_run_spec(
+    workorder: Body, name: str, build_name: str, attempt: int, recreated_after: str = ""
+) -> Body:
     meta = workorder["metadata"]
+    annotations = {ANNOTATION_ATTEMPT: str(attempt)}
+    if recreated_after:
+        annotations[ANNOTATION_RECREATED] = recreated_after
     return {
         "apiVersion": "shipwright.io/v1beta1",
         "kind": "BuildRun",
@@ -37,7 +45,7 @@ def build_run_spec(workorder: Body, name: str, build_name: str, attempt: int) ->
             "name": name,
             "namespace": meta["namespace"],
             "labels": child_labels(meta["name"]),
-            "annotations": {ANNOTATION_ATTEMPT: str(attempt)},
+            "annotations": annotations,
             "ownerReferences": [owner_reference(workorder)],
         },
         "spec": {"build": {"name": build_name}},
@@ -69,15 +77,19 @@ async def apply_objects(
 
 
 async def create_build_run(
-    api: KubeApi, workorder: Body, name: str, build_name: str, attempt: int
+    api: KubeApi,
+    workorder: Body,
+    name: str,
+    build_name: str,
+    attempt: int,
+    recreated_after: str = "",
 ) -> Body | None:
     """Create the attempt's BuildRun; None if the name exists (ours or not: the caller
     checks whose it is)."""
     namespace = workorder["metadata"]["namespace"]
+    body = build_run_spec(workorder, name, build_name, attempt, recreated_after)
     try:
-        return await api.create(
-            BUILDRUNS.path(namespace), build_run_spec(workorder, name, build_name, attempt)
-        )
+        return await api.create(BUILDRUNS.path(namespace), body)
     except ApiError as exc:
         if not exc.conflict:
             raise
@@ -95,17 +107,16 @@ async def cancel_build_run(api: KubeApi, namespace: str, name: str) -> None:
 
 
 def build_run_view(body: Body) -> BuildRunView:
+    meta = body["metadata"]
     conditions = (body.get("status") or {}).get("conditions") or []
-    succeeded = next((c for c in conditions if c.get("type") == "Succeeded"), None)
-    cancelled = (body.get("spec") or {}).get("state") == BUILDRUN_CANCELED
-    if succeeded is None:
-        return BuildRunView(body["metadata"]["name"], None, cancelled=cancelled)
+    succeeded = next((c for c in conditions if c.get("type") == "Succeeded"), None) or {}
     raw = succeeded.get("status")
-    status = ConditionStatus(raw) if raw in {"True", "False", "Unknown"} else None
     return BuildRunView(
-        body["metadata"]["name"],
-        status,
+        meta["name"],
+        ConditionStatus(raw) if raw in {"True", "False", "Unknown"} else None,
         str(succeeded.get("reason") or ""),
         str(succeeded.get("message") or ""),
-        cancelled=cancelled,
+        cancelled=(body.get("spec") or {}).get("state") == BUILDRUN_CANCELED,
+        uid=str(meta.get("uid") or ""),
+        recreated=ANNOTATION_RECREATED in (meta.get("annotations") or {}),
     )

@@ -46,13 +46,16 @@ def _meta(body: Body, **more: Any) -> dict[str, Any]:
     return kept
 
 
+def _our_annotations(body: Body) -> dict[str, str]:
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    return {_shared(k): v for k, v in annotations.items() if k.startswith(f"{GROUP}/")}
+
+
 def lease_record(body: Body) -> Body:
     """A claim Lease: its spec's holder and times, and workgate's annotations."""
-    annotations = (body.get("metadata") or {}).get("annotations") or {}
-    ours = {k: v for k, v in annotations.items() if k.startswith(f"{GROUP}/")}
     spec = body.get("spec") or {}
     return {
-        "metadata": _meta(body, annotations=ours),
+        "metadata": _meta(body, annotations=_our_annotations(body)),
         "spec": {  # the holder is most often the operator itself
             k: _shared(spec[k]) if k == "holderIdentity" else spec[k]
             for k in LEASE_SPEC
@@ -62,8 +65,9 @@ def lease_record(body: Body) -> Body:
 
 
 def build_run_record(body: Body) -> Body:
-    """A BuildRun: its state (cancelled or not) and its Succeeded condition."""
-    record: dict[str, Any] = {"metadata": _meta(body)}
+    """A BuildRun: its state (cancelled or not), its Succeeded condition and workgate's
+    annotations."""
+    record: dict[str, Any] = {"metadata": _meta(body, annotations=_our_annotations(body))}
     state = (body.get("spec") or {}).get("state")
     if state is not None:
         record["spec"] = {"state": _shared(state)}

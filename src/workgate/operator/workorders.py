@@ -340,6 +340,23 @@ class WorkOrderReconciler:
                         raise _classify(exc, f"creating BuildRun {action.name}") from None
                     if created is None:
                         await self._existing_child(workorder, BUILDRUNS, action.name)
+                case lifecycle.RecreateBuildRun():
+                    path = BUILDRUNS.path(namespace, action.name)
+                    if not await self.api.delete_if(path, action.uid):
+                        return False
+                    try:
+                        created = await shipwright.create_build_run(
+                            self.api,
+                            workorder,
+                            action.name,
+                            action.build_name,
+                            action.attempt,
+                            recreated_after=lifecycle.BUILD_NOT_SEEN,
+                        )
+                    except ApiError as exc:
+                        raise _classify(exc, f"creating BuildRun {action.name}") from None
+                    if created is None:  # the first still terminating: the next look
+                        await self._existing_child(workorder, BUILDRUNS, action.name)
                 case lifecycle.CancelBuildRun():
                     await shipwright.cancel_build_run(self.api, namespace, action.name)
         return True
