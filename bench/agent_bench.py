@@ -246,4 +246,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--profile", type=Path, default=None, help="py-spy an agent and the operator into DIR"
     )
-    asyncio.run(main(parser.parse_args()))
+    arguments = parser.parse_args()
+    with _common.cluster() as where:
+        print(f"measuring on {where}", flush=True)
+        asyncio.run(main(arguments))
