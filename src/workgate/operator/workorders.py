@@ -332,34 +332,35 @@ class WorkOrderReconciler:
                         return False
                     self.gates.observe_waitpoint(written)
                 case lifecycle.CreateBuildRun():
-                    try:
-                        created = await shipwright.create_build_run(
-                            self.api, workorder, action.name, action.build_name, action.attempt
-                        )
-                    except ApiError as exc:
-                        raise _classify(exc, f"creating BuildRun {action.name}") from None
-                    if created is None:
-                        await self._existing_child(workorder, BUILDRUNS, action.name)
+                    await self._create_build_run(workorder, action)
                 case lifecycle.RecreateBuildRun():
                     path = BUILDRUNS.path(namespace, action.name)
                     if not await self.api.delete_if(path, action.uid):
                         return False
-                    try:
-                        created = await shipwright.create_build_run(
-                            self.api,
-                            workorder,
-                            action.name,
-                            action.build_name,
-                            action.attempt,
-                            recreated_after=lifecycle.BUILD_NOT_SEEN,
-                        )
-                    except ApiError as exc:
-                        raise _classify(exc, f"creating BuildRun {action.name}") from None
-                    if created is None:  # the first still terminating: the next look
-                        await self._existing_child(workorder, BUILDRUNS, action.name)
+                    await self._create_build_run(workorder, action, lifecycle.BUILD_NOT_SEEN)
                 case lifecycle.CancelBuildRun():
                     await shipwright.cancel_build_run(self.api, namespace, action.name)
         return True
+
+    async def _create_build_run(
+        self,
+        workorder: Body,
+        action: lifecycle.CreateBuildRun | lifecycle.RecreateBuildRun,
+        recreated_after: str = "",
+    ) -> None:
+        try:
+            created = await shipwright.create_build_run(
+                self.api,
+                workorder,
+                action.name,
+                action.build_name,
+                action.attempt,
+                recreated_after=recreated_after,
+            )
+        except ApiError as exc:
+            raise _classify(exc, f"creating BuildRun {action.name}") from None
+        if created is None:  # ours from before (or still terminating: the next look)
+            await self._existing_child(workorder, BUILDRUNS, action.name)
 
     async def _existing_child(self, workorder: Body, resource: ResourceRef, name: str) -> Body:
         """A create met an existing object: ours (a race, a restart) is returned; anyone
