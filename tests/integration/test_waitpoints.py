@@ -601,3 +601,55 @@ async def test_a_planted_token_secret_is_reported_not_adopted(
     assert base64.b64decode(secret["data"]["token"]) != b"planted"
     assert "Accepted" in signal(kubectl, namespace, "rel.approval", "approve")
     await wait_for(lambda: api.get(BUILDRUNS.path(namespace, "rel-a1")), what="BuildRun")
+
+
+async def test_a_token_secret_not_controlled_by_the_waitpoints_uid_is_not_used(
+    api: KubeApi, namespace: str, kubectl: Any, start_operator: Any
+) -> None:
+    """A reviewer's token comes only from a Secret whose controller is this very waitpoint
+    (its uid), not from one that merely names it: a co-tenant who swaps the token Secret
+    for one of their own, with an owner reference to the waitpoint's name, gets no Signal
+    sent, whether the plugin read the waitpoint first (approve) or not (signal)."""
+    await start_with_webhook(start_operator, api, namespace)
+    await create_workorder(
+        api, namespace, workorder("swap", gates=[gate("approval", "BeforeExecution", "approve")])
+    )
+    wp = await wait_wp(api, namespace, "swap.approval", "active")
+    secret_name = wp["status"]["tokenSecretName"]
+    real = await api.get(SECRETS.path(namespace, secret_name))
+    [ref] = real["metadata"]["ownerReferences"]
+    assert ref["uid"] == wp["metadata"]["uid"]
+    kubectl("delete", "secret", secret_name, "-n", namespace)
+    # The garbage collector deletes a dependent whose owner uid does not exist: a finalizer
+    # keeps the planted Secret readable meanwhile (it is what such a swap leaves for a while).
+    hold = "test.workgate.io/hold"
+    planted = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": secret_name,
+            "ownerReferences": [{**ref, "uid": "00000000-0000-0000-0000-000000000000"}],
+            "finalizers": [hold],
+        },
+        "data": {"token": base64.b64encode(b"planted").decode()},
+    }
+    kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(planted))
+    try:
+        for command in (("signal", "swap.approval", "approve"), ("approve", "swap.approval")):
+            result = plugin(*command, "-n", namespace, "--timeout", "5")
+            assert result.returncode != 0, result.stdout
+            assert f"Secret {secret_name} is not waitpoint swap.approval's token" in result.stderr
+        listed = await api.get(SIGNALS.path(namespace))
+        assert listed["items"] == []
+        assert (await get_workorder(api, namespace, "swap"))["status"]["phase"] == "WAITING"
+    finally:
+        kubectl(
+            "patch",
+            "secret",
+            secret_name,
+            "-n",
+            namespace,
+            "--type=json",
+            "-p",
+            '[{"op": "remove", "path": "/metadata/finalizers"}]',
+        )

@@ -40,7 +40,7 @@ from workgate.core.approvals import format_groups
 from workgate.core.naming import label_value, token_secret_name
 from workgate.core.signals import signal_proof
 from workgate.k8s.api import SECRETS, SIGNALS, WAITPOINTS, ApiError, Body, KubeApi
-from workgate.k8s.owners import workgate_owner
+from workgate.k8s.owners import controlled_by
 from workgate.k8s.waitpoints import ANNOTATION_SENDER, ANNOTATION_SENDER_GROUPS, TOKEN_KEY
 
 __all__ = ["build_signal", "identity", "main", "prepare_signal", "send_signal", "whoami"]
@@ -98,29 +98,36 @@ async def identity(api: KubeApi) -> tuple[str, tuple[str, ...]]:
     return str(info["username"]), tuple(info.get("groups") or ())
 
 
-async def read_token(api: KubeApi, namespace: str, waitpoint: str, wp: Body | None = None) -> str:
-    """The waitpoint's token, from its Secret. The operator names that Secret after the
-    waitpoint, so it is read without reading the waitpoint first (`wp`, when the caller
-    has read it anyway, names it from its status); the waitpoint is read only to say why
-    there is no Secret: no such waitpoint, or its token not minted yet."""
-    if wp is not None:
-        secret_name = (wp.get("status") or {}).get("tokenSecretName")
-        if not secret_name:
-            raise RuntimeError(f"waitpoint {waitpoint} has no token yet; try again in a moment")
-    else:
-        secret_name = token_secret_name(waitpoint)
+async def _get_or_none(api: KubeApi, path: str) -> Body | None:
     try:
-        secret: Body | None = await api.get(SECRETS.path(namespace, secret_name))
+        return await api.get(path)
     except ApiError as exc:
         if not exc.not_found:
             raise
-        secret = None
-    if secret is None:
-        if wp is None:
-            await api.get(WAITPOINTS.path(namespace, waitpoint))  # no waitpoint: its 404
+        return None
+
+
+async def read_token(api: KubeApi, namespace: str, waitpoint: str, wp: Body | None = None) -> str:
+    """The waitpoint's token, from its Secret, which must be controlled by this very
+    waitpoint (its uid: not a namesake's, nor an object that only names it). The operator
+    names that Secret after the waitpoint, so both are read at once (`wp`, when the
+    caller has read it anyway, names it from its status)."""
+    secret: Body | None = None
+    if wp is not None:
+        found = wp
+    else:
+        found, secret = await asyncio.gather(  # no such waitpoint: its 404
+            api.get(WAITPOINTS.path(namespace, waitpoint)),
+            _get_or_none(api, SECRETS.path(namespace, token_secret_name(waitpoint))),
+        )
+    secret_name = (found.get("status") or {}).get("tokenSecretName")
+    if not secret_name:
         raise RuntimeError(f"waitpoint {waitpoint} has no token yet; try again in a moment")
-    owner = workgate_owner(secret, "Waitpoint")
-    if owner is None or owner[0] != waitpoint:
+    if secret is None or secret["metadata"]["name"] != secret_name:
+        secret = await _get_or_none(api, SECRETS.path(namespace, secret_name))
+    if secret is None:
+        raise RuntimeError(f"waitpoint {waitpoint} has no token yet; try again in a moment")
+    if not controlled_by(secret, str(found["metadata"].get("uid", ""))):
         raise RuntimeError(
             f"Secret {secret_name} is not waitpoint {waitpoint}'s token Secret (its controller "
             "is not that waitpoint); ask whoever runs the cluster"
