@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -15,9 +16,11 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from workgate.cli.up import cluster_configured
 from workgate.devcluster.build import cache_root, ensure_binaries, stderr_progress
@@ -45,6 +48,7 @@ SUCCEEDED_CONDITION = {
     "lastTransitionTime": "2026-01-01T00:00:00Z",
 }
 OnEvent = Callable[[KubeApi, str, Any], Awaitable[None]]
+OWN_PLANES: list[Path] = []  # the state directories of planes `cluster()` started
 
 
 @contextlib.contextmanager
@@ -61,6 +65,7 @@ def cluster() -> Iterator[str]:
         yield f"the control plane of `workgate dev up` ({running.kubeconfig})"
         return
     state_dir = Path(tempfile.mkdtemp(prefix="workgate-bench-cluster-"))
+    OWN_PLANES.append(state_dir)  # so plane_pids() finds its processes too
     # Bare: the bench plays Shipwright itself (it finishes BuildRuns as they appear), so
     # only the API server is measured, not kwok, Tekton or Shipwright.
     plane = LocalControlPlane(
@@ -121,15 +126,75 @@ def spawn(argv: list[str], log: Path, **env: str) -> subprocess.Popen[bytes]:
     )
 
 
-def spawn_operator(namespace: str, log: Path) -> subprocess.Popen[bytes]:
-    """An operator scoped to `namespace`, webhook and metrics endpoint off."""
+def spawn_operator(
+    namespace: str, log: Path, kubeconfig: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """An operator scoped to `namespace`, webhook and metrics endpoint off; `kubeconfig`:
+    its credentials (else the bench's own)."""
+    more = {"KUBECONFIG": str(kubeconfig)} if kubeconfig is not None else {}
     return spawn(
         ["run"],
         log,
         WORKGATE_NAMESPACES=namespace,
         WORKGATE_WEBHOOK="off",
         WORKGATE_METRICS_PORT="off",
+        **more,
     )
+
+
+CLUSTER_ROLE_BINDINGS = "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings"
+
+
+def token_kubeconfig(token: str, user: str, path: Path) -> None:
+    """Write a kubeconfig for the bench's cluster, as `user` with `token`."""
+    ours = yaml.safe_load(Path(os.environ["KUBECONFIG"].split(os.pathsep)[0]).read_text())
+    current = next(c for c in ours["contexts"] if c["name"] == ours["current-context"])
+    cluster = next(c for c in ours["clusters"] if c["name"] == current["context"]["cluster"])
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": user, "context": {"cluster": cluster["name"], "user": user}}],
+        "current-context": user,
+    }
+    path.touch(mode=0o600)
+    path.write_text(json.dumps(config))
+
+
+@contextlib.asynccontextmanager
+async def service_account(
+    api: KubeApi, namespace: str, name: str, directory: Path
+) -> AsyncIterator[Path]:
+    """A kubeconfig that authenticates as a new ServiceAccount `namespace/name` (bound to
+    cluster-admin while the block runs) with a TokenRequest token: how a controller in a
+    cluster authenticates, the operator's pod as the Job controller
+    (`--use-service-account-credentials`). The plane's admin client certificate costs the
+    API server an ECDSA verification on every request (7% of its CPU in a profile of a
+    `build` drain); a token is verified once, then cached."""
+    accounts = f"/api/v1/namespaces/{namespace}/serviceaccounts"
+    await api.create(accounts, {"metadata": {"name": name}})
+    binding = f"{namespace}-{name}"
+    await api.create(
+        CLUSTER_ROLE_BINDINGS,
+        {
+            "metadata": {"name": binding},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "cluster-admin",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        },
+    )
+    try:
+        request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}}
+        issued = await api.create(f"{accounts}/{name}/token", request)
+        path = directory / f"{name}.kubeconfig"
+        await asyncio.to_thread(token_kubeconfig, issued["status"]["token"], name, path)
+        yield path
+    finally:
+        await api.request("DELETE", f"{CLUSTER_ROLE_BINDINGS}/{binding}")
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -156,7 +221,7 @@ def plane_pids() -> dict[str, int]:
     """The processes (name -> pid) of the embedded control plane that $KUBECONFIG points
     at, if it is one: found through its pidfile (other planes may run on this machine)."""
     kubeconfig = os.environ.get("KUBECONFIG", "")
-    for state_dir in (cache_root() / "clusters").glob("*"):
+    for state_dir in [*OWN_PLANES, *(cache_root() / "clusters").glob("*")]:
         info = read_pidfile(state_dir)
         if info is not None and kubeconfig and info.kubeconfig == Path(kubeconfig):
             return dict(info.pids)
@@ -248,7 +313,7 @@ async def watch_forever(
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            print(f"  (watch of {path} restarted after {type(exc).__name__})", file=sys.stderr)
+            print(f"  (watch of {path} restarted after {exc!r})", file=sys.stderr)
             await asyncio.sleep(0.2)
 
 
@@ -298,18 +363,57 @@ async def drain(
     return time.monotonic() - start, list(latencies.values())
 
 
+# How many children a stand-in finishes at once. A real Shipwright has workers, and Pods
+# have a kubelet per node: one at a time, the stand-in's own round trips would bound
+# what a bench measures. Both benches' stand-ins (Shipwright, kubelet) use the same.
+STAND_IN_CONCURRENCY = 16
+
+
+class Background:
+    """The stand-ins' writes, `limit` at once, off the watch that asked for them (so its
+    events keep coming while they run)."""
+
+    def __init__(self, limit: int = STAND_IN_CONCURRENCY) -> None:
+        self._slots = asyncio.Semaphore(limit)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def run(self, work: Callable[[], Awaitable[None]]) -> None:
+        async def limited() -> None:
+            async with self._slots:
+                await work()
+
+        task = asyncio.create_task(limited())
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            print(f"  (a stand-in write failed: {task.exception()!r})", file=sys.stderr)
+
+    def cancel(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+
 async def stand_in_shipwright(
     namespace: str, marked: set[str], listed: asyncio.Event | None = None
 ) -> None:
     """Mark each new BuildRun Succeeded (one status write each: the bench's own)."""
+    writes = Background()
 
     async def on_event(api: KubeApi, kind: str, run: Any) -> None:
         name = run["metadata"]["name"]
         if kind == "ADDED" and name not in marked and not (run.get("status") or {}):
             marked.add(name)
-            await api.merge_patch(
-                BUILDRUNS.path(namespace, name, "status"),
-                {"status": {"conditions": [SUCCEEDED_CONDITION]}},
+            writes.run(
+                lambda: api.merge_patch(
+                    BUILDRUNS.path(namespace, name, "status"),
+                    {"status": {"conditions": [SUCCEEDED_CONDITION]}},
+                )
             )
 
-    await watch_forever(BUILDRUNS.path(namespace), {}, on_event, listed)
+    try:
+        await watch_forever(BUILDRUNS.path(namespace), {}, on_event, listed)
+    finally:
+        writes.cancel()

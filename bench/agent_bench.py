@@ -6,7 +6,8 @@ Prints figures, asserts nothing.
 Uses $KUBECONFIG, best a bare plane (`workgate dev up --bare --detach`, then
 `eval "$(workgate dev env)"`): the bench plays Shipwright itself, so a real Shipwright
 controller must not race it. Starts an operator (webhook off, scoped
-to a fresh namespace) and then, one after the other in the same run:
+to a fresh namespace; it and the agents authenticate as ServiceAccounts, with tokens, as
+pods in a cluster do) and then, one after the other in the same run:
   - build: N `build` WorkOrders, with a stand-in Shipwright that marks each new BuildRun
     Succeeded (the bench measures workgate, not Shipwright);
   - agents: N WorkOrders of another type, drained by `--agents` `workgate agent` processes
@@ -41,6 +42,7 @@ from _common import (
     percentile,
     plane_pids,
     requests,
+    service_account,
     spawn,
     spawn_operator,
     stand_in_shipwright,
@@ -114,101 +116,108 @@ async def main(args: argparse.Namespace) -> None:
     log_dir = Path(tempfile.mkdtemp(prefix="workgate-agent-bench-"))
     async with KubeApi() as api:
         await api.create(NAMESPACES.path(), {"metadata": {"name": namespace}})
-        operator = spawn_operator(namespace, log_dir / "operator.log")
-        agents: list[subprocess.Popen[bytes]] = []
-        try:
-            idle = await idle_rate(api)
-            print(f"idle cluster: {idle:.1f} writes/s (subtracted)")
-            marked: set[str] = set()
-            shipwright = asyncio.create_task(stand_in_shipwright(namespace, marked))
-            plane = {name: [pid] for name, pid in plane_pids().items()}
-            meter = CpuMeter({**plane, "operator": [operator.pid]})
-            before = await requests(api)
-            meter.start()
-            seconds = await drain(api, namespace, "build", args.workorders)
-            meter.stop()
-            delta = await requests(api) - before
-            build_rate = report(
-                "build path",
-                args.workorders,
-                seconds,
-                delta,
-                own=args.workorders + len(marked),
-                idle=idle,
-            )
-            print("  " + meter.summary(args.workorders))
-            shipwright.cancel()
+        # Both authenticate as ServiceAccounts, with tokens, as pods in a cluster do.
+        async with (
+            service_account(api, namespace, "operator", log_dir) as operator_config,
+            service_account(api, namespace, "agent", log_dir) as agent_config,
+        ):
+            operator = spawn_operator(namespace, log_dir / "operator.log", operator_config)
+            agents: list[subprocess.Popen[bytes]] = []
+            try:
+                idle = await idle_rate(api)
+                print(f"idle cluster: {idle:.1f} writes/s (subtracted)")
+                marked: set[str] = set()
+                shipwright = asyncio.create_task(stand_in_shipwright(namespace, marked))
+                plane = {name: [pid] for name, pid in plane_pids().items()}
+                meter = CpuMeter({**plane, "operator": [operator.pid]})
+                before = await requests(api)
+                meter.start()
+                seconds = await drain(api, namespace, "build", args.workorders)
+                meter.stop()
+                delta = await requests(api) - before
+                build_rate = report(
+                    "build path",
+                    args.workorders,
+                    seconds,
+                    delta,
+                    own=args.workorders + len(marked),
+                    idle=idle,
+                )
+                print("  " + meter.summary(args.workorders))
+                shipwright.cancel()
 
-            started = await requests(api)
-            for index in range(args.agents):
-                argv = ["agent", "--work-type", "bench", "--namespace", namespace]
-                argv += ["--instance", f"bench-{index}", "--", "true"]
-                agents.append(spawn(argv, log_dir / f"agent-{index}.log"))
-            # Start-up: each agent lists WorkOrders and Leases once, then watches both (a
-            # watch is counted only when it ends: the lists say the agents are up).
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                up = await requests(api) - started
-                if min(up["LIST workorders"], up["LIST leases"]) >= args.agents:
-                    break
-                await asyncio.sleep(0.2)
-            else:
-                raise SystemExit("the agents did not start watching within 120 s")
-            pids = {**plane, "operator": [operator.pid], "agents": [a.pid for a in agents]}
-            meter = CpuMeter(pids, with_children={"agents"})
-            profilers = []
-            if args.profile:  # py-spy on the first agent and the operator while they drain
-                args.profile.mkdir(parents=True, exist_ok=True)
-                profilers = [
-                    _profile.record(agents[0].pid, args.profile / "agent-0.raw"),
-                    _profile.record(operator.pid, args.profile / "operator-agents.raw"),
-                ]
-            before = await requests(api)
-            reported: dict[str, float] = {}
-            done: dict[str, float] = {}
-            reports = asyncio.create_task(watch_reports(namespace, reported))
-            meter.start()
-            started_at = time.monotonic()
-            seconds = await drain(api, namespace, "bench", args.workorders, done)
-            meter.stop()
-            reports.cancel()
-            for profiler in profilers:
-                profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-                profiler.wait(30)
-            delta = await requests(api) - before
-            agent_rate = report(
-                f"agent path ({args.agents} agents)",
-                args.workorders,
-                seconds,
-                delta,
-                own=args.workorders,
-                idle=idle,
-            )
-            print(
-                f"  LISTs of WorkOrders after the agents' start-up: {delta['LIST workorders']} "
-                f"(the bench's own watch makes 1: more would be agents re-listing); "
-                f"WATCH starts {delta['WATCH workorders']}"
-            )
-            print("  " + meter.summary(args.workorders))
-            print(
-                "  timeline (from the drain's start, less its 0.5 s): "
-                + timeline(started_at + 0.5, reported, done)
-            )
-            rss = [peak_rss_mb(agent.pid) for agent in agents]
-            print(f"  agent peak RSS: max {max(rss):.1f} MB, mean {sum(rss) / len(rss):.1f} MB")
-            print(f"agent/build throughput: {agent_rate / build_rate:.2f}x")
-        finally:
-            for agent in agents:  # SIGINT: an agent logs where its time went as it stops
-                agent.send_signal(signal.SIGINT)
-            operator.terminate()
-            for process in (*agents, operator):
-                try:
-                    process.wait(20)
-                except subprocess.TimeoutExpired:  # say, SIGINT ignored (a background job)
-                    print(f"  (pid {process.pid} did not stop within 20 s: killed)")
-                    process.kill()
-                    process.wait()
-            await api.delete(NAMESPACES.path(None, namespace))
+                started = await requests(api)
+                for index in range(args.agents):
+                    argv = ["agent", "--work-type", "bench", "--namespace", namespace]
+                    argv += ["--instance", f"bench-{index}", "--", "true"]
+                    agents.append(
+                        spawn(argv, log_dir / f"agent-{index}.log", KUBECONFIG=str(agent_config))
+                    )
+                # Start-up: each agent lists WorkOrders and Leases once, then watches both (a
+                # watch is counted only when it ends: the lists say the agents are up).
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline:
+                    up = await requests(api) - started
+                    if min(up["LIST workorders"], up["LIST leases"]) >= args.agents:
+                        break
+                    await asyncio.sleep(0.2)
+                else:
+                    raise SystemExit("the agents did not start watching within 120 s")
+                pids = {**plane, "operator": [operator.pid], "agents": [a.pid for a in agents]}
+                meter = CpuMeter(pids, with_children={"agents"})
+                profilers = []
+                if args.profile:  # py-spy on the first agent and the operator while they drain
+                    args.profile.mkdir(parents=True, exist_ok=True)
+                    profilers = [
+                        _profile.record(agents[0].pid, args.profile / "agent-0.raw"),
+                        _profile.record(operator.pid, args.profile / "operator-agents.raw"),
+                    ]
+                before = await requests(api)
+                reported: dict[str, float] = {}
+                done: dict[str, float] = {}
+                reports = asyncio.create_task(watch_reports(namespace, reported))
+                meter.start()
+                started_at = time.monotonic()
+                seconds = await drain(api, namespace, "bench", args.workorders, done)
+                meter.stop()
+                reports.cancel()
+                for profiler in profilers:
+                    profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+                    profiler.wait(30)
+                delta = await requests(api) - before
+                agent_rate = report(
+                    f"agent path ({args.agents} agents)",
+                    args.workorders,
+                    seconds,
+                    delta,
+                    own=args.workorders,
+                    idle=idle,
+                )
+                print(
+                    f"  LISTs of WorkOrders after the agents' start-up: {delta['LIST workorders']} "
+                    f"(the bench's own watch makes 1: more would be agents re-listing); "
+                    f"WATCH starts {delta['WATCH workorders']}"
+                )
+                print("  " + meter.summary(args.workorders))
+                print(
+                    "  timeline (from the drain's start, less its 0.5 s): "
+                    + timeline(started_at + 0.5, reported, done)
+                )
+                rss = [peak_rss_mb(agent.pid) for agent in agents]
+                print(f"  agent peak RSS: max {max(rss):.1f} MB, mean {sum(rss) / len(rss):.1f} MB")
+                print(f"agent/build throughput: {agent_rate / build_rate:.2f}x")
+            finally:
+                for agent in agents:  # SIGINT: an agent logs where its time went as it stops
+                    agent.send_signal(signal.SIGINT)
+                operator.terminate()
+                for process in (*agents, operator):
+                    try:
+                        process.wait(20)
+                    except subprocess.TimeoutExpired:  # say, SIGINT ignored (a background job)
+                        print(f"  (pid {process.pid} did not stop within 20 s: killed)")
+                        process.kill()
+                        process.wait()
+                await api.delete(NAMESPACES.path(None, namespace))
     if agents:
         print("  agent time by phase, all agents: " + agent_timings(log_dir))
     if args.profile:

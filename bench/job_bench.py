@@ -10,9 +10,13 @@ itself. Both controllers drain `--items` items of the same shape, one after the 
     controller, and a stand-in kubelet that marks each new Pod Succeeded (a status patch);
   - workgate: `build` WorkOrders drained by an operator (webhook off), and a stand-in
     Shipwright that marks each new BuildRun Succeeded.
-Each part: one warm-up item first, then creates at concurrency 16. Throughput is first
-create to last done; writes per item come from apiserver_request_total, minus the bench's
-own writes (creates and stand-in status patches) and an idle baseline of the same length.
+Both controllers authenticate as ServiceAccounts, with tokens, as they do in a cluster
+(the job controller through `--use-service-account-credentials`).
+Each part: one warm-up item first, then creates at concurrency 16; each stand-in finishes
+children 16 at a time too (a real Shipwright has workers, Pods a kubelet per node).
+Throughput is first create to last done; writes per item come from apiserver_request_total,
+minus the bench's own writes (creates and stand-in status patches) and an idle baseline of
+the same length.
 
 `--restart-catchup P`: afterwards, with the operator stopped, P more WorkOrders are created
 beside the drained ones; a new operator is started, and the bench reports the seconds until
@@ -37,6 +41,7 @@ from typing import Any
 import _common
 import _profile
 from _common import (
+    Background,
     CpuMeter,
     busiest_writes,
     cluster,
@@ -46,6 +51,7 @@ from _common import (
     peak_rss_mb,
     plane_pids,
     requests,
+    service_account,
     spawn_operator,
     stand_in_shipwright,
     watch_forever,
@@ -109,19 +115,26 @@ def workorder_done(body: Any) -> bool:
 
 async def stand_in_kubelet(namespace: str, marked: set[str]) -> None:
     """Mark each new Pod Succeeded (one status write each: the bench's own)."""
+    writes = Background()
+    status = {"phase": "Succeeded", "conditions": [{"type": "Ready", "status": "False"}]}
+
+    async def mark(api: KubeApi, name: str) -> None:
+        try:
+            await api.merge_patch(PODS.path(namespace, name, "status"), {"status": status})
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
 
     async def on_event(api: KubeApi, kind: str, pod: Any) -> None:
         name = pod["metadata"]["name"]
         if kind == "ADDED" and name not in marked:
             marked.add(name)
-            status = {"phase": "Succeeded", "conditions": [{"type": "Ready", "status": "False"}]}
-            try:
-                await api.merge_patch(PODS.path(namespace, name, "status"), {"status": status})
-            except ApiError as exc:
-                if not exc.not_found:
-                    raise
+            writes.run(lambda: mark(api, name))
 
-    await watch_forever(PODS.path(namespace), {}, on_event)
+    try:
+        await watch_forever(PODS.path(namespace), {}, on_event)
+    finally:
+        writes.cancel()
 
 
 def controller_manager_kubeconfig() -> str:
@@ -252,10 +265,14 @@ async def operator_warm_up(api: KubeApi, namespace: str, name: str) -> None:
 
 
 async def bench_workgate(
-    api: KubeApi, args: argparse.Namespace, idle: float, logs: Path
-) -> tuple[Part, str]:
-    namespace = await new_namespace(api, "bench-wg")
-    operator = spawn_operator(namespace, logs / "operator.log")
+    api: KubeApi,
+    args: argparse.Namespace,
+    idle: float,
+    logs: Path,
+    namespace: str,
+    kubeconfig: Path,
+) -> Part:
+    operator = spawn_operator(namespace, logs / "operator.log", kubeconfig)
     marked: set[str] = set()
     shipwright = asyncio.create_task(stand_in_shipwright(namespace, marked))
     profiler = None
@@ -277,7 +294,7 @@ async def bench_workgate(
             operator.pid,
         )
         part.rss_mb = peak_rss_mb(operator.pid)
-        return part, namespace
+        return part
     finally:
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
@@ -298,7 +315,7 @@ async def logged_at(log: Path, text: str, start: float, seen: dict[str, float]) 
 
 
 async def restart_catchup(
-    api: KubeApi, namespace: str, pending: int, logs: Path, profile: Path | None
+    api: KubeApi, namespace: str, pending: int, logs: Path, profile: Path | None, kubeconfig: Path
 ) -> None:
     """Create `pending` WorkOrders while no operator runs, then start one: how long until
     it has caught up with them (besides the finished ones it lists on start)?"""
@@ -335,7 +352,7 @@ async def restart_catchup(
     await asyncio.sleep(1)
     start = time.monotonic()
     log = logs / "operator-restarted.log"
-    operator = spawn_operator(namespace, log)
+    operator = spawn_operator(namespace, log, kubeconfig)
     seen: dict[str, float] = {}
     synced = asyncio.create_task(logged_at(log, "watches synced", start, seen))
     profiler = None
@@ -378,10 +395,16 @@ async def main(args: argparse.Namespace, where: str) -> None:
                 parts["job"] = await bench_jobs(api, args, idle, logs)
                 print(parts["job"].line(), flush=True)
             if "workgate" in args.parts:
-                parts["workgate"], namespace = await bench_workgate(api, args, idle, logs)
-                print(parts["workgate"].line(), flush=True)
-                if args.restart_catchup:
-                    await restart_catchup(api, namespace, args.restart_catchup, logs, args.profile)
+                namespace = await new_namespace(api, "bench-wg")
+                async with service_account(api, namespace, "operator", logs) as kubeconfig:
+                    parts["workgate"] = await bench_workgate(
+                        api, args, idle, logs, namespace, kubeconfig
+                    )
+                    print(parts["workgate"].line(), flush=True)
+                    if args.restart_catchup:
+                        await restart_catchup(
+                            api, namespace, args.restart_catchup, logs, args.profile, kubeconfig
+                        )
         finally:
             for name in CREATED_NAMESPACES:
                 await api.request("DELETE", NAMESPACES.path(None, name))
