@@ -13,24 +13,29 @@ which the API server assigns before validating admission and nobody can choose, 
 lives only in this process's memory, so no Signal can claim it: a Signal admitted by
 another replica, by an earlier run of the operator, or longer ago than `PERMIT_SECONDS`
 gets a SubjectAccessReview of its own, as before.
+
+Also here: who a Signal's sender is, the order a waitpoint's Signals are judged in, and the
+Events a round of verdicts makes.
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from workgate.api.waitpoint import SignalSpec, WaitpointSpec, WaitpointStatus
+from workgate.api.waitpoint import SignalPhase, SignalSpec, WaitpointSpec, WaitpointStatus
 from workgate.core import approvals
 from workgate.core import signals as rules
 from workgate.k8s import authz
 from workgate.k8s.api import Body, KubeApi
 from workgate.k8s.tokenkeys import TokenKeys
+from workgate.k8s.waitpoints import ANNOTATION_SENDER, ANNOTATION_SENDER_GROUPS
 
 Verdict = tuple[rules.Refusal, str] | None
+Judged = tuple[str, SignalPhase, str, str]  # (Signal name, phase, reason, message)
 # How long an admission's `approve` verdict stands in for the controller's own review. An
 # RBAC change within this window after a Signal's admission may not be seen by its
 # judgement (Kubernetes' webhook authorizer caches allowed verdicts for 5 minutes).
@@ -185,3 +190,36 @@ async def judge(
     if permits is not None and permit is not None and candidate.admitting:
         permits.grant(permit)
     return None
+
+
+def sender_of(signal: Body) -> approvals.Sender:
+    """Who admission recorded as a Signal's sender (believed only once trusted)."""
+    annotations = signal["metadata"].get("annotations") or {}
+    return approvals.Sender(
+        str(annotations.get(ANNOTATION_SENDER, "")),
+        approvals.parse_groups(annotations.get(ANNOTATION_SENDER_GROUPS)),
+    )
+
+
+def arrival(signal: Body) -> tuple[str, str]:
+    """Signals are judged in order of arrival (creation, then name)."""
+    meta = signal["metadata"]
+    return str(meta.get("creationTimestamp", "")), str(meta["name"])
+
+
+def summarize(judged: list[Judged]) -> list[tuple[str, str, str]]:
+    """One Event per accepted signal, one per refusal reason in a round (a flood of refused
+    signals costs one Event, not one each)."""
+    events: list[tuple[str, str, str]] = []
+    refused: dict[str, list[Judged]] = defaultdict(list)
+    for one in judged:
+        signal_name, phase, reason, message = one
+        if phase == SignalPhase.ACCEPTED:
+            events.append(("Normal", "SignalAccepted", f"signal {signal_name}: {message}"))
+        else:
+            refused[reason].append(one)
+    for reason, group in refused.items():
+        first = f"signal {group[0][0]}: {group[0][3]}"
+        more = f" (and {len(group) - 1} more)" if len(group) > 1 else ""
+        events.append(("Warning", "SignalRejected", f"{reason}: {first}{more}"))
+    return events

@@ -48,30 +48,24 @@ from workgate.k8s.owners import controlled_by
 from workgate.k8s.tokenkeys import TokenKeys
 from workgate.operator.cache import ObjectCache
 from workgate.operator.config import OperatorConfig
-from workgate.operator.judging import Candidate, Permits, judge
+from workgate.operator.judging import (
+    Candidate,
+    Judged,
+    Permits,
+    arrival,
+    judge,
+    sender_of,
+    summarize,
+)
 from workgate.operator.metrics import OperatorMetrics
 from workgate.operator.queue import WorkQueue
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]
-Verdict = tuple[str, SignalPhase, str, str]  # (Signal name, phase, reason, message)
 POLICY_CHECK_SECONDS = 10.0
 NAME_TAKEN = "NameTaken"
 NAME_TAKEN_RECHECK_SECONDS = 10.0  # a squatted token Secret name is looked at again
 MARK_CONCURRENCY = 16  # Signal status writes in flight at once, per reconcile
-
-
-def sender_of(signal: Body) -> approvals.Sender:
-    annotations = signal["metadata"].get("annotations") or {}
-    return approvals.Sender(
-        str(annotations.get(io.ANNOTATION_SENDER, "")),
-        approvals.parse_groups(annotations.get(io.ANNOTATION_SENDER_GROUPS)),
-    )
-
-
-def _arrival(signal: Body) -> tuple[str, str]:
-    meta = signal["metadata"]
-    return str(meta.get("creationTimestamp", "")), str(meta["name"])
 
 
 class WaitpointReconciler:
@@ -191,7 +185,7 @@ class WaitpointReconciler:
         now = now_utc()
         status = before.model_copy(deep=True)
         events: list[tuple[str, str, str]] = []
-        verdicts: list[Verdict] = []
+        verdicts: list[Judged] = []
         if status.state is None and status.token_key_id is None:
             status.token_key_id, _ = await self.keys.current()
             status.token_algorithm = self.config.token_algorithm
@@ -228,7 +222,7 @@ class WaitpointReconciler:
             self.events.post(body, type_, reason, message)
         marking = asyncio.Semaphore(MARK_CONCURRENCY)
 
-        async def mark(verdict: Verdict) -> None:
+        async def mark(verdict: Judged) -> None:
             async with marking:
                 await self.mark_signal(namespace, *verdict)
             self.metrics.record_signal(verdict[1] == SignalPhase.ACCEPTED, verdict[2])
@@ -295,17 +289,17 @@ class WaitpointReconciler:
 
     async def take_signals(
         self, waitpoint: Body, status: WaitpointStatus, now: datetime
-    ) -> list[Verdict]:
+    ) -> list[Judged]:
         """Judge the waitpoint's unjudged Signals in order of arrival; accepted ones are
         recorded in `status` (so later ones in the same round see them)."""
         namespace, name = waitpoint["metadata"]["namespace"], waitpoint["metadata"]["name"]
-        verdicts: list[Verdict] = []
+        verdicts: list[Judged] = []
         pending = []
         for signal_name in self.signals_by_waitpoint.get((namespace, name), ()):
             signal = self.signals.get((namespace, signal_name))
             if signal is not None and not (signal.get("status") or {}).get("phase"):
                 pending.append(signal)
-        for signal in sorted(pending, key=_arrival):
+        for signal in sorted(pending, key=arrival):
             signal_name = signal["metadata"]["name"]
             try:
                 sig = SignalSpec.model_validate(signal["spec"])
@@ -386,21 +380,3 @@ class WaitpointReconciler:
         )
         if written is not None:
             self.signals.observe((namespace, name), written)
-
-
-def summarize(verdicts: list[Verdict]) -> list[tuple[str, str, str]]:
-    """One Event per accepted signal, one per refusal reason in a round (a flood of refused
-    signals costs one Event, not one each)."""
-    events: list[tuple[str, str, str]] = []
-    refused: dict[str, list[Verdict]] = defaultdict(list)
-    for verdict in verdicts:
-        signal_name, phase, reason, message = verdict
-        if phase == SignalPhase.ACCEPTED:
-            events.append(("Normal", "SignalAccepted", f"signal {signal_name}: {message}"))
-        else:
-            refused[reason].append(verdict)
-    for reason, group in refused.items():
-        first = f"signal {group[0][0]}: {group[0][3]}"
-        more = f" (and {len(group) - 1} more)" if len(group) > 1 else ""
-        events.append(("Warning", "SignalRejected", f"{reason}: {first}{more}"))
-    return events
