@@ -86,8 +86,9 @@ async def test_one_signal_asks_rbac_once_and_its_events_follow(
     api: KubeApi, namespace: str, start_operator: Any
 ) -> None:
     """With the webhook on, the SubjectAccessReview admission made for a Signal is the
-    controller's too (operator/judging.Permits); the reviewer's flow reads the token
-    Secret without the waitpoint; and each transition still gets its Event."""
+    controller's too (operator/judging.Permits); the reviewer's flow reads the waitpoint
+    and its token Secret once each (at once: the Secret must be controlled by that
+    waitpoint's uid); and each transition still gets its Event."""
     metrics_port = str(free_port())
     await start_with_webhook(start_operator, api, namespace, WORKGATE_METRICS_PORT=metrics_port)
     await create_workorder(
@@ -99,8 +100,8 @@ async def test_one_signal_asks_rbac_once_and_its_events_follow(
     before = await served(api)
     body: Body = await prepare_signal(api, namespace, "one.go", "approve")
     prepared = await served(api) - before
-    assert prepared["GET waitpoints"] == 0, prepared
-    assert prepared["GET secrets"] >= 1 and prepared["POST selfsubjectreviews"] == 1, prepared
+    assert prepared["GET waitpoints"] == 1 and prepared["GET secrets"] >= 1, prepared
+    assert prepared["POST selfsubjectreviews"] == 1, prepared
 
     before = await served(api)
     created = await api.create(SIGNALS.path(namespace), body)
