@@ -1,5 +1,6 @@
 """What the benches share: where to measure, the API server's request counters, the operator
-process, and the stand-in Shipwright. Not a bench itself."""
+process and its credentials, watches and drains. Not a bench itself (the stand-ins for
+Shipwright and the kubelet are in _standins.py)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from workgate.devcluster.controlplane import (
     read_pidfile,
     running_cluster,
 )
-from workgate.k8s.api import BUILDRUNS, KubeApi
+from workgate.k8s.api import KubeApi
 
 WRITES = {"POST", "PUT", "PATCH", "APPLY", "DELETE"}
 METRIC = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$")
@@ -40,13 +41,6 @@ BUILD_YAML = (  # each WorkOrder its own Build: a name another WorkOrder control
     "  strategy: {name: buildah, kind: ClusterBuildStrategy}\n"
     "  output: {image: registry.example.com/app:latest}\n"
 )
-SUCCEEDED_CONDITION = {
-    "type": "Succeeded",
-    "status": "True",
-    "reason": "Succeeded",
-    "message": "stand-in",
-    "lastTransitionTime": "2026-01-01T00:00:00Z",
-}
 OnEvent = Callable[[KubeApi, str, Any], Awaitable[None]]
 OWN_PLANES: list[Path] = []  # the state directories of planes `cluster()` started
 
@@ -361,59 +355,3 @@ async def drain(
     finally:
         watcher.cancel()
     return time.monotonic() - start, list(latencies.values())
-
-
-# How many children a stand-in finishes at once. A real Shipwright has workers, and Pods
-# have a kubelet per node: one at a time, the stand-in's own round trips would bound
-# what a bench measures. Both benches' stand-ins (Shipwright, kubelet) use the same.
-STAND_IN_CONCURRENCY = 16
-
-
-class Background:
-    """The stand-ins' writes, `limit` at once, off the watch that asked for them (so its
-    events keep coming while they run)."""
-
-    def __init__(self, limit: int = STAND_IN_CONCURRENCY) -> None:
-        self._slots = asyncio.Semaphore(limit)
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def run(self, work: Callable[[], Awaitable[None]]) -> None:
-        async def limited() -> None:
-            async with self._slots:
-                await work()
-
-        task = asyncio.create_task(limited())
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            print(f"  (a stand-in write failed: {task.exception()!r})", file=sys.stderr)
-
-    def cancel(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-
-
-async def stand_in_shipwright(
-    namespace: str, marked: set[str], listed: asyncio.Event | None = None
-) -> None:
-    """Mark each new BuildRun Succeeded (one status write each: the bench's own)."""
-    writes = Background()
-
-    async def on_event(api: KubeApi, kind: str, run: Any) -> None:
-        name = run["metadata"]["name"]
-        if kind == "ADDED" and name not in marked and not (run.get("status") or {}):
-            marked.add(name)
-            writes.run(
-                lambda: api.merge_patch(
-                    BUILDRUNS.path(namespace, name, "status"),
-                    {"status": {"conditions": [SUCCEEDED_CONDITION]}},
-                )
-            )
-
-    try:
-        await watch_forever(BUILDRUNS.path(namespace), {}, on_event, listed)
-    finally:
-        writes.cancel()

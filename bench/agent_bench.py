@@ -45,10 +45,10 @@ from _common import (
     service_account,
     spawn,
     spawn_operator,
-    stand_in_shipwright,
     workorder,
     writes,
 )
+from _standins import stand_in_shipwright
 
 from workgate.core.claims import ANNOTATION_RESULT
 from workgate.k8s.api import LEASES, NAMESPACES, WORKORDERS, KubeApi

@@ -41,7 +41,6 @@ from typing import Any
 import _common
 import _profile
 from _common import (
-    Background,
     CpuMeter,
     busiest_writes,
     cluster,
@@ -53,17 +52,16 @@ from _common import (
     requests,
     service_account,
     spawn_operator,
-    stand_in_shipwright,
     watch_forever,
     workorder,
     writes,
 )
+from _standins import stand_in_kubelet, stand_in_shipwright
 
 from workgate.devcluster.build import ensure_binaries, stderr_progress
 from workgate.k8s.api import NAMESPACES, WORKORDERS, ApiError, KubeApi, ResourceRef
 
 JOBS = ResourceRef("batch", "v1", "jobs")
-PODS = ResourceRef("", "v1", "pods")
 SERVICEACCOUNTS = ResourceRef("", "v1", "serviceaccounts")
 CREATED_NAMESPACES: list[str] = []  # removed at the end
 WINDOW = 20.0  # seconds per line of `windows`
@@ -111,30 +109,6 @@ def job_done(body: Any) -> bool:
 
 def workorder_done(body: Any) -> bool:
     return bool((body.get("status") or {}).get("phase") == "SUCCEEDED")
-
-
-async def stand_in_kubelet(namespace: str, marked: set[str]) -> None:
-    """Mark each new Pod Succeeded (one status write each: the bench's own)."""
-    writes = Background()
-    status = {"phase": "Succeeded", "conditions": [{"type": "Ready", "status": "False"}]}
-
-    async def mark(api: KubeApi, name: str) -> None:
-        try:
-            await api.merge_patch(PODS.path(namespace, name, "status"), {"status": status})
-        except ApiError as exc:
-            if not exc.not_found:
-                raise
-
-    async def on_event(api: KubeApi, kind: str, pod: Any) -> None:
-        name = pod["metadata"]["name"]
-        if kind == "ADDED" and name not in marked:
-            marked.add(name)
-            writes.run(lambda: mark(api, name))
-
-    try:
-        await watch_forever(PODS.path(namespace), {}, on_event)
-    finally:
-        writes.cancel()
 
 
 def controller_manager_kubeconfig() -> str:
