@@ -620,6 +620,19 @@ async def test_a_token_secret_not_controlled_by_the_waitpoints_uid_is_not_used(
     [ref] = real["metadata"]["ownerReferences"]
     assert ref["uid"] == wp["metadata"]["uid"]
     kubectl("delete", "secret", secret_name, "-n", namespace)
+    # Controlled by the waitpoint (an owner reference anyone may copy), but no token in it:
+    # a clear error, not a traceback.
+    empty = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": secret_name, "ownerReferences": [ref]},
+        "data": {"other": base64.b64encode(b"x").decode()},
+    }
+    kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(empty))
+    result = plugin("signal", "swap.approval", "approve", "-n", namespace, "--timeout", "5")
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert f"Secret {secret_name} holds no readable token" in result.stderr
+    kubectl("delete", "secret", secret_name, "-n", namespace)
     # The garbage collector deletes a dependent whose owner uid does not exist: a finalizer
     # keeps the planted Secret readable meanwhile (it is what such a swap leaves for a while).
     hold = "test.workgate.io/hold"

@@ -132,7 +132,13 @@ async def read_token(api: KubeApi, namespace: str, waitpoint: str, wp: Body | No
             f"Secret {secret_name} is not waitpoint {waitpoint}'s token Secret (its controller "
             "is not that waitpoint); ask whoever runs the cluster"
         )
-    return base64.b64decode(secret["data"][TOKEN_KEY]).decode()
+    try:
+        token = base64.b64decode(str((secret.get("data") or {})[TOKEN_KEY]), validate=True)
+        return token.decode()
+    except (KeyError, ValueError):  # no key, not base64, not text (UnicodeDecodeError)
+        raise RuntimeError(
+            f"Secret {secret_name} holds no readable token; ask whoever runs the cluster"
+        ) from None
 
 
 async def prepare_signal(
