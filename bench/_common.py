@@ -31,7 +31,7 @@ from workgate.devcluster.controlplane import (
     read_pidfile,
     running_cluster,
 )
-from workgate.k8s.api import KubeApi
+from workgate.k8s.api import NAMESPACES, ApiError, KubeApi
 
 WRITES = {"POST", "PUT", "PATCH", "APPLY", "DELETE"}
 METRIC = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$")
@@ -287,6 +287,10 @@ def workorder(name: str, work_type: str) -> dict[str, Any]:
     }
 
 
+def workorder_done(body: Any) -> bool:
+    return bool((body.get("status") or {}).get("phase") == "SUCCEEDED")
+
+
 async def watch_forever(
     path: str, params: dict[str, str], on_event: OnEvent, listed: asyncio.Event | None = None
 ) -> None:
@@ -355,3 +359,42 @@ async def drain(
     finally:
         watcher.cancel()
     return time.monotonic() - start, list(latencies.values())
+
+
+async def wait_until(probe: Callable[[], Awaitable[Any]], what: str, seconds: float = 120) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            found = await probe()
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+            found = None
+        if found:
+            return found
+        await asyncio.sleep(0.2)
+    raise SystemExit(f"gave up after {seconds:.0f}s waiting for {what}")
+
+
+async def namespace_gone(api: KubeApi, namespace: str, seconds: float = 300) -> None:
+    started = time.monotonic()
+
+    async def gone() -> bool:
+        try:
+            await api.get(NAMESPACES.path(None, namespace))
+        except ApiError as exc:
+            if exc.not_found:
+                return True
+            raise
+        return False
+
+    await wait_until(gone, f"namespace {namespace} deleted", seconds)
+    print(f"(namespace {namespace} deleted in {time.monotonic() - started:.1f}s)", flush=True)
+
+
+async def delete_if_present(api: KubeApi, path: str) -> None:
+    try:
+        await api.request("DELETE", path)
+    except ApiError as exc:
+        if not exc.not_found:
+            raise

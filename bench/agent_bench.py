@@ -1,7 +1,7 @@
 """The agent path against the operator's own `build` path, side by side on one API server.
 Prints figures, asserts nothing.
 
-    python bench/agent_bench.py [--workorders 500] [--agents 10] [--profile DIR]
+    python bench/agent_bench.py [--workorders 500] [--agents 10] [--rounds 1] [--profile DIR]
 
 Uses $KUBECONFIG, best a bare plane (`workgate dev up --bare --detach`, then
 `eval "$(workgate dev env)"`): the bench plays Shipwright itself, so a real Shipwright
@@ -15,7 +15,10 @@ pods in a cluster do) and then, one after the other in the same run:
 For each: throughput (first create to last SUCCEEDED), API writes per WorkOrder from the
 API server's apiserver_request_total (minus the bench's own writes and an idle baseline
 of the same length; Events included), Lease creates per WorkOrder; for the agents also
-their LISTs of WorkOrders after start-up and their peak resident memory.
+their LISTs of WorkOrders after start-up and their peak resident memory. `--rounds R`
+runs both parts R times, alternating which goes first, and prints each round's ratio and
+that of the pooled rates (the machine's load drifts; the agents start before their first
+part and stay up, idle, through later build parts).
 """
 
 from __future__ import annotations
@@ -55,16 +58,23 @@ from workgate.k8s.api import LEASES, NAMESPACES, WORKORDERS, KubeApi
 
 
 async def drain(
-    api: KubeApi, namespace: str, work_type: str, total: int, done: dict[str, float] | None = None
+    api: KubeApi,
+    namespace: str,
+    work_type: str,
+    total: int,
+    round_: int,
+    done: dict[str, float] | None = None,
 ) -> float:
     """Create `total` WorkOrders (16 at a time); seconds until the last is SUCCEEDED.
     `done` gets the monotonic time each was seen SUCCEEDED, by name."""
     params = {"fieldSelector": f"spec.workType={work_type},status.phase=SUCCEEDED"}
-    bodies = [workorder(f"{work_type}-{index}", work_type) for index in range(total)]
+    bodies = [workorder(f"{work_type}-{round_}-{i}", work_type) for i in range(total)]
     seen = done if done is not None else {}
+    ours = {body["metadata"]["name"] for body in bodies}  # not an earlier round's
 
     def succeeded(body: Any) -> bool:
-        seen.setdefault(body["metadata"]["name"], time.monotonic())
+        if body["metadata"]["name"] in ours:
+            seen.setdefault(body["metadata"]["name"], time.monotonic())
         return True
 
     seconds, _ = await _common.drain(api, WORKORDERS.path(namespace), bodies, succeeded, params)
@@ -111,114 +121,154 @@ def report(
     return rate
 
 
+class Bench:
+    """One run's operator, agents and figures; `build()` and `agents()` are its parts."""
+
+    def __init__(self, api: KubeApi, args: argparse.Namespace, namespace: str, logs: Path) -> None:
+        self.api, self.args, self.namespace, self.logs = api, args, namespace, logs
+        self.idle = 0.0
+        self.operator: subprocess.Popen[bytes] | None = None
+        self.agent_procs: list[subprocess.Popen[bytes]] = []
+        self.agent_config = Path()
+        self.plane = {name: [pid] for name, pid in plane_pids().items()}
+        self.rates: dict[str, list[float]] = {"build": [], "agents": []}
+
+    def meter(self, agents: bool) -> CpuMeter:
+        assert self.operator is not None
+        pids = {**self.plane, "operator": [self.operator.pid]}
+        if agents:
+            pids["agents"] = [a.pid for a in self.agent_procs]
+        return CpuMeter(pids, with_children={"agents"} if agents else set())
+
+    async def build(self, round_: int) -> None:
+        marked: set[str] = set()
+        shipwright = asyncio.create_task(stand_in_shipwright(self.namespace, marked))
+        meter = self.meter(agents=False)
+        before = await requests(self.api)
+        meter.start()
+        try:
+            seconds = await drain(self.api, self.namespace, "build", self.args.workorders, round_)
+        finally:
+            meter.stop()
+            shipwright.cancel()
+        delta = await requests(self.api) - before
+        total = self.args.workorders
+        rate = report("build path", total, seconds, delta, own=total + len(marked), idle=self.idle)
+        self.rates["build"].append(rate)
+        print("  " + meter.summary(total))
+
+    async def start_agents(self) -> None:
+        """Start the agents once, before the first agent part: each lists WorkOrders and
+        Leases once, then watches both (a watch is counted only when it ends)."""
+        started = await requests(self.api)
+        for index in range(self.args.agents):
+            argv = ["agent", "--work-type", "bench", "--namespace", self.namespace]
+            argv += ["--instance", f"bench-{index}", "--", "true"]
+            log = self.logs / f"agent-{index}.log"
+            self.agent_procs.append(spawn(argv, log, KUBECONFIG=str(self.agent_config)))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            up = await requests(self.api) - started
+            if min(up["LIST workorders"], up["LIST leases"]) >= self.args.agents:
+                return
+            await asyncio.sleep(0.2)
+        raise SystemExit("the agents did not start watching within 120 s")
+
+    async def agents(self, round_: int) -> None:
+        if not self.agent_procs:
+            await self.start_agents()
+        assert self.operator is not None
+        meter = self.meter(agents=True)
+        profilers = []
+        if self.args.profile and round_ == 0:  # py-spy on an agent and the operator
+            self.args.profile.mkdir(parents=True, exist_ok=True)
+            profilers = [
+                _profile.record(self.agent_procs[0].pid, self.args.profile / "agent-0.raw"),
+                _profile.record(self.operator.pid, self.args.profile / "operator-agents.raw"),
+            ]
+        before = await requests(self.api)
+        reported: dict[str, float] = {}
+        done: dict[str, float] = {}
+        reports = asyncio.create_task(watch_reports(self.namespace, reported))
+        meter.start()
+        started_at = time.monotonic()
+        try:
+            total = self.args.workorders
+            seconds = await drain(self.api, self.namespace, "bench", total, round_, done)
+        finally:
+            meter.stop()
+            reports.cancel()
+            for profiler in profilers:
+                profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+                profiler.wait(30)
+        delta = await requests(self.api) - before
+        name = f"agent path ({self.args.agents} agents)"
+        self.rates["agents"].append(report(name, total, seconds, delta, own=total, idle=self.idle))
+        print(
+            f"  LISTs of WorkOrders after the agents' start-up: {delta['LIST workorders']} "
+            f"(the bench's own watch makes 1: more would be agents re-listing); "
+            f"WATCH starts {delta['WATCH workorders']}"
+        )
+        print("  " + meter.summary(total))
+        print(
+            "  timeline (from the drain's start, less its 0.5 s): "
+            + timeline(started_at + 0.5, reported, done)
+        )
+        rss = [peak_rss_mb(agent.pid) for agent in self.agent_procs]
+        print(f"  agent peak RSS: max {max(rss):.1f} MB, mean {sum(rss) / len(rss):.1f} MB")
+
+    def stop(self) -> None:
+        for agent in self.agent_procs:  # SIGINT: an agent logs where its time went as it stops
+            agent.send_signal(signal.SIGINT)
+        if self.operator is not None:
+            self.operator.terminate()
+        for process in (*self.agent_procs, *([self.operator] if self.operator else [])):
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:  # say, SIGINT ignored (a background job)
+                print(f"  (pid {process.pid} did not stop within 20 s: killed)")
+                process.kill()
+                process.wait()
+
+    def ratios(self) -> None:
+        builds, agents = self.rates["build"], self.rates["agents"]
+        for number, (build, agent) in enumerate(zip(builds, agents, strict=True), 1):
+            label = f"round {number} " if len(builds) > 1 else ""
+            print(f"{label}agent/build throughput: {agent / build:.2f}x")
+        if len(builds) > 1:  # equal sizes: the pooled rate is the harmonic mean
+            pooled = [len(r) / sum(1 / x for x in r) for r in (builds, agents)]
+            print(
+                f"all {len(builds)} rounds: build {pooled[0]:.1f}/s, agents {pooled[1]:.1f}/s, "
+                f"agent/build {pooled[1] / pooled[0]:.2f}x"
+            )
+
+
 async def main(args: argparse.Namespace) -> None:
     namespace = f"bench-agents-{uuid.uuid4().hex[:6]}"
     log_dir = Path(tempfile.mkdtemp(prefix="workgate-agent-bench-"))
     async with KubeApi() as api:
         await api.create(NAMESPACES.path(), {"metadata": {"name": namespace}})
+        bench = Bench(api, args, namespace, log_dir)
         # Both authenticate as ServiceAccounts, with tokens, as pods in a cluster do.
         async with (
             service_account(api, namespace, "operator", log_dir) as operator_config,
-            service_account(api, namespace, "agent", log_dir) as agent_config,
+            service_account(api, namespace, "agent", log_dir) as bench.agent_config,
         ):
-            operator = spawn_operator(namespace, log_dir / "operator.log", operator_config)
-            agents: list[subprocess.Popen[bytes]] = []
+            bench.operator = spawn_operator(namespace, log_dir / "operator.log", operator_config)
             try:
-                idle = await idle_rate(api)
-                print(f"idle cluster: {idle:.1f} writes/s (subtracted)")
-                marked: set[str] = set()
-                shipwright = asyncio.create_task(stand_in_shipwright(namespace, marked))
-                plane = {name: [pid] for name, pid in plane_pids().items()}
-                meter = CpuMeter({**plane, "operator": [operator.pid]})
-                before = await requests(api)
-                meter.start()
-                seconds = await drain(api, namespace, "build", args.workorders)
-                meter.stop()
-                delta = await requests(api) - before
-                build_rate = report(
-                    "build path",
-                    args.workorders,
-                    seconds,
-                    delta,
-                    own=args.workorders + len(marked),
-                    idle=idle,
-                )
-                print("  " + meter.summary(args.workorders))
-                shipwright.cancel()
-
-                started = await requests(api)
-                for index in range(args.agents):
-                    argv = ["agent", "--work-type", "bench", "--namespace", namespace]
-                    argv += ["--instance", f"bench-{index}", "--", "true"]
-                    agents.append(
-                        spawn(argv, log_dir / f"agent-{index}.log", KUBECONFIG=str(agent_config))
-                    )
-                # Start-up: each agent lists WorkOrders and Leases once, then watches both (a
-                # watch is counted only when it ends: the lists say the agents are up).
-                deadline = time.monotonic() + 120
-                while time.monotonic() < deadline:
-                    up = await requests(api) - started
-                    if min(up["LIST workorders"], up["LIST leases"]) >= args.agents:
-                        break
-                    await asyncio.sleep(0.2)
-                else:
-                    raise SystemExit("the agents did not start watching within 120 s")
-                pids = {**plane, "operator": [operator.pid], "agents": [a.pid for a in agents]}
-                meter = CpuMeter(pids, with_children={"agents"})
-                profilers = []
-                if args.profile:  # py-spy on the first agent and the operator while they drain
-                    args.profile.mkdir(parents=True, exist_ok=True)
-                    profilers = [
-                        _profile.record(agents[0].pid, args.profile / "agent-0.raw"),
-                        _profile.record(operator.pid, args.profile / "operator-agents.raw"),
-                    ]
-                before = await requests(api)
-                reported: dict[str, float] = {}
-                done: dict[str, float] = {}
-                reports = asyncio.create_task(watch_reports(namespace, reported))
-                meter.start()
-                started_at = time.monotonic()
-                seconds = await drain(api, namespace, "bench", args.workorders, done)
-                meter.stop()
-                reports.cancel()
-                for profiler in profilers:
-                    profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-                    profiler.wait(30)
-                delta = await requests(api) - before
-                agent_rate = report(
-                    f"agent path ({args.agents} agents)",
-                    args.workorders,
-                    seconds,
-                    delta,
-                    own=args.workorders,
-                    idle=idle,
-                )
-                print(
-                    f"  LISTs of WorkOrders after the agents' start-up: {delta['LIST workorders']} "
-                    f"(the bench's own watch makes 1: more would be agents re-listing); "
-                    f"WATCH starts {delta['WATCH workorders']}"
-                )
-                print("  " + meter.summary(args.workorders))
-                print(
-                    "  timeline (from the drain's start, less its 0.5 s): "
-                    + timeline(started_at + 0.5, reported, done)
-                )
-                rss = [peak_rss_mb(agent.pid) for agent in agents]
-                print(f"  agent peak RSS: max {max(rss):.1f} MB, mean {sum(rss) / len(rss):.1f} MB")
-                print(f"agent/build throughput: {agent_rate / build_rate:.2f}x")
+                bench.idle = await idle_rate(api)
+                print(f"idle cluster: {bench.idle:.1f} writes/s (subtracted)")
+                for round_ in range(args.rounds):
+                    order = [bench.build, bench.agents][:: 1 if round_ % 2 == 0 else -1]
+                    if args.rounds > 1:
+                        print(f"round {round_ + 1}: {', '.join(p.__name__ for p in order)}")
+                    for part in order:
+                        await part(round_)
+                bench.ratios()
             finally:
-                for agent in agents:  # SIGINT: an agent logs where its time went as it stops
-                    agent.send_signal(signal.SIGINT)
-                operator.terminate()
-                for process in (*agents, operator):
-                    try:
-                        process.wait(20)
-                    except subprocess.TimeoutExpired:  # say, SIGINT ignored (a background job)
-                        print(f"  (pid {process.pid} did not stop within 20 s: killed)")
-                        process.kill()
-                        process.wait()
+                bench.stop()
                 await api.delete(NAMESPACES.path(None, namespace))
-    if agents:
+    if bench.agent_procs:
         print("  agent time by phase, all agents: " + agent_timings(log_dir))
     if args.profile:
         for raw in ("agent-0.raw", "operator-agents.raw"):
@@ -252,6 +302,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workorders", type=int, default=500)
     parser.add_argument("--agents", type=int, default=10)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run both parts this many times, alternating which goes first (ABBA)",
+    )
     parser.add_argument(
         "--profile", type=Path, default=None, help="py-spy an agent and the operator into DIR"
     )

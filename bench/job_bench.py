@@ -1,11 +1,13 @@
 """workgate against the Kubernetes Job controller, side by side on one API server.
 Prints figures, asserts nothing.
 
-    .venv/bin/python bench/job_bench.py [--items 1000] [--restart-catchup 1000] [--profile DIR]
+    .venv/bin/python bench/job_bench.py [--items 1000] [--rounds 1] [--restart-catchup 1000]
+        [--profile DIR]
 
 Uses $KUBECONFIG, else the plane of `workgate dev up`, else a bare embedded plane started for
 this run (see `_common.cluster`); best a bare plane: the bench plays kubelet and Shipwright
-itself. Both controllers drain `--items` items of the same shape, one after the other:
+itself. Both controllers drain `--items` items of the same shape, one after the other, each
+in a namespace of its own that is deleted (and waited for) before the next part begins:
   - Job: a second kube-controller-manager (the cached build) running only the job
     controller, and a stand-in kubelet that marks each new Pod Succeeded (a status patch);
   - workgate: `build` WorkOrders drained by an operator (webhook off), and a stand-in
@@ -16,7 +18,8 @@ Each part: one warm-up item first, then creates at concurrency 16; each stand-in
 children 16 at a time too (a real Shipwright has workers, Pods a kubelet per node).
 Throughput is first create to last done; writes per item come from apiserver_request_total,
 minus the bench's own writes (creates and stand-in status patches) and an idle baseline of
-the same length.
+the same length. `--rounds R` runs both parts R times, alternating which goes first, and
+prints each round's ratio and the ratio of the pooled rates (the machine's load drifts).
 
 `--restart-catchup P`: afterwards, with the operator stopped, P more WorkOrders are created
 beside the drained ones; a new operator is started, and the bench reports the seconds until
@@ -27,12 +30,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -40,20 +41,23 @@ from typing import Any
 
 import _common
 import _profile
+from _catchup import restart_catchup
 from _common import (
     CpuMeter,
     busiest_writes,
     cluster,
     cpu_seconds,
+    delete_if_present,
     idle_rate,
     latency_summary,
+    namespace_gone,
     peak_rss_mb,
     plane_pids,
     requests,
     service_account,
     spawn_operator,
-    watch_forever,
     workorder,
+    workorder_done,
     writes,
 )
 from _standins import stand_in_kubelet, stand_in_shipwright
@@ -105,10 +109,6 @@ def job(name: str) -> dict[str, Any]:
 def job_done(body: Any) -> bool:
     conditions = (body.get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Complete" and c.get("status") == "True" for c in conditions)
-
-
-def workorder_done(body: Any) -> bool:
-    return bool((body.get("status") or {}).get("phase") == "SUCCEEDED")
 
 
 def controller_manager_kubeconfig() -> str:
@@ -200,8 +200,9 @@ async def new_namespace(api: KubeApi, prefix: str) -> str:
     return namespace
 
 
-async def bench_jobs(api: KubeApi, args: argparse.Namespace, idle: float, logs: Path) -> Part:
-    namespace = await new_namespace(api, "bench-jobs")
+async def bench_jobs(
+    api: KubeApi, args: argparse.Namespace, idle: float, logs: Path, namespace: str
+) -> Part:
     for _ in range(300):  # Pods need the namespace's default ServiceAccount
         try:
             await api.get(SERVICEACCOUNTS.path(namespace, "default"))
@@ -278,81 +279,41 @@ async def bench_workgate(
         operator.wait(15)
 
 
-async def logged_at(log: Path, text: str, start: float, seen: dict[str, float]) -> None:
-    """Note (in `seen`) when `text` first appears in `log`, in seconds since `start`."""
-    while text not in seen:
-        with contextlib.suppress(OSError):
-            if text in await asyncio.to_thread(log.read_text, errors="replace"):
-                seen[text] = time.monotonic() - start
-                return
-        await asyncio.sleep(0.1)
+def orders(parts: list[str], rounds: int) -> list[list[str]]:
+    """The parts of each round, the order reversed every other round (ABBA): neither
+    controller always runs first on a fresh server, or last on a warm one."""
+    return [parts if r % 2 == 0 else parts[::-1] for r in range(rounds)]
 
 
-async def restart_catchup(
-    api: KubeApi, namespace: str, pending: int, logs: Path, profile: Path | None, kubeconfig: Path
-) -> None:
-    """Create `pending` WorkOrders while no operator runs, then start one: how long until
-    it has caught up with them (besides the finished ones it lists on start)?"""
-    listing = await api.get(WORKORDERS.path(namespace), params={"limit": "1"})
-    finished = int(listing["metadata"].get("remainingItemCount", 0)) + len(listing["items"])
-    semaphore = asyncio.Semaphore(16)
-    created: dict[str, float] = {}
-
-    async def create(index: int) -> None:
-        async with semaphore:
-            body = workorder(f"late-{index}", "build")
-            await api.create(WORKORDERS.path(namespace), body)
-            created[body["metadata"]["name"]] = time.monotonic()
-
-    await asyncio.gather(*(create(i) for i in range(pending)))
-    done: dict[str, float] = {}
-    finished_all = asyncio.Event()
-    start = 0.0
-
-    async def on_event(_: KubeApi, kind: str, body: Any) -> None:
-        name = body["metadata"]["name"]
-        if name in created and name not in done and workorder_done(body) and start:
-            done[name] = time.monotonic() - start
-            if len(done) >= pending:
-                finished_all.set()
-
-    listed = [asyncio.Event(), asyncio.Event()]  # the clock starts once both have listed
-    watcher = asyncio.create_task(
-        watch_forever(WORKORDERS.path(namespace), {}, on_event, listed[0])
-    )
-    marked: set[str] = set()
-    shipwright = asyncio.create_task(stand_in_shipwright(namespace, marked, listed[1]))
-    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in listed)), timeout=120)
-    await asyncio.sleep(1)
-    start = time.monotonic()
-    log = logs / "operator-restarted.log"
-    operator = spawn_operator(namespace, log, kubeconfig)
-    seen: dict[str, float] = {}
-    synced = asyncio.create_task(logged_at(log, "watches synced", start, seen))
-    profiler = None
-    if profile is not None:
-        profiler = _profile.record(operator.pid, profile / "operator-catchup.raw")
-    try:
-        await asyncio.wait_for(finished_all.wait(), timeout=600)
-        seconds = time.monotonic() - start
-        times = sorted(done.values())
-        print(
-            f"restart catch-up: {finished} finished + {pending} pending WorkOrders; "
-            f"operator start -> all {pending} SUCCEEDED in {seconds:.1f}s "
-            f"(first {times[0]:.1f}s, half {times[len(times) // 2]:.1f}s; "
-            f"watches synced {seen.get('watches synced', float('nan')):.1f}s); "
-            f"peak RSS {peak_rss_mb(operator.pid):.0f} MB",
-            flush=True,
-        )
-    finally:
-        synced.cancel()
-        if profiler is not None:
-            profiler.send_signal(signal.SIGINT)
-            profiler.wait(30)
-        watcher.cancel()
-        shipwright.cancel()
-        operator.terminate()
-        operator.wait(15)
+async def run_part(
+    api: KubeApi,
+    args: argparse.Namespace,
+    idle: float,
+    logs: Path,
+    which: str,
+    *,
+    catchup: bool,
+    last: bool,
+) -> Part:
+    """One part in a namespace of its own, deleted (and waited for) unless it is the `last`;
+    `catchup`: the restart catch-up follows this workgate part."""
+    if which == "job":
+        namespace = await new_namespace(api, "bench-jobs")
+        part = await bench_jobs(api, args, idle, logs, namespace)
+        print(part.line(), flush=True)
+    else:
+        namespace = await new_namespace(api, "bench-wg")
+        async with service_account(api, namespace, "operator", logs) as kubeconfig:
+            part = await bench_workgate(api, args, idle, logs, namespace, kubeconfig)
+            print(part.line(), flush=True)
+            if args.restart_catchup and catchup:
+                await restart_catchup(
+                    api, namespace, args.restart_catchup, logs, args.profile, kubeconfig
+                )
+    if not last:  # the next part is measured on a quiet server, not during this one's GC
+        await delete_if_present(api, NAMESPACES.path(None, namespace))
+        await namespace_gone(api, namespace, seconds=900)
+    return part
 
 
 async def main(args: argparse.Namespace, where: str) -> None:
@@ -360,34 +321,41 @@ async def main(args: argparse.Namespace, where: str) -> None:
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
     print(f"measuring on {where}; {args.items} items per controller", flush=True)
-    parts: dict[str, Part] = {}
+    parts: dict[str, list[Part]] = {"job": [], "workgate": []}
+    chosen = [p for p in ("job", "workgate") if p in args.parts]
+    plan = orders(chosen, args.rounds)
     async with KubeApi() as api:
         idle = await idle_rate(api)
         print(f"idle cluster: {idle:.1f} writes/s (subtracted)", flush=True)
         try:
-            if "job" in args.parts:
-                parts["job"] = await bench_jobs(api, args, idle, logs)
-                print(parts["job"].line(), flush=True)
-            if "workgate" in args.parts:
-                namespace = await new_namespace(api, "bench-wg")
-                async with service_account(api, namespace, "operator", logs) as kubeconfig:
-                    parts["workgate"] = await bench_workgate(
-                        api, args, idle, logs, namespace, kubeconfig
-                    )
-                    print(parts["workgate"].line(), flush=True)
-                    if args.restart_catchup:
-                        await restart_catchup(
-                            api, namespace, args.restart_catchup, logs, args.profile, kubeconfig
-                        )
+            for number, order in enumerate(plan, 1):
+                if args.rounds > 1:
+                    print(f"round {number}: {', '.join(order)}", flush=True)
+                for index, which in enumerate(order):
+                    last = number == len(plan) and index == len(order) - 1
+                    catchup = len(parts["workgate"]) == args.rounds - 1  # the last workgate part
+                    part = await run_part(api, args, idle, logs, which, catchup=catchup, last=last)
+                    parts[which].append(part)
         finally:
             for name in CREATED_NAMESPACES:
-                await api.request("DELETE", NAMESPACES.path(None, name))
-    if len(parts) == 2:
-        job_part, ours = parts["job"], parts["workgate"]
-        print(
-            f"workgate/Job: throughput {ours.rate / job_part.rate:.2f}x, "
-            f"writes per item {ours.writes_per_item / job_part.writes_per_item:.2f}x"
-        )
+                await delete_if_present(api, NAMESPACES.path(None, name))
+    if parts["job"] and parts["workgate"]:
+        for number, (job_part, ours) in enumerate(
+            zip(parts["job"], parts["workgate"], strict=True), 1
+        ):
+            label = f"round {number} " if args.rounds > 1 else ""
+            print(
+                f"{label}workgate/Job: throughput {ours.rate / job_part.rate:.2f}x, "
+                f"writes per item {ours.writes_per_item / job_part.writes_per_item:.2f}x"
+            )
+        if args.rounds > 1:
+            pooled = [
+                sum(p.total for p in ps) / sum(p.seconds for p in ps) for ps in parts.values()
+            ]
+            print(
+                f"all {args.rounds} rounds: Job {pooled[0]:.1f}/s, workgate {pooled[1]:.1f}/s, "
+                f"workgate/Job {pooled[1] / pooled[0]:.2f}x"
+            )
     if args.profile:
         for raw, what in (
             ("operator-drain.raw", "draining"),
@@ -410,6 +378,12 @@ if __name__ == "__main__":
         default=1000,
         help="the job controller's client rate limit (Kubernetes' default is 20, burst 30; "
         "workgate's client has none)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run both parts this many times, alternating which goes first (ABBA)",
     )
     parser.add_argument("--restart-catchup", type=int, default=0, metavar="PENDING")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR")

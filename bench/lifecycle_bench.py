@@ -51,7 +51,17 @@ from pathlib import Path
 from typing import Any
 
 import _profile
-from _common import BUILD_YAML, WRITES, cluster, free_port, percentile, requests
+from _common import (
+    BUILD_YAML,
+    WRITES,
+    cluster,
+    delete_if_present,
+    free_port,
+    namespace_gone,
+    percentile,
+    requests,
+    wait_until,
+)
 
 from workgate.cli.kubectl_plugin import prepare_signal
 from workgate.k8s.api import (
@@ -60,7 +70,6 @@ from workgate.k8s.api import (
     SIGNALS,
     WAITPOINTS,
     WORKORDERS,
-    ApiError,
     KubeApi,
 )
 
@@ -97,21 +106,6 @@ def start_operator(namespace: str, log: Path, webhook: bool) -> subprocess.Popen
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
-
-
-async def wait_until(probe: Callable[[], Awaitable[Any]], what: str, seconds: float = 120) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            found = await probe()
-        except ApiError as exc:
-            if not exc.not_found:
-                raise
-            found = None
-        if found:
-            return found
-        await asyncio.sleep(0.2)
-    raise SystemExit(f"gave up after {seconds:.0f}s waiting for {what}")
 
 
 async def operator_ready(
@@ -409,30 +403,6 @@ async def bench(args: argparse.Namespace, where: str) -> None:
                 # deletes of this part's objects would otherwise be counted, and slow it.
                 await namespace_gone(api, namespace)
     print(f"\noperator logs: {logs}")
-
-
-async def namespace_gone(api: KubeApi, namespace: str, seconds: float = 300) -> None:
-    started = time.monotonic()
-
-    async def gone() -> bool:
-        try:
-            await api.get(NAMESPACES.path(None, namespace))
-        except ApiError as exc:
-            if exc.not_found:
-                return True
-            raise
-        return False
-
-    await wait_until(gone, f"namespace {namespace} deleted", seconds)
-    print(f"(namespace {namespace} deleted in {time.monotonic() - started:.1f}s)", flush=True)
-
-
-async def delete_if_present(api: KubeApi, path: str) -> None:
-    try:
-        await api.request("DELETE", path)
-    except ApiError as exc:
-        if not exc.not_found:
-            raise
 
 
 def main() -> None:
