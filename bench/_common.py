@@ -104,6 +104,20 @@ async def idle_rate(api: KubeApi, seconds: float = 5.0) -> float:
     return (writes(await requests(api)) - before) / seconds
 
 
+async def settled(api: KubeApi, rate: float = 10.0, seconds: float = 180.0) -> float:
+    """Wait until the API server serves fewer than `rate` requests a second for two seconds
+    running (after a namespace is deleted, the garbage collector still reads the dependents
+    of what went for a while); the seconds it took."""
+    started = time.monotonic()
+    before, calm = await requests(api), 0
+    while calm < 2 and time.monotonic() - started < seconds:
+        await asyncio.sleep(1)
+        now = await requests(api)
+        calm = calm + 1 if sum((now - before).values()) < rate else 0
+        before = now
+    return time.monotonic() - started
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -389,7 +403,12 @@ async def namespace_gone(api: KubeApi, namespace: str, seconds: float = 300) -> 
         return False
 
     await wait_until(gone, f"namespace {namespace} deleted", seconds)
-    print(f"(namespace {namespace} deleted in {time.monotonic() - started:.1f}s)", flush=True)
+    deleted = time.monotonic() - started
+    quiet = await settled(api)
+    print(
+        f"(namespace {namespace} deleted in {deleted:.1f}s, server quiet {quiet:.1f}s later)",
+        flush=True,
+    )
 
 
 async def delete_if_present(api: KubeApi, path: str) -> None:
