@@ -174,6 +174,58 @@ async def test_a_lost_claim_stops_its_command_before_the_attempt_runs_again(
     assert first_last < runs[1][1][0]
 
 
+async def test_a_stopped_agent_stops_its_command_and_hands_the_attempt_back(
+    api: KubeApi, namespace: str, kubeconfig: str, start_operator: Any, tmp_path: Path
+) -> None:
+    """SIGTERM, as a pod's deletion sends: the agent stops its command and reports the
+    attempt failed (AgentStopped), so another agent runs the next attempt within seconds,
+    not after the claim timeout (an hour here). The command's own log shows attempt 1
+    terminated before attempt 2 began."""
+    start_operator(namespace)
+    log, script = tmp_path / "work.log", tmp_path / "work.py"
+    script.write_text(WORK)
+    first = agent_process(
+        kubeconfig, "stopped", namespace, "first", [sys.executable, str(script), str(log), "60"]
+    )
+    second = None
+    try:
+        await create_workorder(
+            api,
+            namespace,
+            workorder("stopped", "stopped", yaml="{}", claimTimeoutSeconds=3600, backoffSeconds=1),
+        )
+
+        async def started() -> bool:
+            return log.exists() and "start" in log.read_text()
+
+        await wait_for(started, timeout=60, what="attempt 1's command to start")
+        first.send_signal(signal.SIGTERM)
+        # The second agent's command is short; it can only get attempt 2.
+        second = agent_process(
+            kubeconfig, "stopped", namespace, "second", [sys.executable, str(script), str(log), "1"]
+        )
+        code = await asyncio.to_thread(first.wait, 30)
+        wo = await wait_phase(api, namespace, "stopped", "SUCCEEDED", "FAILED", timeout=60)
+    finally:
+        for agent in (first, second):
+            if agent is not None and agent.poll() is None:
+                agent.kill()
+                agent.wait(10)
+    assert first.stderr is not None
+    stderr = first.stderr.read().decode()
+    assert code == 143, stderr[-2000:]
+    assert "where the time went" in stderr, stderr[-2000:]
+    assert wo["status"]["phase"] == "SUCCEEDED", wo["status"]
+    assert wo["status"]["attempt"] == 2, wo["status"]
+    assert wo["status"]["lastErrorReason"] == "AgentStopped", wo["status"]
+    runs = sorted(executions(log).items(), key=lambda item: item[1][0])
+    assert [(key.split("/")[0], word) for key, (_, _, word) in runs] == [
+        ("1", "terminated"),
+        ("2", "end"),
+    ], runs
+    assert runs[0][1][1] < runs[1][1][0], f"attempt 1 still ran after attempt 2 began: {runs}"
+
+
 # --- authenticated claims --------------------------------------------------------------
 
 

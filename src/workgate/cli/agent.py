@@ -9,6 +9,12 @@ server is unreachable, or taken over), the command's process group gets SIGTERM,
 SIGKILL after the grace period, all before the Lease can go stale; nothing is reported,
 and the attempt is retried elsewhere. An agent that dies stops renewing; its attempt
 times out. Transient API errors never end the agent.
+
+Stopping (SIGTERM, as when its pod is deleted, or SIGINT): the agent claims nothing more,
+stops a running command as fencing does (SIGTERM, SIGKILL after 2 s) and reports that
+attempt failed with reason AgentStopped, so it is retried as usual rather than after the
+claim timeout; outcomes still being reported get up to 10 s to land; exit status 143
+(SIGTERM) or 130 (SIGINT).
 """
 
 from __future__ import annotations
@@ -143,6 +149,10 @@ async def attempt(
     suspend_file = scratch / f"{claim.lease.uid}.suspend.json"
     try:
         await _attempt(claim, args, ran, timings, suspend_file)
+    except asyncio.CancelledError:
+        if not ran.is_set():  # the agent stops: its command was stopped (run_command)
+            await _hand_back(claim)
+        raise
     except ClaimLost:
         if claim.revoked is not None:  # the work has stopped: the next attempt may start
             await claim.release()
@@ -150,6 +160,24 @@ async def attempt(
     finally:
         ran.set()
         suspend_file.unlink(missing_ok=True)
+
+
+async def _hand_back(claim: Claim) -> None:
+    """Report an attempt whose command a stopping agent stopped as failed (retryable), so
+    the next attempt need not wait for the claim to time out; best effort, bounded."""
+    try:
+        await asyncio.wait_for(
+            claim.fail("the agent stopped, and stopped the command with it", "AgentStopped"),
+            REPORT_GRACE_SECONDS,
+        )
+    except (ClaimLost, TimeoutError) as exc:
+        log.warning("%s/%s: stopped, not reported (%s)", claim.namespace, claim.name, exc)
+    except Exception as exc:  # a stopping agent reports what it can, and goes on stopping
+        log.warning("%s/%s: stopped, report failed: %r", claim.namespace, claim.name, exc)
+    else:
+        log.info(
+            "%s/%s attempt %d: stopped with the agent", claim.namespace, claim.name, claim.attempt
+        )
 
 
 async def _attempt(
@@ -213,6 +241,10 @@ def _watch_children_with_pidfds() -> None:
 
 async def serve(args: argparse.Namespace) -> int:
     _watch_children_with_pidfds()
+    main = asyncio.current_task()
+    assert main is not None
+    # SIGTERM stops the agent as SIGINT does: the `finally`s below stop, report and log.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
     scratch = Path(tempfile.mkdtemp(prefix="workgate-agent-"))  # 0700: suspend requests
     try:
         return await _serve(args, scratch)
@@ -336,3 +368,5 @@ def _main(args: argparse.Namespace) -> int:
         return asyncio.run(serve(args))
     except KeyboardInterrupt:
         return 130
+    except asyncio.CancelledError:  # SIGTERM
+        return 143
