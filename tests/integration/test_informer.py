@@ -1,17 +1,22 @@
 """The informer's paged list against the real API server: pages of a small size, the watch
-going on from the paged list's version, a re-list reporting what vanished across pages.
-
-(Its other path, a continue token answered 410 Gone, is not provoked here: Kubernetes
-1.36 serves continue pages from the watch cache's snapshots, and answers even a token
-whose revision etcd has compacted away.)"""
+going on from the paged list's version, a re-list reporting what vanished across pages,
+and a continue token answered 410 Gone. Kubernetes 1.36 serves continue pages from the
+watch cache's snapshots and answers even a token whose revision etcd has compacted away,
+so that last test runs on a private plane whose API server lists from etcd."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import urllib.request
 import uuid
+from pathlib import Path
 from typing import Any
 
-from workgate.k8s.api import Body, KubeApi, ResourceRef
+from workgate.devcluster.build import Binaries
+from workgate.devcluster.controlplane import LocalControlPlane
+from workgate.k8s.api import NAMESPACES, Body, KubeApi, ResourceRef, load_config
 from workgate.k8s.informer import Informer
 
 CONFIGMAPS = ResourceRef("", "v1", "configmaps")
@@ -83,6 +88,67 @@ async def test_a_paged_list_delivers_every_page_and_a_relist_reports_what_vanish
         [("MODIFIED", n, uids.get(n) or late[n]) for n in kept]
         + [("ADDED", "cm-12", fresh["cm-12"]), ("ADDED", "new", fresh["new"])]
     )
+
+
+def compact_etcd(port: int) -> int:
+    """Write a key straight into etcd (its HTTP gateway) and compact its history up to that
+    revision: every continue token of an older list is then too old."""
+
+    def post(path: str, body: dict[str, Any]) -> Any:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}{path}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    key, value = (base64.b64encode(text).decode() for text in (b"/test/compact", b"x"))
+    revision = int(post("/v3/kv/put", {"key": key, "value": value})["header"]["revision"])
+    post("/v3/kv/compaction", {"revision": str(revision), "physical": True})
+    return revision
+
+
+async def test_a_continue_token_too_old_starts_the_list_over(
+    control_plane_binaries: Binaries, tmp_path: Path
+) -> None:
+    """etcd compacted while the first page is handed over: a later page's continue token
+    is answered 410 Gone. The informer lists again from the start, and ends with every
+    object added once (those of the pages before the 410 are MODIFIED on the new list)
+    and none reported deleted."""
+    plane = LocalControlPlane(
+        "informer-410",
+        state_dir=tmp_path / "plane",
+        binaries=control_plane_binaries,
+        progress=lambda _: None,
+        bare=True,
+        apiserver_args=("--watch-cache=false",),  # lists (and their pages) from etcd
+    )
+    await asyncio.to_thread(plane.start)
+    try:
+        assert plane.ports is not None
+        etcd_port = plane.ports.etcd_client
+        async with KubeApi(load_config(plane.kubeconfig_path)) as api:
+            namespace = "informer-410"
+            await api.create(NAMESPACES.path(), {"metadata": {"name": namespace}})
+            names = [f"cm-{i:02d}" for i in range(COUNT)]
+            uids = await config_maps(api, namespace, names)
+            events, compacted = Events(), []
+
+            def on_event(type_: str, body: Body) -> None:
+                if not compacted:  # the first page is being handed over
+                    compacted.append(compact_etcd(etcd_port))
+                events(type_, body)
+
+            informer = Informer(api, CONFIGMAPS.path(namespace), on_event, params=MINE, page_size=5)
+            await asyncio.wait_for(informer._list(), 60)
+    finally:
+        await asyncio.to_thread(plane.stop)
+    assert compacted, "nothing was listed"
+    assert informer.restarted_lists == 1 and informer.lists == 1, vars(informer)
+    added = [(name, uid) for type_, name, uid in events.seen if type_ == "ADDED"]
+    assert sorted(added) == sorted(uids.items()), events.seen  # each once, its own uid
+    assert {type_ for type_, _, _ in events.seen} <= {"ADDED", "MODIFIED"}, events.seen
 
 
 CRDS = ResourceRef("apiextensions.k8s.io", "v1", "customresourcedefinitions")

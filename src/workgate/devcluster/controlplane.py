@@ -100,7 +100,8 @@ class LocalControlPlane:
     `die_with_parent=False` lets the processes outlive this Python process (`dev up
     --detach`); `stop_detached(state_dir)` stops them later through the pidfile.
     `shipwright_namespaces` limits the Shipwright controller to those namespaces (default:
-    all), so tests elsewhere can play the controller themselves.
+    all), so tests elsewhere can play the controller themselves. `apiserver_args` are added
+    to kube-apiserver's (a later flag wins: `--profiling=true`, `--watch-cache=false`).
     """
 
     def __init__(
@@ -116,6 +117,7 @@ class LocalControlPlane:
         ready_timeout: float = 180.0,
         bare: bool | None = None,
         shipwright_namespaces: Sequence[str] = (),
+        apiserver_args: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.state_dir = (state_dir or default_state_dir(name)).resolve()
@@ -127,6 +129,7 @@ class LocalControlPlane:
         self.ready_timeout = ready_timeout
         self.bare = bare_from_env() if bare is None else bare
         self.shipwright_namespaces = tuple(shipwright_namespaces)
+        self.apiserver_args = tuple(apiserver_args)
         self.pki = Pki(self.state_dir / "pki")
         self.ports: Ports | None = None
         self._children: list[Child] = []

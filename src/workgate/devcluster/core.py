@@ -87,6 +87,7 @@ def spawn_apiserver(plane: LocalControlPlane, binaries: Binaries) -> Child:
             # and nothing in this cluster would route to it anyway.
             "--endpoint-reconciler-type=none",
             "--profiling=false",
+            *plane.apiserver_args,
         ],
     )
 
