@@ -183,10 +183,14 @@ async def service_account(
     accounts = f"/api/v1/namespaces/{namespace}/serviceaccounts"
     await api.create(accounts, {"metadata": {"name": name}})
     binding = f"{namespace}-{name}"
+    owner = await api.get(NAMESPACES.path(None, namespace))  # a SIGKILLed bench's binding
+    # goes with its namespace (the garbage collector), not left behind
+    reference = {"apiVersion": "v1", "kind": "Namespace", "name": namespace}
+    reference["uid"] = owner["metadata"]["uid"]
     await api.create(
         CLUSTER_ROLE_BINDINGS,
         {
-            "metadata": {"name": binding},
+            "metadata": {"name": binding, "ownerReferences": [reference]},
             "roleRef": {
                 "apiGroup": "rbac.authorization.k8s.io",
                 "kind": "ClusterRole",
