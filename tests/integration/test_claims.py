@@ -125,6 +125,10 @@ def executions(log: Path) -> dict[str, tuple[float, float, str]]:
     return seen
 
 
+async def execution_started(log: Path, what: str) -> None:
+    await wait_for(lambda: log.exists() and "start" in log.read_text(), timeout=60, what=what)
+
+
 # --- fencing ---------------------------------------------------------------------------
 
 
@@ -146,11 +150,7 @@ async def test_a_lost_claim_stops_its_command_before_the_attempt_runs_again(
             namespace,
             workorder("fenced", "fenced", yaml="{}", claimTimeoutSeconds=6, backoffSeconds=1),
         )
-
-        async def started() -> bool:
-            return log.exists() and "start" in log.read_text()
-
-        await wait_for(started, timeout=60, what="the first execution to start")
+        await execution_started(log, "the first execution to start")
         await asyncio.sleep(5)  # the run is under way, renewing
         os.kill(pid, signal.SIGSTOP)
         try:
@@ -194,11 +194,7 @@ async def test_a_stopped_agent_stops_its_command_and_hands_the_attempt_back(
             namespace,
             workorder("stopped", "stopped", yaml="{}", claimTimeoutSeconds=3600, backoffSeconds=1),
         )
-
-        async def started() -> bool:
-            return log.exists() and "start" in log.read_text()
-
-        await wait_for(started, timeout=60, what="attempt 1's command to start")
+        await execution_started(log, "attempt 1's command to start")
         first.send_signal(signal.SIGTERM)
         # The second agent's command is short; it can only get attempt 2.
         second = agent_process(
