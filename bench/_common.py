@@ -183,14 +183,13 @@ async def service_account(
     accounts = f"/api/v1/namespaces/{namespace}/serviceaccounts"
     await api.create(accounts, {"metadata": {"name": name}})
     binding = f"{namespace}-{name}"
-    owner = await api.get(NAMESPACES.path(None, namespace))  # a SIGKILLed bench's binding
-    # goes with its namespace (the garbage collector), not left behind
-    reference = {"apiVersion": "v1", "kind": "Namespace", "name": namespace}
-    reference["uid"] = owner["metadata"]["uid"]
+    # Owned by its namespace: a SIGKILLed bench's binding goes when the namespace does.
+    uid = (await api.get(NAMESPACES.path(None, namespace)))["metadata"]["uid"]
+    owner = {"apiVersion": "v1", "kind": "Namespace", "name": namespace, "uid": uid}
     await api.create(
         CLUSTER_ROLE_BINDINGS,
         {
-            "metadata": {"name": binding, "ownerReferences": [reference]},
+            "metadata": {"name": binding, "ownerReferences": [owner]},
             "roleRef": {
                 "apiGroup": "rbac.authorization.k8s.io",
                 "kind": "ClusterRole",

@@ -299,8 +299,13 @@ async def test_deleting_a_workorder_mid_run_removes_its_buildrun_taskrun_and_pod
         return pods if [p["status"].get("phase") for p in pods] == ["Running"] else None
 
     await wait_for(running, timeout=120, what="the build's Pod to run")
-    run = get_json(kubectl, "buildrun", "busy-a1", "-n", ns)
-    assert succeeded(run)["status"] == "Unknown"
+
+    async def run_in_progress() -> bool:  # Shipwright mirrors its TaskRun a moment later
+        run = get_json(kubectl, "buildrun", "busy-a1", "-n", ns)
+        conditions = (run.get("status") or {}).get("conditions") or []
+        return any(c.get("type") == "Succeeded" and c["status"] == "Unknown" for c in conditions)
+
+    await wait_for(run_in_progress, timeout=60, what="BuildRun busy-a1 Succeeded=Unknown")
     task_run, pod = executor_objects(kubectl, ns, "busy-a1")
     assert (await get_workorder(api, ns, "busy"))["status"]["phase"] == "CLAIMED"
     children = [

@@ -28,6 +28,22 @@ CONFIGMAPS = ResourceRef("", "v1", "configmaps")
 METRIC = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$")
 
 
+async def quiet(api: KubeApi, kinds: tuple[str, ...], timeout: float = 30) -> None:
+    """Until two looks 0.5 s apart see no request for `kinds`: the operator has finished
+    with what it just made (the counts these tests assert are the server's, not a client's)."""
+    before = await served(api)
+
+    async def still() -> bool:
+        nonlocal before
+        await asyncio.sleep(0.5)
+        now = await served(api)
+        busy = any(key.split(" ")[1].split("/")[0] in kinds for key in now - before)
+        before = now
+        return not busy
+
+    await wait_for(still, timeout=timeout, what=f"no requests for {kinds}")
+
+
 async def served(api: KubeApi) -> Counter[str]:
     """`VERB resource[/sub]` -> requests the API server has served, by its own counters."""
     counts: Counter[str] = Counter()
@@ -96,6 +112,7 @@ async def test_one_signal_asks_rbac_once_and_its_events_follow(
     )
     await wait_phase(api, namespace, "one", "WAITING")
     await wait_wp(api, namespace, "one.go", "active")
+    await quiet(api, ("waitpoints", "secrets"))  # the operator's last status write is done
 
     before = await served(api)
     body: Body = await prepare_signal(api, namespace, "one.go", "approve")
