@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +125,13 @@ def executions(log: Path) -> dict[str, tuple[float, float, str]]:
     return seen
 
 
+def the_work(directory: Path) -> tuple[Path, Callable[[int], list[str]]]:
+    """WORK written to `directory`: its log, and the command that runs it for N seconds."""
+    log, script = directory / "work.log", directory / "work.py"
+    script.write_text(WORK)
+    return log, lambda seconds: [sys.executable, str(script), str(log), str(seconds)]
+
+
 async def execution_started(log: Path, what: str) -> None:
     await wait_for(lambda: log.exists() and "start" in log.read_text(), timeout=60, what=what)
 
@@ -140,10 +147,10 @@ async def test_a_lost_claim_stops_its_command_before_the_attempt_runs_again(
     starts (renew deadline 4 s + grace 1 s < 6 s), and the WorkOrder still succeeds."""
     pid = embedded_apiserver_pid(kubeconfig)
     start_operator(namespace)
-    log, script = tmp_path / "work.log", tmp_path / "work.py"
-    script.write_text(WORK)
-    command = [sys.executable, str(script), str(log), "20"]
-    agents = [agent_process(kubeconfig, "fenced", namespace, f"agent-{i}", command) for i in (1, 2)]
+    log, command = the_work(tmp_path)
+    agents = [
+        agent_process(kubeconfig, "fenced", namespace, f"agent-{i}", command(20)) for i in (1, 2)
+    ]
     try:
         await create_workorder(
             api,
@@ -182,11 +189,8 @@ async def test_a_stopped_agent_stops_its_command_and_hands_the_attempt_back(
     not after the claim timeout (an hour here). The command's own log shows attempt 1
     terminated before attempt 2 began."""
     start_operator(namespace)
-    log, script = tmp_path / "work.log", tmp_path / "work.py"
-    script.write_text(WORK)
-    first = agent_process(
-        kubeconfig, "stopped", namespace, "first", [sys.executable, str(script), str(log), "60"]
-    )
+    log, command = the_work(tmp_path)
+    first = agent_process(kubeconfig, "stopped", namespace, "first", command(60))
     second = None
     try:
         await create_workorder(
@@ -197,9 +201,7 @@ async def test_a_stopped_agent_stops_its_command_and_hands_the_attempt_back(
         await execution_started(log, "attempt 1's command to start")
         first.send_signal(signal.SIGTERM)
         # The second agent's command is short; it can only get attempt 2.
-        second = agent_process(
-            kubeconfig, "stopped", namespace, "second", [sys.executable, str(script), str(log), "1"]
-        )
+        second = agent_process(kubeconfig, "stopped", namespace, "second", command(1))
         code = await asyncio.to_thread(first.wait, 30)
         wo = await wait_phase(api, namespace, "stopped", "SUCCEEDED", "FAILED", timeout=60)
     finally:
