@@ -312,6 +312,8 @@ if __name__ == "__main__":
         "--profile", type=Path, default=None, help="py-spy an agent and the operator into DIR"
     )
     arguments = parser.parse_args()
+    if arguments.rounds < 1:
+        parser.error("--rounds must be at least 1")
     with _common.cluster() as where:
         print(f"measuring on {where}", flush=True)
         asyncio.run(main(arguments))

@@ -388,5 +388,7 @@ if __name__ == "__main__":
     parser.add_argument("--restart-catchup", type=int, default=0, metavar="PENDING")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR")
     arguments = parser.parse_args()
+    if arguments.rounds < 1:
+        parser.error("--rounds must be at least 1")
     with cluster() as place:
         asyncio.run(main(arguments, place))
