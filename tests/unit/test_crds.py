@@ -11,7 +11,7 @@ CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
 
 
 def test_checked_in_crds_match_the_models() -> None:
-    assert crdgen.drifted(CRD_DIR) == [], "run `workgate crds generate` and commit crds/"
+    assert crdgen.drifted(CRD_DIR) == [], "run `workgate crds` and commit crds/"
 
 
 def _walk(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:

@@ -129,6 +129,47 @@ def test_build_run_success_and_failure() -> None:
     assert bad.status.next_retry_after == NOW + timedelta(seconds=10)
 
 
+def test_reconciling_and_stalled_are_there_only_while_true() -> None:
+    """kstatus's abnormal-true conditions: absent means False, so a finished WorkOrder
+    carries Succeeded, Ready and Claimed, and no Reconciling=False or Stalled=False."""
+
+    def types(status: WorkOrderStatus) -> dict[str, str]:
+        return {c.type: str(c.status) for c in status.conditions}
+
+    claimed = lc.decide(observe(), POLICY).status
+    assert types(claimed) == {
+        "Succeeded": "Unknown",
+        "Ready": "False",
+        "Reconciling": "True",
+        "Claimed": "True",
+    }
+    ok = lc.decide(
+        observe(
+            claimed,
+            lease=lease(holder="op"),
+            build_run=lc.BuildRunView("wo1-a1", ConditionStatus.TRUE),
+        ),
+        POLICY,
+    ).status
+    assert types(ok) == {"Succeeded": "True", "Ready": "True", "Claimed": "False"}
+    failed = lc.decide(
+        observe(
+            claimed,
+            lease=lease(holder="op"),
+            build_run=lc.BuildRunView("wo1-a1", ConditionStatus.FALSE, "BuildFailed", "exit 1"),
+            spec_kw={"max_retries": 0},
+        ),
+        POLICY,
+    ).status
+    assert failed.phase == Phase.FAILED
+    assert types(failed) == {
+        "Succeeded": "False",
+        "Ready": "False",
+        "Stalled": "True",
+        "Claimed": "False",
+    }
+
+
 def test_a_build_shipwright_refused_to_register_is_not_retried() -> None:
     claimed = lc.decide(observe(), POLICY).status
     refused = lc.decide(

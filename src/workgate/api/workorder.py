@@ -379,8 +379,9 @@ class WorkOrderStatus(CamelModel):
     conditions: list[Condition] = Field(
         default_factory=list,
         description=(
-            "Standard conditions: Ready, Succeeded, Reconciling, Stalled, Claimed, "
-            "Suspended, Cancelled."
+            "Standard conditions: Ready, Succeeded, Claimed, Suspended, Cancelled, and "
+            "kstatus's Reconciling and Stalled, which are present only while True "
+            "(absent means False)."
         ),
         json_schema_extra={
             "x-kubernetes-list-type": "map",

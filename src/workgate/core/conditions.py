@@ -33,5 +33,10 @@ def set_condition(
     return [updated if c.type == type_ else c for c in conditions]
 
 
+def drop_condition(conditions: list[Condition], type_: str) -> list[Condition]:
+    """Return `conditions` without `type_` (an abnormal-true condition that is not True)."""
+    return [c for c in conditions if c.type != type_]
+
+
 def get_condition(conditions: list[Condition], type_: str) -> Condition | None:
     return next((c for c in conditions if c.type == type_), None)

@@ -2,6 +2,7 @@
 
 A mixin of `core.lifecycle._Machine`: kstatus reads Ready/Reconciling/Stalled, `kubectl
 wait` users read Succeeded, and Claimed/Suspended/Cancelled say what the phase says.
+Reconciling and Stalled are there only while True.
 """
 
 from __future__ import annotations
@@ -13,10 +14,15 @@ from pydantic import BaseModel
 
 from workgate.api.common import Condition, ConditionStatus
 from workgate.api.workorder import TERMINAL_PHASES, Phase, WorkOrderStatus
-from workgate.core.conditions import set_condition
+from workgate.core.conditions import drop_condition, set_condition
 from workgate.core.decisions import NAME_TAKEN_RETRY_SECONDS, Decision, Observation
 
 M = TypeVar("M")
+
+# kstatus's abnormal-true conditions: present only while True, absent meaning False (as
+# Flux's controllers do). Each status write then carries three conditions where it carried
+# five, and a condition write is most of what a status write costs the API server.
+ABNORMAL_TRUE = frozenset({"Reconciling", "Stalled"})
 
 
 def copied(value: M) -> M:
@@ -89,6 +95,9 @@ class StatusRules:
         for type_, value in wanted.items():
             if type_ == "Stalled" and blocked:
                 continue  # report_name_taken sets it: one change, not two per look
+            if type_ in ABNORMAL_TRUE and value != T:
+                conds = drop_condition(conds, type_)
+                continue
             conds = set_condition(conds, type_, value, reason, message, generation=gen, now=now)
         if spec.suspend or phase == Phase.SUSPENDED:
             running = phase == Phase.CLAIMED
