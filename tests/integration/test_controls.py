@@ -398,6 +398,14 @@ async def test_cancel_stops_a_claim_the_operator_had_not_recorded_yet(
     (run,) = work.executions("early")
     assert run.last_word == "terminated", run.words
     assert revoked, "the claim was not revoked (the agent is never told to stop)"
+    # managedFields say which part of workgate wrote what (each names itself as a client):
+    # the plugin spec.cancel, the operator the status and the revocation, the agent its claim.
+    wo = await api.get(WORKORDERS.path(namespace, "early"))
+    writers = {(m["manager"], m.get("subresource", "")) for m in wo["metadata"]["managedFields"]}
+    assert {("kubectl-workgate", ""), ("workgate", "status")} <= writers, writers
+    lease = await api.get(LEASES.path(namespace, "early-claim"))
+    claimants = {m["manager"] for m in lease["metadata"]["managedFields"]}
+    assert {"workgate-agent", "workgate"} <= claimants, claimants
 
 
 @pytest.fixture

@@ -253,7 +253,7 @@ async def serve(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace, scratch: Path) -> int:
-    async with KubeApi(transport="h11") as api:  # no aiohttp in an agent
+    async with KubeApi(transport="h11", client="workgate-agent") as api:  # no aiohttp in an agent
         agent = Agent(
             api,
             args.work_type,

@@ -206,7 +206,7 @@ async def with_api(
 ) -> int:
     """Run one `kubectl workgate` command in the namespace it names (or the context's): a
     refusal or an API error is one line on stderr and exit status 1."""
-    async with KubeApi() as api:
+    async with KubeApi(client="kubectl-workgate") as api:
         namespace = args.namespace or api.default_namespace
         try:
             return await body(args, api, namespace)

@@ -266,7 +266,7 @@ def pending_rows(items: list[Body], *, namespaces: bool, closed: bool) -> list[t
 
 
 async def _pending(args: argparse.Namespace) -> int:
-    async with KubeApi() as api:
+    async with KubeApi(client="kubectl-workgate") as api:
         namespace = None if args.all_namespaces else args.namespace or api.default_namespace
         params = {}
         if args.workorder:

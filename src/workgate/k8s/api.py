@@ -17,6 +17,7 @@ from urllib.parse import quote, urlencode
 
 import orjson
 
+from workgate import __version__
 from workgate.k8s.kubeconfig import ClusterConfig, load_config
 from workgate.k8s.transport import TRANSIENT_ERRORS, Reply, Transport, TransportName, make_transport
 
@@ -122,7 +123,10 @@ def _target(path: str, params: dict[str, str] | None) -> str:
 
 
 class KubeApi:
-    """`transport`: "aiohttp" (the default) or "h11" (what the agent process uses)."""
+    """`transport`: "aiohttp" (the default) or "h11" (what the agent process uses).
+    `client`: who is asking, sent as the User-Agent's product (`workgate-operator/0.1.0`);
+    the API server names the field manager of a write that names none after it, so
+    `managedFields` say which part of workgate wrote what (not "Python")."""
 
     def __init__(
         self,
@@ -130,9 +134,12 @@ class KubeApi:
         *,
         timeout: float = 30.0,
         transport: TransportName = "aiohttp",
+        client: str = FIELD_MANAGER,
     ) -> None:
         self.config = config or load_config()
         self._credentials = self.config.credentials
+        self.client = client
+        self._user_agent = {"User-Agent": f"{client}/{__version__}"}
         self._timeout = timeout
         self._transport: Transport = make_transport(transport, self.config.server, self.config.ssl)
         self._plurals: dict[tuple[str, str], str] = {}
@@ -169,7 +176,7 @@ class KubeApi:
         """Send one request (again, when the credentials' flow asks: a rotated token)."""
         target = _target(path, params)
         for attempt in (1, 2):
-            sent = {**(headers or {}), **await self._credentials.headers()}
+            sent = {**(headers or {}), **self._user_agent, **await self._credentials.headers()}
             reply = await self._transport.send(method, target, sent, content, self._timeout)
             if not self._retry_unauthorized(reply.status, attempt):
                 return _Response(reply)
@@ -222,13 +229,13 @@ class KubeApi:
     async def merge_patch(self, path: str, patch: Body) -> Body:
         return await self.request("PATCH", path, body=patch, content_type=MERGE_PATCH)
 
-    async def apply(self, path: str, body: Body, *, field_manager: str = FIELD_MANAGER) -> Body:
+    async def apply(self, path: str, body: Body, *, field_manager: str | None = None) -> Body:
         # JSON is YAML, so a JSON body is a valid apply patch.
         return await self.request(
             "PATCH",
             path,
             body=body,
-            params={"fieldManager": field_manager, "force": "true"},
+            params={"fieldManager": field_manager or self.client, "force": "true"},
             content_type=APPLY_PATCH,
         )
 
@@ -261,7 +268,11 @@ class KubeApi:
         query = {**(params or {}), "watch": "1", "timeoutSeconds": str(timeout_seconds)}
         target = _target(path, query)
         for attempt in (1, 2):
-            sent = {"Accept": "application/json", **await self._credentials.headers()}
+            sent = {
+                "Accept": "application/json",
+                **self._user_agent,
+                **await self._credentials.headers(),
+            }
             async with self._transport.stream(
                 "GET", target, sent, connect_timeout=10, read_timeout=timeout_seconds + 10
             ) as response:
