@@ -218,14 +218,16 @@ class Bench:
         print(f"  agent peak RSS: max {max(rss):.1f} MB, mean {sum(rss) / len(rss):.1f} MB")
 
     def stop(self) -> None:
-        for agent in self.agent_procs:  # SIGINT: an agent logs where its time went as it stops
-            agent.send_signal(signal.SIGINT)
+        # SIGTERM: an agent stops and logs where its time went (as on SIGINT, which a
+        # bench started as a background job hands its children ignored).
+        for agent in self.agent_procs:
+            agent.send_signal(signal.SIGTERM)
         if self.operator is not None:
             self.operator.terminate()
         for process in (*self.agent_procs, *([self.operator] if self.operator else [])):
             try:
                 process.wait(20)
-            except subprocess.TimeoutExpired:  # say, SIGINT ignored (a background job)
+            except subprocess.TimeoutExpired:
                 print(f"  (pid {process.pid} did not stop within 20 s: killed)")
                 process.kill()
                 process.wait()
