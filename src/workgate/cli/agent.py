@@ -33,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from workgate.agent import leftovers
 from workgate.agent.client import DEFAULT_SPREAD_SECONDS, Agent, Claim, ClaimLost
 from workgate.agent.timings import Timings
 from workgate.k8s.api import KubeApi, is_transient
@@ -83,14 +84,18 @@ def _signal_group(process: asyncio.subprocess.Process, signum: int) -> None:
 
 
 async def _stop(process: asyncio.subprocess.Process, grace: float) -> None:
-    """SIGTERM the command's process group, SIGKILL it if still there after `grace`."""
+    """SIGTERM the command's process group and whatever left it, SIGKILL them if still
+    there after `grace` (one grace period for all: the fencing budget counts on it)."""
+    started = time.monotonic()
     _signal_group(process, signal.SIGTERM)
+    leftovers.terminate_leftovers()
     try:
         await asyncio.wait_for(process.wait(), timeout=grace)
     except TimeoutError:
         _signal_group(process, signal.SIGKILL)
         await process.wait()
     _signal_group(process, signal.SIGKILL)  # stragglers that left the leader behind
+    await leftovers.stop_leftovers(max(0.0, grace - (time.monotonic() - started)))
 
 
 async def run_command(claim: Claim, command: list[str], suspend_file: Path) -> tuple[int, str]:
@@ -133,6 +138,15 @@ async def run_command(claim: Claim, command: list[str], suspend_file: Path) -> t
             await _stop(process, 2.0)
             finished.cancel()
     _, stderr = finished.result()
+    left = await leftovers.stop_leftovers(claim.fencing.grace)  # before the attempt ends
+    if left:
+        log.warning(
+            "%s/%s attempt %d: stopped %d leftover process(es) of the command",
+            claim.namespace,
+            claim.name,
+            claim.attempt,
+            left,
+        )
     text = stderr.decode(errors="replace")
     if text:
         sys.stderr.write(text)
@@ -253,6 +267,8 @@ async def serve(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace, scratch: Path) -> int:
+    if not leftovers.adopt_orphans():
+        log.info("not a subreaper here: a command that leaves its process group may outlive it")
     async with KubeApi(transport="h11", client="workgate-agent") as api:  # no aiohttp in an agent
         agent = Agent(
             api,
