@@ -1,5 +1,6 @@
 """The work queue's lanes: finished work (low) waits behind pending work, is never starved,
-and moves up when it is added normally."""
+and moves up when it is added normally; outcomes (urgent) go before new work, a few at a
+time, and never starve it either."""
 
 import asyncio
 import logging
@@ -7,7 +8,7 @@ import logging
 import pytest
 
 from workgate.k8s.api import ApiError
-from workgate.operator.queue import LOW_EVERY, WorkQueue
+from workgate.operator.queue import LOW_EVERY, URGENT_EVERY, WorkQueue
 
 
 class Recorder:
@@ -90,6 +91,50 @@ async def test_a_key_added_while_active_runs_again_in_the_lane_of_its_most_urgen
         runner.cancel()
     assert handler.order == ["busy", "busy", "done-0", "done-1", "done-2"]
     assert len(queue) == 0
+
+
+async def test_outcomes_go_first_a_few_at_a_time_and_a_waiting_key_moves_up() -> None:
+    handler = Recorder()
+    queue: WorkQueue[str] = WorkQueue(handler, workers=1)
+    for i in range(3):
+        queue.add(f"new-{i}")
+    queue.add("done-0", low=True)
+    for i in range(URGENT_EVERY + 2):
+        queue.add(f"report-{i}", urgent=True)
+    queue.add("new-2", urgent=True)  # its outcome came while it waited: it moves up
+    queue.add("report-0")  # a normal add never demotes it
+    queue.add("report-1", low=True)
+    total = 3 + 1 + URGENT_EVERY + 2
+    assert len(queue) == total and queue.low_waiting == 1
+    await drain(queue, handler, total)
+    urgent = [f"report-{i}" for i in range(URGENT_EVERY + 2)] + ["new-2"]
+    assert (
+        handler.order
+        == [
+            *urgent[:URGENT_EVERY],
+            "new-0",  # after URGENT_EVERY urgent ones, one normal key
+            *urgent[URGENT_EVERY : 2 * URGENT_EVERY],
+            "new-1",
+            "done-0",
+        ]
+    )
+
+
+async def test_an_outcome_for_a_key_being_reconciled_runs_it_again_first() -> None:
+    handler = Recorder(hold="busy")
+    queue: WorkQueue[str] = WorkQueue(handler, workers=1)
+    queue.add("busy")
+    runner = asyncio.create_task(queue.run())
+    try:
+        await handler.reached(1)
+        queue.add("new")
+        queue.add("busy")
+        queue.add("busy", urgent=True)
+        handler.release.set()
+        await handler.reached(3)
+    finally:
+        runner.cancel()
+    assert handler.order == ["busy", "busy", "new"]
 
 
 async def test_a_held_low_lane_waits_until_opened_and_a_promoted_key_does_not() -> None:

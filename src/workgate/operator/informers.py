@@ -62,7 +62,8 @@ def wire(reconciler: WorkOrderReconciler, gates: WaitpointReconciler) -> list[In
                 deleted=deleted,
                 policy=reconciler.policy,
             )
-            reconciler.queue.add(owner_key, low=low)
+            urgent = not low and not deleted and lanes.child_finished(body, lease=lease)
+            reconciler.queue.add(owner_key, low=low, urgent=urgent)
 
         return handle
 

@@ -6,7 +6,8 @@ lane, so the pending and active WorkOrders listed beside them are reconciled fir
 finished one is still reconciled, only later. Anything that may ask for work goes to the
 normal lane: a phase that is not terminal, a spec or rerun request the status has not
 caught up with, a deletion, or a live claim on a finished WorkOrder (revoked or released
-at once, not after the backlog).
+at once, not after the backlog). An outcome (a claim Lease's report, a BuildRun that
+has finished) of a WorkOrder not yet settled is urgent: it goes before new work.
 """
 
 from __future__ import annotations
@@ -55,3 +56,13 @@ def child_settled(
     local = (owner.get("spec") or {}).get("workType") in policy.local_work_types
     own = local and (child.get("spec") or {}).get("holderIdentity") == policy.identity
     return own and (owner.get("status") or {}).get("phase") == Phase.SUCCEEDED
+
+
+def child_finished(child: Body, *, lease: bool) -> bool:
+    """Does the child carry an attempt's outcome: a Lease with its report, a BuildRun
+    whose Succeeded condition is True or False?"""
+    if lease:
+        return bool(((child.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_RESULT))
+    conditions = (child.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Succeeded" and c.get("status") in ("True", "False")
+               for c in conditions)  # fmt: skip

@@ -5,15 +5,21 @@ afterwards; a key added many times while waiting is processed once; delayed adds
 the earliest time. Delays are in memory only: after a restart the initial listing enqueues
 every object again and the decision recomputes its wake-up time from status.
 
-Two lanes: `add(key, low=True)` is for work that is most likely a no-op (a finished
+Three lanes. `add(key, low=True)` is for work that is most likely a no-op (a finished
 WorkOrder that is up to date, as a restart lists thousands of them). Workers take the
 normal lane first, but one low key after every `LOW_EVERY` normal ones, so the low lane
 is never starved; a key waiting in the low lane moves to the normal one when it is added
-normally (never the other way round). `low_held`: the low lane waits until `open_low()`
-(the operator's, until its watches have listed everything: a finished WorkOrder looked
-at before its Lease is listed would be looked at again when it is). `low_rate`: at most
-so many low keys a second, so that thousands of them do not take the event loop from the
-normal work whenever it waits on others (a BuildRun's outcome).
+normally (never the other way round). `add(key, urgent=True)` is for an outcome waiting
+to be recorded (an attempt's report, a finished BuildRun): it goes before the normal lane,
+up to `URGENT_EVERY` in a row, so an outcome is not recorded only after a burst of new
+work has been looked at (which agents claim without the operator in any case, and which,
+looked at after its outcome, costs one status write instead of two).
+
+`low_held`: the low lane waits until `open_low()` (the operator's, until its watches
+have listed everything: a finished WorkOrder looked at before its Lease is listed would
+be looked at again when it is). `low_rate`: at most so many low keys a second, so that
+thousands of them do not take the event loop from the normal work whenever it waits on
+others (a BuildRun's outcome).
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ log = logging.getLogger(__name__)
 
 ERROR_RETRY_SECONDS = (0.5, 1, 2, 5, 10, 30)
 LOW_EVERY = 8  # normal keys taken before one low one, when both lanes wait
+URGENT_EVERY = 4  # urgent keys taken in a row before one normal one, when both wait
+URGENT, NORMAL, LOW = 0, 1, 2  # lanes, the most pressing first
 
 
 class WorkQueue(Generic[K]):
@@ -48,35 +56,40 @@ class WorkQueue(Generic[K]):
     ) -> None:
         self._handler = handler
         self._workers = workers
+        self._urgent: OrderedDict[K, None] = OrderedDict()
         self._normal: OrderedDict[K, None] = OrderedDict()
         self._low: OrderedDict[K, None] = OrderedDict()
+        self._lanes = (self._urgent, self._normal, self._low)
         self._low_open = not low_held
         self._low_interval = 1 / low_rate if low_rate else 0.0
         self._low_next = 0.0  # loop time from which the next low key may be taken
         self._nudge = asyncio.Event()  # a normal key came: a worker waiting for low looks
         self._waiting = asyncio.Semaphore(0)  # one release per key a worker may take
         self._streak = 0  # normal keys taken since the last low one
+        self._urgent_streak = 0  # urgent keys taken since the last other one
         self._active: set[K] = set()
-        self._dirty: dict[K, bool] = {}  # added while active: key -> low
+        self._dirty: dict[K, int] = {}  # added while active: key -> its most pressing lane
         self._timers: dict[K, tuple[float, asyncio.TimerHandle]] = {}
         self._failures: dict[K, int] = {}
 
-    def add(self, key: K, *, low: bool = False) -> None:
+    def add(self, key: K, *, low: bool = False, urgent: bool = False) -> None:
+        self._add(key, URGENT if urgent else LOW if low else NORMAL)
+
+    def _add(self, key: K, lane: int) -> None:
         if key in self._active:
-            self._dirty[key] = low and self._dirty.get(key, True)
-        elif key in self._normal:
+            self._dirty[key] = min(lane, self._dirty.get(key, LOW))
             return
-        elif key in self._low:
-            if not low:  # promoted
-                del self._low[key]
-                self._normal[key] = None
-                if not self._low_open:
-                    self._waiting.release()
-        else:
-            (self._low if low else self._normal)[key] = None
-            if self._low_open or not low:
-                self._waiting.release()
-        if not low:
+        waiting = next((i for i, keys in enumerate(self._lanes) if key in keys), None)
+        if waiting is not None and waiting <= lane:
+            return  # waiting already, as pressingly
+        if waiting is not None:  # promoted (never the other way round)
+            del self._lanes[waiting][key]
+            if waiting == LOW and not self._low_open:
+                self._waiting.release()  # the held low lane had no permit for it
+        elif self._low_open or lane != LOW:
+            self._waiting.release()
+        self._lanes[lane][key] = None
+        if lane != LOW:
             self._nudge.set()
 
     def open_low(self) -> None:
@@ -106,7 +119,7 @@ class WorkQueue(Generic[K]):
         self.add(key)
 
     def __len__(self) -> int:
-        return len(self._normal) + len(self._low)
+        return len(self._urgent) + len(self._normal) + len(self._low)
 
     @property
     def low_waiting(self) -> int:
@@ -117,6 +130,10 @@ class WorkQueue(Generic[K]):
         for the low lane's rate, when a low key is due)."""
         loop = asyncio.get_running_loop()
         while True:
+            if self._urgent and (self._urgent_streak < URGENT_EVERY or not self._normal):
+                self._urgent_streak += 1
+                return self._urgent.popitem(last=False)[0]
+            self._urgent_streak = 0
             low_due = (
                 self._low_open and self._low and (not self._normal or self._streak >= LOW_EVERY)
             )
@@ -166,4 +183,4 @@ class WorkQueue(Generic[K]):
             finally:
                 self._active.discard(key)
                 if key in self._dirty:
-                    self.add(key, low=self._dirty.pop(key))
+                    self._add(key, self._dirty.pop(key))
