@@ -3,7 +3,7 @@
 from typing import Any
 
 from workgate.core.decisions import Policy
-from workgate.operator.lanes import child_finished, child_settled, settled
+from workgate.operator.lanes import child_settled, reported, settled
 
 POLICY = Policy(identity="operator")
 
@@ -53,14 +53,8 @@ def test_a_childs_event_waits_unless_its_workorder_or_a_live_claim_asks_for_work
     assert not low(agent_type, lease("operator"))  # an agent's claim, under our user
 
 
-def test_an_outcome_is_a_report_on_a_lease_or_a_build_run_that_ended() -> None:
-    def run(status: str | None) -> dict[str, Any]:
-        conditions = [] if status is None else [{"type": "Succeeded", "status": status}]
-        return {"metadata": {"name": "r"}, "status": {"conditions": conditions}}
-
-    reported = {"metadata": {"annotations": {"workgate.io/result": '{"outcome": "SUCCEEDED"}'}}}
-    assert child_finished(reported, lease=True)
-    assert not child_finished({"metadata": {"annotations": {}}}, lease=True)
-    assert child_finished(run("True"), lease=False) and child_finished(run("False"), lease=False)
-    assert not child_finished(run("Unknown"), lease=False)
-    assert not child_finished(run(None), lease=False)
+def test_an_outcome_is_an_agents_report_on_its_claim() -> None:
+    report = {"metadata": {"annotations": {"workgate.io/result": "SUCCEEDED"}}}
+    assert reported(report)
+    assert not reported({"metadata": {"annotations": {"workgate.io/instance": "a"}}})
+    assert not reported({"metadata": {}})

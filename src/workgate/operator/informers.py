@@ -62,7 +62,7 @@ def wire(reconciler: WorkOrderReconciler, gates: WaitpointReconciler) -> list[In
                 deleted=deleted,
                 policy=reconciler.policy,
             )
-            urgent = not low and not deleted and lanes.child_finished(body, lease=lease)
+            urgent = lease and not low and not deleted and lanes.reported(body)
             reconciler.queue.add(owner_key, low=low, urgent=urgent)
 
         return handle

@@ -10,7 +10,7 @@ WorkOrder that is up to date, as a restart lists thousands of them). Workers tak
 normal lane first, but one low key after every `LOW_EVERY` normal ones, so the low lane
 is never starved; a key waiting in the low lane moves to the normal one when it is added
 normally (never the other way round). `add(key, urgent=True)` is for an outcome waiting
-to be recorded (an attempt's report, a finished BuildRun): it goes before the normal lane,
+to be recorded (an agent's report, operator/lanes.py): it goes before the normal lane,
 up to `URGENT_EVERY` in a row, so an outcome is not recorded only after a burst of new
 work has been looked at (which agents claim without the operator in any case, and which,
 looked at after its outcome, costs one status write instead of two).
