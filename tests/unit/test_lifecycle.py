@@ -101,27 +101,24 @@ def test_restart_after_claim_before_status_write_adopts_the_claim() -> None:
     assert kinds(d) == ["ApplyObjects", "CreateBuildRun"]
 
 
-def test_build_run_success_and_failure() -> None:
-    claimed = lc.decide(observe(), POLICY).status
-    ok = lc.decide(
-        observe(
-            claimed,
-            lease=lease(holder="op"),
-            build_run=lc.BuildRunView("wo1-a1", ConditionStatus.TRUE),
-        ),
+def after_build_run(
+    claimed: WorkOrderStatus, run: lc.BuildRunView, **spec_kw: object
+) -> lc.Decision:
+    """The decision on a claimed build WorkOrder once its BuildRun shows `run`."""
+    return lc.decide(
+        observe(claimed, lease=lease(holder="op"), build_run=run, spec_kw=spec_kw or None),
         POLICY,
     )
+
+
+def test_build_run_success_and_failure() -> None:
+    claimed = lc.decide(observe(), POLICY).status
+    ok = after_build_run(claimed, lc.BuildRunView("wo1-a1", ConditionStatus.TRUE))
     # the attempt's Lease stays with the WorkOrder as the record of who ran it
     assert ok.status.phase == Phase.SUCCEEDED and kinds(ok) == []
     assert get_condition(ok.status.conditions, "Ready").status == ConditionStatus.TRUE  # type: ignore[union-attr]
-    bad = lc.decide(
-        observe(
-            claimed,
-            lease=lease(holder="op"),
-            build_run=lc.BuildRunView("wo1-a1", ConditionStatus.FALSE, "BuildFailed", "exit 1"),
-        ),
-        POLICY,
-    )
+    failing = lc.BuildRunView("wo1-a1", ConditionStatus.FALSE, "BuildFailed", "exit 1")
+    bad = after_build_run(claimed, failing)
     assert bad.status.phase == Phase.RETRY_PENDING
     assert bad.status.last_error_reason == "BuildFailed" and "exit 1" in (
         bad.status.last_error or ""
@@ -143,24 +140,10 @@ def test_reconciling_and_stalled_are_there_only_while_true() -> None:
         "Reconciling": "True",
         "Claimed": "True",
     }
-    ok = lc.decide(
-        observe(
-            claimed,
-            lease=lease(holder="op"),
-            build_run=lc.BuildRunView("wo1-a1", ConditionStatus.TRUE),
-        ),
-        POLICY,
-    ).status
+    ok = after_build_run(claimed, lc.BuildRunView("wo1-a1", ConditionStatus.TRUE)).status
     assert types(ok) == {"Succeeded": "True", "Ready": "True", "Claimed": "False"}
-    failed = lc.decide(
-        observe(
-            claimed,
-            lease=lease(holder="op"),
-            build_run=lc.BuildRunView("wo1-a1", ConditionStatus.FALSE, "BuildFailed", "exit 1"),
-            spec_kw={"max_retries": 0},
-        ),
-        POLICY,
-    ).status
+    failing = lc.BuildRunView("wo1-a1", ConditionStatus.FALSE, "BuildFailed", "exit 1")
+    failed = after_build_run(claimed, failing, max_retries=0).status
     assert failed.phase == Phase.FAILED
     assert types(failed) == {
         "Succeeded": "False",

@@ -4,6 +4,7 @@ time, and never starve it either."""
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import pytest
 
@@ -36,6 +37,21 @@ class Recorder:
 async def drain(queue: WorkQueue[str], handler: Recorder, count: int) -> None:
     runner = asyncio.create_task(queue.run())
     try:
+        await handler.reached(count)
+    finally:
+        runner.cancel()
+
+
+async def while_busy(
+    queue: WorkQueue[str], handler: Recorder, adds: Callable[[], None], count: int
+) -> None:
+    """Run the queue; once the held key is being handled, `adds()`, release it, and wait
+    until `count` keys were handled."""
+    runner = asyncio.create_task(queue.run())
+    try:
+        await handler.reached(1)
+        adds()
+        handler.release.set()
         await handler.reached(count)
     finally:
         runner.cancel()
@@ -77,18 +93,15 @@ async def test_a_key_added_while_active_runs_again_in_the_lane_of_its_most_urgen
     handler = Recorder(hold="busy")
     queue: WorkQueue[str] = WorkQueue(handler, workers=1)
     queue.add("busy")
-    runner = asyncio.create_task(queue.run())
-    try:
-        await handler.reached(1)
+
+    def adds() -> None:
         for i in range(3):
             queue.add(f"done-{i}", low=True)
         queue.add("busy", low=True)
         queue.add("busy")  # normal: it goes before the finished ones
         queue.add("busy", low=True)
-        handler.release.set()
-        await handler.reached(5)
-    finally:
-        runner.cancel()
+
+    await while_busy(queue, handler, adds, 5)
     assert handler.order == ["busy", "busy", "done-0", "done-1", "done-2"]
     assert len(queue) == 0
 
@@ -124,16 +137,13 @@ async def test_an_outcome_for_a_key_being_reconciled_runs_it_again_first() -> No
     handler = Recorder(hold="busy")
     queue: WorkQueue[str] = WorkQueue(handler, workers=1)
     queue.add("busy")
-    runner = asyncio.create_task(queue.run())
-    try:
-        await handler.reached(1)
+
+    def adds() -> None:
         queue.add("new")
         queue.add("busy")
         queue.add("busy", urgent=True)
-        handler.release.set()
-        await handler.reached(3)
-    finally:
-        runner.cancel()
+
+    await while_busy(queue, handler, adds, 3)
     assert handler.order == ["busy", "busy", "new"]
 
 
