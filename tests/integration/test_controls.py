@@ -393,6 +393,8 @@ async def test_cancel_stops_a_claim_the_operator_had_not_recorded_yet(
         await reach(api, namespace, "early", "CANCELLED", timeout=60)
         await wait_for(lambda: not pid_alive(run.pid), timeout=30,
                        what="the command stopped")  # fmt: skip
+        # The recorder's watch may trail the agent's: catch up before reading what it saw.
+        await leases.caught_up()
         revoked = leases.of("MODIFIED", lambda b: bool(
             (b["metadata"].get("annotations") or {}).get(REVOKED)))  # fmt: skip
     (run,) = work.executions("early")
