@@ -307,7 +307,13 @@ async def test_deleting_a_workorder_mid_run_removes_its_buildrun_taskrun_and_pod
 
     await wait_for(run_in_progress, timeout=60, what="BuildRun busy-a1 Succeeded=Unknown")
     task_run, pod = executor_objects(kubectl, ns, "busy-a1")
-    assert (await get_workorder(api, ns, "busy"))["status"]["phase"] == "CLAIMED"
+
+    async def claimed() -> bool:  # a build's first status waits a moment for its outcome
+        return ((await get_workorder(api, ns, "busy")).get("status") or {}).get("phase") == (
+            "CLAIMED"
+        )
+
+    await wait_for(claimed, timeout=30, what="WorkOrder busy CLAIMED")
     children = [
         ("buildrun", "busy-a1"),
         ("build", "busy-build"),

@@ -101,6 +101,63 @@ def test_restart_after_claim_before_status_write_adopts_the_claim() -> None:
     assert kinds(d) == ["ApplyObjects", "CreateBuildRun"]
 
 
+def test_a_builds_first_status_waits_a_moment_for_its_outcome() -> None:
+    """The first look claims and starts the BuildRun but holds the CLAIMED status for
+    status_batch_seconds: a build that ends by then costs one status write."""
+    first = lc.decide(observe(), POLICY)
+    assert kinds(first) == ["ClaimLease", "ApplyObjects", "CreateBuildRun"]
+    assert first.status_may_wait_until == NOW + timedelta(seconds=1)
+    assert first.requeue_at == NOW + timedelta(seconds=1)  # written then, if nothing ended
+    claimed_at = NOW - timedelta(milliseconds=300)
+    own = replace(lease(holder="op"), acquire_time=claimed_at, renew_time=claimed_at)
+    running = lc.BuildRunView("wo1-a1", ConditionStatus.UNKNOWN)
+    # Looked at again before then (the Lease's own event): still held, nothing repeated.
+    again = lc.decide(observe(lease=own, build_run=running), POLICY)
+    assert again.actions == [] and again.events == []
+    assert again.status_may_wait_until == claimed_at + timedelta(seconds=1)
+    # The BuildRun ended meanwhile: the status goes from nothing to SUCCEEDED in one write,
+    # with the claim's own times and no Claimed Event (the operator's claims have none).
+    done = lc.BuildRunView("wo1-a1", ConditionStatus.TRUE)
+    ok = lc.decide(observe(lease=own, build_run=done), POLICY)
+    assert ok.status.phase == Phase.SUCCEEDED and ok.status_may_wait_until is None
+    assert ok.status.start_time == claimed_at and ok.status.attempt == 1
+    assert [e.reason for e in ok.events] == ["Succeeded"], ok.events
+    # Still running when the moment is over: CLAIMED is written as the first look had it.
+    later = NOW + timedelta(seconds=1)
+    late = lc.decide(observe(lease=own, build_run=running, now=later), POLICY)
+    assert late.status_may_wait_until is None and late.actions == [] and late.events == []
+    assert late.status.phase == Phase.CLAIMED and late.status.claimed_at == claimed_at
+    assert late.status.start_time == claimed_at and late.status.claimed_by == "op"
+
+
+def test_an_unrecorded_build_claim_is_adopted_so_cancel_and_deadline_stop_its_build_run() -> None:
+    own = lease(holder="op", renewed=NOW - timedelta(seconds=5))
+    running = lc.BuildRunView("wo1-a1", ConditionStatus.UNKNOWN)
+    cancelled = lc.decide(observe(lease=own, build_run=running, spec_kw={"cancel": True}), POLICY)
+    assert cancelled.status.phase == Phase.CANCELLED
+    assert "CancelBuildRun" in kinds(cancelled), kinds(cancelled)
+    late = lc.decide(
+        observe(lease=own, build_run=running, spec_kw={"active_deadline_seconds": 3}), POLICY
+    )
+    assert late.status.phase == Phase.FAILED, late.status  # counted from the claim, 5 s ago
+    assert "CancelBuildRun" in kinds(late), kinds(late)
+
+
+def test_a_limited_work_type_records_its_claim_at_once() -> None:
+    """Slots are counted from status: a claim on a limited work type is never held back,
+    and an unrecorded one goes through admission again."""
+    limited = replace(POLICY, concurrency_limits=(("build", 2),))
+    first = lc.decide(observe(), limited)
+    assert kinds(first) == ["ClaimLease", "ApplyObjects", "CreateBuildRun"]
+    assert first.status_may_wait_until is None and first.status.phase == Phase.CLAIMED
+
+
+def test_an_agents_claim_is_never_held_back() -> None:
+    d = lc.decide(observe(work_type="backup", yaml="{}", lease=lease()), POLICY)
+    assert d.status.phase == Phase.CLAIMED and d.status_may_wait_until is None
+    assert [e.reason for e in d.events] == ["Claimed"]
+
+
 def after_build_run(
     claimed: WorkOrderStatus, run: lc.BuildRunView, **spec_kw: object
 ) -> lc.Decision:

@@ -94,6 +94,8 @@ class Policy:
     default_ttl_seconds: int | None = None  # ttlSecondsAfterFinished when a spec has none
     # Per-work-type concurrency limits, set by the platform team: (work type, limit).
     concurrency_limits: tuple[tuple[str, int], ...] = ()
+    # How long a build's first CLAIMED status may wait for its outcome (Decision).
+    status_batch_seconds: float = 1.0
 
     def limit_for(self, work_type: str) -> int | None:
         return next((n for t, n in self.concurrency_limits if t == work_type), None)
@@ -254,6 +256,11 @@ class Decision:
     actions: list[Action] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     requeue_at: datetime | None = None
+    # The operator's first look at a build claimed it and started its BuildRun: the
+    # CLAIMED status may wait until then, so a BuildRun that ends by that time costs one
+    # status write, not two (the Job controller batches its syncs the same way). The
+    # claim is in the Lease meanwhile, and the next look adopts it (`start`).
+    status_may_wait_until: datetime | None = None
 
     def wake_at(self, when: datetime | None) -> None:
         if when is not None and (self.requeue_at is None or when < self.requeue_at):

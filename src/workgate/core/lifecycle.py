@@ -88,6 +88,21 @@ class _Machine(BuildRules, ControlRules, GateRules, StatusRules):
             and not lease.is_stale(self.obs.now)
         )
 
+    def unrecorded_claim(self, lease: LeaseView | None) -> bool:
+        """The operator's own live claim on the current attempt of a WorkOrder whose status
+        has never been written (only a work type without a concurrency limit: a limited
+        type's slots are counted from status, so there a claim is always recorded first)."""
+        return (
+            self.local
+            and self.obs.status.phase is None
+            and lease is not None
+            and not self.agents_claim(lease)
+            and lease.attempt == current_attempt(self.st.retry_count)
+            and lease.revoked is None
+            and lease.outcome is None
+            and self.policy.limit_for(self.obs.spec.work_type) is None
+        )
+
     def agents_claim(self, lease: LeaseView) -> bool:
         """Held by an agent, not by the operator: other work types than the operator's
         own are only ever claimed by agents (who may be the operator's user, in tests)."""
@@ -210,6 +225,15 @@ class _Machine(BuildRules, ControlRules, GateRules, StatusRules):
     def start(self) -> None:
         self.st.phase = Phase.PENDING  # no Event: the status says it, the claim follows
         self.st.start_time = self.obs.now
+        lease = self.obs.lease
+        if self.unrecorded_claim(lease):
+            # Our own claim that no status records yet (its first status was held back,
+            # or the operator died before writing it): the attempt runs, adopt it.
+            assert lease is not None
+            if lease.acquire_time is not None and lease.acquire_time < self.obs.now:
+                self.st.start_time = lease.acquire_time
+            self.take_claim(lease.holder or self.policy.identity, lease)
+            return
         if self.local and self.build_work() is None:
             return
         if self.gates(WaitpointStage.BEFORE_EXECUTION):
@@ -270,8 +294,9 @@ class _Machine(BuildRules, ControlRules, GateRules, StatusRules):
         self.st.build_run_name = (
             build_run_name(self.obs.name, self.st.attempt) if self.local else None
         )
-        if lease is not None:  # a claimant's claim; the operator's own is in status and
-            # the Lease (an Event per build attempt would be a write that says nothing new)
+        if lease is not None and self.agents_claim(lease):  # the operator's own claim is in
+            # status and the Lease (an Event per build attempt would be a write that says
+            # nothing new)
             self.event(
                 "Normal", "Claimed", f"attempt {self.st.attempt} claimed by {lease.claimant}"
             )

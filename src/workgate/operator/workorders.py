@@ -175,7 +175,8 @@ class WorkOrderReconciler:
         except ValidationError as exc:
             log.error("WorkOrder %s/%s is unreadable: %s", namespace, name, exc)
             return
-        decision = lifecycle.decide(self.observe(key, spec, status, body), self.policy)
+        observation = self.observe(key, spec, status, body)
+        decision = lifecycle.decide(observation, self.policy)
         # Claims are released (or revoked) only after the status records the attempt's
         # end: an agent that claims the moment the Lease is gone must then see that its
         # attempt is over.
@@ -194,12 +195,12 @@ class WorkOrderReconciler:
         if not done:
             self.queue.add_after(key, 0.2)
             return
-        if decision.status != status:
+        if decision.status != status and decision.status_may_wait_until is None:
             written = await self.write_status(body, decision.status)
             if written is None:
                 self.queue.add_after(key, 0.2)
                 return
-            self.record(body, status, decision.status)
+            self.record(body, status, decision.status, observation.lease)
             body = written
             if status.phase in ACTIVE and decision.status.phase not in ACTIVE:
                 self.slots_changed(spec.work_type)
@@ -361,6 +362,8 @@ class WorkOrderReconciler:
             raise _classify(exc, f"creating BuildRun {action.name}") from None
         if created is None:  # ours from before (or still terminating: the next look)
             await self._existing_child(workorder, BUILDRUNS, action.name)
+        else:  # so a look before its watch event does not create it again
+            self.build_runs.observe((workorder["metadata"]["namespace"], action.name), created)
 
     async def _existing_child(self, workorder: Body, resource: ResourceRef, name: str) -> Body:
         """A create met an existing object: ours (a race, a restart) is returned; anyone
@@ -377,7 +380,21 @@ class WorkOrderReconciler:
             raise NameTakenError(owners.name_taken(kind, existing).message)
         return existing
 
-    def record(self, body: Body, old: WorkOrderStatus, new: WorkOrderStatus) -> None:
+    def record(
+        self, body: Body, old: WorkOrderStatus, new: WorkOrderStatus, lease: LeaseView | None
+    ) -> None:
+        if (  # claimed and ended between two status writes (a held first status)
+            old.phase is None
+            and new.phase not in (None, Phase.PENDING, Phase.CLAIMED)
+            and lease is not None
+            and lease.attempt == new.attempt
+            and lease.acquire_time is not None
+        ):
+            claimed = new.model_copy(
+                update={"phase": Phase.CLAIMED, "claimed_at": lease.acquire_time}
+            )
+            self.record(body, old, claimed, None)
+            old = claimed
         entering_claim = new.phase == Phase.CLAIMED and old.phase != Phase.CLAIMED
         claimable_since = (
             old.next_retry_after
