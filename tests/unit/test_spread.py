@@ -36,11 +36,24 @@ def test_others_work_waits_by_rank_and_nothing_is_owned_by_no_one() -> None:
     assert delay == 0
 
 
-def test_an_agent_alone_defers_by_its_own_score() -> None:
+def test_an_agent_that_knows_no_one_defers_by_its_own_score() -> None:
     me = AGENTS[0]
     work, delay = Ranking(me, 0.5).choose(WORK[:3], frozenset())
     assert delay == min(spread_score(me, w.uid) for w in WORK[:3]) * 0.5
     assert delay == spread_score(me, work.uid) * 0.5
+
+
+def test_an_agent_that_sees_only_its_own_claims_waits_for_no_one() -> None:
+    me = AGENTS[0]
+    peers = Peers()
+    peers.saw(me, "lease-1", open_claim=True, now=0.0)  # still reporting its last claim
+    known = peers.available(BUSY_SECONDS + 0.5, me)
+    assert known == {me}
+    assert peers.available(BUSY_SECONDS + 0.5) == frozenset()  # busy, to everyone else
+    for size in (1, 3, 128):
+        work, delay = Ranking(me, 0.5).choose(WORK[:size], known)
+        assert delay == 0
+        assert work == min(WORK[:size], key=lambda w: spread_score(me, w.uid))
 
 
 def test_peers_are_forgotten_and_busy_ones_left_out() -> None:

@@ -197,13 +197,14 @@ class Agent:
         """
         identity = await self.identity()
         feed = await self._feed_started()
-        ranking = Ranking(claimant_key(identity, self.instance[:MAX_INSTANCE]), self.spread_seconds)
+        me = claimant_key(identity, self.instance[:MAX_INSTANCE])
+        ranking = Ranking(me, self.spread_seconds)
         while True:
             # (the first wait is start-up's: until work is created)
             phase = "waiting for work" if self.timings.count else "waiting for the first work"
             with self.timings.timed(phase):
                 work = await feed.wait_for_work()
-            candidate, delay = ranking.choose(work, feed.peers.available(time.monotonic()))
+            candidate, delay = ranking.choose(work, feed.peers.available(time.monotonic(), me))
             if delay > 0:
                 with self.timings.timed("deferring"):
                     await asyncio.sleep(delay)

@@ -10,8 +10,10 @@ that know each other aim at different WorkOrders, and nothing waits for an owner
 is gone or busy: peers are learnt from the claim Leases of the work type (holder and
 instance), forgotten when not seen for `PEER_SECONDS`, and left out while they hold an
 unreported claim older than `BUSY_SECONDS` (they run a command and will not claim now).
-An agent that knows no peer yet (start-up) defers by its own score, as all agents did
-before (at start-up they spread that way until their first Leases show who is there).
+An agent that has seen no claim lately, not even its own (start-up, or after a quiet
+spell), defers by its own score: agents starting together spread that way until their
+first Leases show who is there. One that sees only its own claims is alone, and defers
+to no one.
 """
 
 from __future__ import annotations
@@ -53,11 +55,13 @@ class Peers:
         """The claim's Lease is gone."""
         self._open.pop(lease_uid, None)
 
-    def available(self, now: float) -> frozenset[str]:
+    def available(self, now: float, me: str = "") -> frozenset[str]:
+        """The claimants seen lately that are not busy; `me` (the asking claimant, which
+        is about to claim, so not busy) is among them if its own claims were seen."""
         for claimant in [c for c, t in self._seen.items() if now - t > PEER_SECONDS]:
             del self._seen[claimant]
         busy = {c for c, since in self._open.values() if now - since > BUSY_SECONDS}
-        return frozenset(c for c in self._seen if c not in busy)
+        return frozenset(c for c in self._seen if c not in busy or c == me)
 
 
 class HasUid(Protocol):
@@ -86,7 +90,8 @@ class Ranking:
         """The WorkOrder to try (of `work`, oldest first) and how long to wait before.
 
         Own work first (lowest own score first), then by rank among the peers: the
-        candidate with the least (rank, own score, index in `work`)."""
+        candidate with the least (rank, own score, index in `work`). `peers` includes
+        this agent when its own claims were seen lately: alone, it waits for no one."""
         everyone = peers | {self.me}
         me, previous = self.me, self._scores
         scores: dict[str, dict[str, float]] = {}
@@ -116,6 +121,6 @@ class Ranking:
                     break
         assert best is not None
         rank, mine, index = best
-        if len(everyone) == 1:
+        if not peers:  # knows no one yet, not even itself: start-up's spread
             return work[index], mine * self.spread_seconds
         return work[index], rank / len(everyone) * self.spread_seconds
