@@ -19,13 +19,27 @@ def tree() -> Iterator[subprocess.Popen[bytes]]:
         ["/bin/sh", "-c", "sleep 60 & setsid sleep 60 & wait"], start_new_session=True
     )
     deadline = time.monotonic() + 10
-    while len(leftovers.descendants(proc.pid)) < 2 and time.monotonic() < deadline:
+    while sleeping_children(proc.pid) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
     yield proc
     for pid in leftovers.descendants(proc.pid):
         subprocess.run(["kill", "-9", str(pid)], check=False)
     proc.kill()
     proc.wait()
+
+
+def sleeping_children(parent: int) -> int:
+    """Direct children of `parent` that have become `sleep` (until exec they are `sh`),
+    found by scanning /proc without the module under test."""
+    count = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            comm, rest = stat.read_text().rsplit(") ", 1)
+        except OSError:
+            continue
+        if comm.endswith("(sleep") and int(rest.split()[1]) == parent:
+            count += 1
+    return count
 
 
 def names(pids: list[int]) -> list[str]:
