@@ -152,10 +152,49 @@ def test_a_limited_work_type_records_its_claim_at_once() -> None:
     assert first.status_may_wait_until is None and first.status.phase == Phase.CLAIMED
 
 
-def test_an_agents_claim_is_never_held_back() -> None:
-    d = lc.decide(observe(work_type="backup", yaml="{}", lease=lease()), POLICY)
-    assert d.status.phase == Phase.CLAIMED and d.status_may_wait_until is None
-    assert [e.reason for e in d.events] == ["Claimed"]
+def agents(lease_: LeaseView, status: WorkOrderStatus | None = None, **kw: object) -> lc.Decision:
+    return lc.decide(observe(status, work_type="backup", yaml="{}", lease=lease_, **kw), POLICY)
+
+
+def test_an_agents_claim_waits_a_moment_for_its_report() -> None:
+    """An agent's claim that status does not record yet is recorded a second after it was
+    made, with its Claimed Event, unless the report came first: then one write, one Event."""
+    claimed_at = NOW - timedelta(milliseconds=300)
+    fresh = replace(lease(), acquire_time=claimed_at, renew_time=claimed_at)
+    for recorded in (None, WorkOrderStatus(phase=Phase.PENDING)):
+        held = agents(fresh, recorded)
+        assert held.status_may_wait_until == claimed_at + timedelta(seconds=1), recorded
+        assert held.requeue_at == claimed_at + timedelta(seconds=1)
+        assert held.events == [] and held.actions == []
+    done = agents(replace(fresh, outcome=Outcome.SUCCEEDED))
+    assert done.status.phase == Phase.SUCCEEDED and done.status_may_wait_until is None
+    assert done.status.attempt == 1
+    assert len(done.events) == 1 and done.events[0].reason == "Succeeded"
+    assert "claimed by agent-1" in done.events[0].message, done.events
+    late = agents(fresh, now=claimed_at + timedelta(seconds=1))
+    assert late.status_may_wait_until is None and late.status.phase == Phase.CLAIMED
+    assert late.status.claimed_by == "agent-1" and late.status.claimed_at == claimed_at
+    assert [e.reason for e in late.events] == ["Claimed"]
+
+
+def test_an_agents_held_claim_is_still_cancelled_and_never_held_when_it_should_not_be() -> None:
+    fresh = replace(lease(), acquire_time=NOW - timedelta(milliseconds=300))
+    cancelled = agents(fresh, spec_kw={"cancel": True})
+    assert cancelled.status.phase == Phase.CANCELLED and cancelled.status_may_wait_until is None
+    assert "RevokeLease" in kinds(cancelled), kinds(cancelled)
+    limited = replace(POLICY, concurrency_limits=(("backup", 2),))
+    d = lc.decide(observe(work_type="backup", yaml="{}", lease=fresh), limited)
+    assert d.status_may_wait_until is None
+    ahead = agents(replace(fresh, acquire_time=NOW + timedelta(seconds=5)))  # a clock ahead
+    assert ahead.status_may_wait_until is None and ahead.status.phase == Phase.CLAIMED
+    # A retry that comes due and is claimed in one look: its Requeued Event is written
+    # with its status at once (a held decision with an Event would repeat the Event).
+    due = WorkOrderStatus(
+        phase=Phase.RETRY_PENDING, retry_count=1, next_retry_after=NOW - timedelta(seconds=1)
+    )
+    retried = agents(replace(fresh, attempt=2), due)
+    assert retried.status.phase == Phase.CLAIMED and retried.status_may_wait_until is None
+    assert [e.reason for e in retried.events] == ["Requeued", "Claimed"], retried.events
 
 
 def after_build_run(

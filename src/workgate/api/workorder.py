@@ -300,9 +300,9 @@ class WorkOrderStatus(CamelModel):
         description=(
             "Queue phase: QUEUED (at its work type's concurrency limit), PENDING, CLAIMED, "
             "RETRY_PENDING, WAITING (at a gate), SUSPENDED, SUCCEEDED, FAILED or CANCELLED. "
-            "Absent for up to a second after a build is claimed: its first status waits for "
-            "the outcome, so a short build goes to SUCCEEDED in one write (the claim is in "
-            "its Lease meanwhile)."
+            "A claim is recorded up to a second after it was made (absent or PENDING until "
+            "then): its first status waits for the outcome, so a short attempt goes to its "
+            "outcome in one write (the claim is in its Lease meanwhile)."
         ),
     )
     waiting_on: str | None = Field(

@@ -80,6 +80,9 @@ PERMANENT_BUILD_RUN_REASONS = frozenset({"BuildRegistrationFailed"})
 # created a moment before (its reconciler reads the cache, and fails rather than waits).
 # Such a BuildRun never ran: no TaskRun was made. It is created again, once per attempt.
 BUILD_NOT_SEEN = "BuildNotFound"
+# The Event an agent's claim makes when status records it (merged into the outcome's, if
+# that is recorded in the same write).
+CLAIMED_EVENT = "Claimed"
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ class Policy:
     default_ttl_seconds: int | None = None  # ttlSecondsAfterFinished when a spec has none
     # Per-work-type concurrency limits, set by the platform team: (work type, limit).
     concurrency_limits: tuple[tuple[str, int], ...] = ()
-    # How long a build's first CLAIMED status may wait for its outcome (Decision).
+    # How long a claim's first status may wait for its outcome (core/lifecycle_hold.py).
     status_batch_seconds: float = 1.0
 
     def limit_for(self, work_type: str) -> int | None:
@@ -256,10 +259,9 @@ class Decision:
     actions: list[Action] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     requeue_at: datetime | None = None
-    # The operator's first look at a build claimed it and started its BuildRun: the
-    # CLAIMED status may wait until then, so a BuildRun that ends by that time costs one
-    # status write, not two (the Job controller batches its syncs the same way). The
-    # claim is in the Lease meanwhile, and the next look adopts it (`start`).
+    # A claim that no status records yet (the operator's own, its BuildRun just started,
+    # or an agent's): its status, and Events, may wait until then, so an attempt that
+    # ends by that time costs one status write, not two (core/lifecycle_hold.py).
     status_may_wait_until: datetime | None = None
 
     def wake_at(self, when: datetime | None) -> None:

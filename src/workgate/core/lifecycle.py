@@ -26,6 +26,7 @@ from workgate.core.backoff import backoff_seconds, next_retry_time
 from workgate.core.claims import LeaseView, Outcome
 from workgate.core.decisions import (
     BUILD_NOT_SEEN,
+    CLAIMED_EVENT,
     NAME_TAKEN_RETRY_SECONDS,
     PERMANENT_BUILD_RUN_REASONS,
     Action,
@@ -52,13 +53,14 @@ from workgate.core.decisions import (
 from workgate.core.lifecycle_build import BuildRules
 from workgate.core.lifecycle_controls import ControlRules
 from workgate.core.lifecycle_gates import GateRules
+from workgate.core.lifecycle_hold import HoldRules
 from workgate.core.lifecycle_status import StatusRules, copied
 from workgate.core.naming import build_run_name, lease_name
 
 # --- the machine --------------------------------------------------------------------
 
 
-class _Machine(BuildRules, ControlRules, GateRules, StatusRules):
+class _Machine(BuildRules, ControlRules, GateRules, HoldRules, StatusRules):
     def __init__(self, obs: Observation, policy: Policy) -> None:
         self.obs = obs
         self.policy = policy
@@ -71,9 +73,9 @@ class _Machine(BuildRules, ControlRules, GateRules, StatusRules):
     def event(self, type_: str, reason: str, message: str) -> None:
         """Record an Event; a claim and its outcome in one decision make one Event (an
         agent that finished before the operator looked): Events are API writes too."""
-        claimed = [e for e in self.decision.events if e.reason == "Claimed"]
-        if claimed and reason != "Claimed":
-            self.decision.events = [e for e in self.decision.events if e.reason != "Claimed"]
+        claimed = [e for e in self.decision.events if e.reason == CLAIMED_EVENT]
+        if claimed and reason != CLAIMED_EVENT:
+            self.decision.events = [e for e in self.decision.events if e.reason != CLAIMED_EVENT]
             message = f"{claimed[0].message}; {message}"
         self.decision.events.append(Event(type_, reason, message))
 
@@ -298,7 +300,7 @@ class _Machine(BuildRules, ControlRules, GateRules, StatusRules):
             # status and the Lease (an Event per build attempt would be a write that says
             # nothing new)
             self.event(
-                "Normal", "Claimed", f"attempt {self.st.attempt} claimed by {lease.claimant}"
+                "Normal", CLAIMED_EVENT, f"attempt {self.st.attempt} claimed by {lease.claimant}"
             )
 
     def claimed(self) -> None:
@@ -335,6 +337,7 @@ class _Machine(BuildRules, ControlRules, GateRules, StatusRules):
             if lease.holder and lease.holder != self.st.claimed_by:
                 self.st.claimed_by = lease.holder
             self.decision.wake_at(lease.expires_at)
+            self.hold_agents_claim(lease)
 
     def suspend(self, key: str) -> None:
         """The claimant parked its attempt at a waitpoint it created: not a failure."""

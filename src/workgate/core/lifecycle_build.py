@@ -7,7 +7,6 @@ A mixin of `core.lifecycle._Machine` (it shares the machine's state: `obs`, `pol
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from workgate.api.common import ConditionStatus
@@ -44,7 +43,7 @@ class BuildRules:
         def fail(self, reason: str, message: str, *, retryable: bool) -> None: ...
         def succeed(self) -> None: ...
         def fail_timed_out(self, lease: LeaseView) -> None: ...
-        def unrecorded_claim(self, lease: LeaseView | None) -> bool: ...
+        def hold_first_status(self, lease: LeaseView | None, claiming_now: bool) -> None: ...
 
     def cancel_running_build(self) -> None:
         """A local attempt that ends unfinished must not keep building beside its retry."""
@@ -137,23 +136,6 @@ class BuildRules:
                 "Shipwright had not yet seen the Build; creating it again",
             )
             self.decision.actions.append(RecreateBuildRun(run_name, run.uid, build.name, attempt))
-
-    def hold_first_status(self, lease: LeaseView | None, claiming_now: bool) -> None:
-        """A build claimed (or adopted) before any status was written, its BuildRun not yet
-        done: the CLAIMED status may wait a moment for the outcome, so a short build costs
-        one status write (Decision.status_may_wait_until)."""
-        if self.obs.status.phase is not None:
-            return
-        if claiming_now and self.policy.limit_for(self.obs.spec.work_type) is None:
-            claimed = self.obs.now
-        elif self.unrecorded_claim(lease) and lease is not None:
-            claimed = lease.acquire_time or self.obs.now
-        else:
-            return
-        until = claimed + timedelta(seconds=self.policy.status_batch_seconds)
-        if claimed <= self.obs.now < until:  # (a claim dated ahead is written at once)
-            self.decision.status_may_wait_until = until
-            self.decision.wake_at(until)
 
 
 def _failed_before_it_ran(run: BuildRunView) -> bool:

@@ -384,7 +384,7 @@ class WorkOrderReconciler:
         self, body: Body, old: WorkOrderStatus, new: WorkOrderStatus, lease: LeaseView | None
     ) -> None:
         if (  # claimed and ended between two status writes (a held first status)
-            old.phase is None
+            old.phase in (None, Phase.PENDING)
             and new.phase not in (None, Phase.PENDING, Phase.CLAIMED)
             and lease is not None
             and lease.attempt == new.attempt
