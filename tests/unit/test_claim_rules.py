@@ -68,6 +68,19 @@ def test_a_claim_is_created_only_in_ones_own_name_with_permission() -> None:
     assert "outcome" in (judge("wo-claim", reported, "alice", "op", TARGET, True) or "")
 
 
+def test_a_claim_is_for_the_current_attempt_only() -> None:
+    """An agent whose view lags claims an attempt that is over (or not yet begun): refused,
+    so no Lease names an attempt other than the stored one (the operator's own claims are
+    judged by its status write instead: it may claim a rerun's attempt before writing it)."""
+    judge = rules.judge_claim_create
+    on_2 = ClaimTarget(True, True, "wo-claim", "lint", local=False, attempt=2)
+    assert judge("wo-claim", view(attempt=2), "alice", "op", on_2, True) is None
+    for attempt in (1, 3):
+        refused = judge("wo-claim", view(attempt=attempt), "alice", "op", on_2, True) or ""
+        assert "on attempt 2, not" in refused, refused
+    assert judge("wo-claim", view("op", attempt=3), "op", "op", on_2, False) is None
+
+
 def test_only_the_holder_or_the_operator_changes_a_claim() -> None:
     judge = rules.judge_claim_update
     assert judge(view(), view(), "alice", "op", same_owner=True) is None

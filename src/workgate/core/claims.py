@@ -163,6 +163,7 @@ class ClaimTarget:
     suspended: bool = False
     cancelled: bool = False
     limited: bool = False  # its work type has a concurrency limit
+    attempt: int | None = None  # its current attempt, as its stored status says
 
 
 def judge_claim_create(
@@ -206,6 +207,11 @@ def judge_claim_create(
         return "the WorkOrder is cancelled (spec.cancel)"
     if target.suspended:
         return "the WorkOrder is suspended (spec.suspend): it is not claimed until resumed"
+    if target.attempt is not None and lease.attempt != target.attempt:
+        return (
+            f"the WorkOrder is on attempt {target.attempt}, not {lease.attempt}: "
+            "a claim is for its current attempt"
+        )
     if target.limited and target.phase != "PENDING":
         return (
             f"{target.work_type!r} work has a concurrency limit: a WorkOrder is claimed "

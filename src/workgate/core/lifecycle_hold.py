@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING
 
 from workgate.api.workorder import Phase, WorkOrderStatus
 from workgate.core.claims import LeaseView
-from workgate.core.decisions import CLAIMED_EVENT, Decision, Observation, Policy
+from workgate.core.decisions import (
+    CLAIMED_EVENT,
+    Decision,
+    Observation,
+    Policy,
+    ReleaseLease,
+    RevokeLease,
+)
 
 UNRECORDED = (None, Phase.PENDING)  # the phases of a WorkOrder whose claim is not in status
 
@@ -46,6 +53,8 @@ class HoldRules:
             return
         if any(event.reason != CLAIMED_EVENT for event in self.decision.events):
             return
+        if any(isinstance(a, (ReleaseLease, RevokeLease)) for a in self.decision.actions):
+            return  # a claim is ended only after status records why
         self.decision.events = []
         self.decision.status_may_wait_until = until
         self.decision.wake_at(until)

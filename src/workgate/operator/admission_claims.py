@@ -13,7 +13,7 @@ from typing import Any
 
 import kopf
 
-from workgate.api.wire import GROUP, LABEL_MANAGED_BY, MANAGED_BY
+from workgate.api.wire import GROUP, LABEL_MANAGED_BY, MANAGED_BY, current_attempt_of
 from workgate.core import claims as rules
 from workgate.core.claims import ClaimTarget, LeaseView
 from workgate.core.naming import lease_name
@@ -96,6 +96,7 @@ async def _judge_create(
             suspended=bool(spec.get("suspend")),
             cancelled=bool(spec.get("cancel")),
             limited=work_type in dict(config.concurrency_limits),
+            attempt=current_attempt_of((wo or {}).get("status")) if wo is not None else None,
         )
         if wo is not None and requester != operator and not target.local:
             may_claim = await allowed(

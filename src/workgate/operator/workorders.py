@@ -16,19 +16,16 @@ from workgate.api.workorder import Phase, WorkOrderSpec, WorkOrderStatus
 from workgate.core import lifecycle
 from workgate.core.claims import LeaseView
 from workgate.core.naming import build_run_name
-from workgate.k8s import claims, owners, shipwright, waitpoints
+from workgate.k8s import owners, shipwright
 from workgate.k8s.api import (
-    BUILDRUNS,
-    LEASES,
-    WAITPOINTS,
     WORKORDERS,
     ApiError,
     Body,
     KubeApi,
-    ResourceRef,
 )
 from workgate.k8s.events import EventSink
 from workgate.operator import lanes, records
+from workgate.operator.actions import ActionFailed, Actions, NameTakenError
 from workgate.operator.cache import ObjectCache
 from workgate.operator.config import OperatorConfig
 from workgate.operator.leader import LeaderElector
@@ -43,25 +40,6 @@ TERMINAL = frozenset(p.value for p in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANC
 DEFERRED = (lifecycle.ReleaseLease, lifecycle.RevokeLease)
 SPEC_CACHE_ENTRIES = 4096
 LOW_RATE = 100  # finished WorkOrders looked at per second, at most (a restart's backlog)
-
-
-class ActionFailed(Exception):
-    def __init__(self, reason: str, message: str, *, retryable: bool) -> None:
-        super().__init__(message)
-        self.reason, self.message, self.retryable = reason, message, retryable
-
-
-class NameTakenError(Exception):
-    """A child's name is held by an object this WorkOrder does not control."""
-
-
-def _classify(exc: ApiError, what: str) -> ActionFailed:
-    """The API server refused the work itself (not a race): the attempt fails."""
-    if exc.status in (400, 422):
-        return ActionFailed(
-            "InvalidManifest", f"{what} was refused: {exc.message}", retryable=False
-        )
-    return ActionFailed("ApplyFailed", f"{what} failed: {exc.status} {exc.message}", retryable=True)
 
 
 class WorkOrderReconciler:
@@ -82,6 +60,7 @@ class WorkOrderReconciler:
         self.workorders: ObjectCache[Key] = ObjectCache(records.workorder_record)
         self.leases: ObjectCache[Key] = ObjectCache(records.lease_record)  # by WorkOrder
         self.build_runs: ObjectCache[Key] = ObjectCache(records.build_run_record)  # by name
+        self.actions = Actions(api, config, gates, self.leases, self.build_runs)
         self.queue: WorkQueue[Key] = WorkQueue(
             self.reconcile, workers=config.workers, low_held=True, low_rate=LOW_RATE
         )
@@ -178,11 +157,12 @@ class WorkOrderReconciler:
         observation = self.observe(key, spec, status, body)
         decision = lifecycle.decide(observation, self.policy)
         # Claims are released (or revoked) only after the status records the attempt's
-        # end: an agent that claims the moment the Lease is gone must then see that its
-        # attempt is over.
+        # end (an agent that claims the moment the Lease is gone must then see that its
+        # attempt is over), or, with no status to write, on a view confirmed current.
         release = [a for a in decision.actions if isinstance(a, DEFERRED)]
+        first = [a for a in decision.actions if a not in release]
         try:
-            done = await self.execute(body, [a for a in decision.actions if a not in release])
+            done = await self.actions.execute(body, first)
         except (ActionFailed, NameTakenError) as failure:
             if isinstance(failure, ActionFailed):
                 error = (failure.reason, failure.message, failure.retryable)
@@ -191,10 +171,12 @@ class WorkOrderReconciler:
                 observation = self.observe(key, spec, status, body, name_taken=str(failure))
             decision = lifecycle.decide(observation, self.policy)
             release = [a for a in decision.actions if isinstance(a, DEFERRED)]
-            done = await self.execute(body, [a for a in decision.actions if a not in release])
+            first = [a for a in decision.actions if a not in release]
+            done = await self.actions.execute(body, first)
         if not done:
             self.queue.add_after(key, 0.2)
             return
+        written = None
         if decision.status != status and decision.status_may_wait_until is None:
             written = await self.write_status(body, decision.status)
             if written is None:
@@ -204,12 +186,32 @@ class WorkOrderReconciler:
             body = written
             if status.phase in ACTIVE and decision.status.phase not in ACTIVE:
                 self.slots_changed(spec.work_type)
-        if not await self.execute(body, list(release)):
+        if release and written is None and not await self.view_is_current(key, body):
+            self.queue.add_after(key, 0)  # decide again on the WorkOrder as it is
+            return
+        if not await self.actions.execute(body, list(release)):
             self.queue.add_after(key, 0.2)
         for event in decision.events:
             self.events.post(body, event.type, event.reason, event.message)
         if decision.requeue_at is not None:
             self.queue.add_at(key, decision.requeue_at)
+
+    async def view_is_current(self, key: Key, body: Body) -> bool:
+        """Is the cached WorkOrder this decision saw the stored one? Asked before a claim
+        is ended without a status write (whose resourceVersion precondition would catch
+        a stale view): a replica whose WorkOrder watch trails its Lease watch (a re-list
+        after an API server restart) sees a new attempt's claim beside an old attempt's
+        status, and must not end it. A newer WorkOrder goes into the cache."""
+        try:
+            stored = await self.api.get(WORKORDERS.path(*key))
+        except ApiError as exc:
+            if exc.not_found:
+                return False  # gone: its claims go with it (garbage collection)
+            raise
+        if stored["metadata"].get("resourceVersion") == body["metadata"].get("resourceVersion"):
+            return True
+        self.workorders.observe(key, stored)
+        return False
 
     def observe(
         self,
@@ -248,137 +250,6 @@ class WorkOrderReconciler:
             action_error=action_error,
             name_taken=name_taken,
         )
-
-    async def execute(self, workorder: Body, actions: list[lifecycle.Action]) -> bool:
-        """Perform the decision's side effects in order. False: a race was lost, look again."""
-        meta = workorder["metadata"]
-        namespace, key = meta["namespace"], (meta["namespace"], meta["name"])
-        for action in actions:
-            match action:
-                case lifecycle.ClaimLease():
-                    lease = claims.build_lease(
-                        workorder,
-                        action.name,
-                        attempt=action.attempt,
-                        holder=action.holder,
-                        duration_seconds=action.duration_seconds,
-                        now=now_utc(),
-                        instance=self.config.identity,  # replicas share one user
-                    )
-                    try:
-                        self.leases.observe(key, await claims.create_lease(self.api, lease))
-                    except claims.ClaimTaken:
-                        existing = await self._existing_child(workorder, LEASES, action.name)
-                        if existing:
-                            self.leases.observe(key, existing)
-                        return False
-                case lifecycle.RenewLease():
-                    try:
-                        self.leases.observe(
-                            key,
-                            await claims.renew_lease(self.api, namespace, action.lease, now_utc()),
-                        )
-                    except claims.ClaimTaken:
-                        return False
-                case lifecycle.RevokeLease():
-                    try:
-                        self.leases.observe(
-                            key,
-                            await claims.revoke_lease(
-                                self.api, namespace, action.lease, action.reason
-                            ),
-                        )
-                    except claims.ClaimTaken:
-                        return False
-                case lifecycle.ReleaseLease():
-                    if not await claims.release_lease(self.api, namespace, action.lease):
-                        return False
-                    self.leases.forget(key, action.lease.uid)
-                case lifecycle.DeleteWaitpoint():
-                    view = action.waitpoint
-                    if not await self.api.delete_if(
-                        WAITPOINTS.path(namespace, view.name), view.uid
-                    ):
-                        return False
-                case lifecycle.DeleteWorkOrder():
-                    await self.api.delete_if(WORKORDERS.path(namespace, meta["name"]), action.uid)
-                case lifecycle.ApplyObjects():
-                    try:
-                        taken = await shipwright.apply_objects(self.api, workorder, action.objects)
-                    except ApiError as exc:
-                        raise _classify(exc, "applying the embedded objects") from None
-                    if taken is not None:
-                        raise NameTakenError(taken.message)
-                case lifecycle.CreateWaitpoint():
-                    created = await waitpoints.create_waitpoint(
-                        self.api, waitpoints.build_waitpoint(workorder, action.name, action.gate)
-                    )
-                    if created is None:
-                        created = await self._existing_child(workorder, WAITPOINTS, action.name)
-                    if created:
-                        self.gates.observe_waitpoint(created)
-                case lifecycle.ActivateWaitpoint():
-                    written = await waitpoints.activate(
-                        self.api, namespace, action.waitpoint, now_utc(), action.timeout_seconds
-                    )
-                    if written is None:
-                        return False
-                    self.gates.observe_waitpoint(written)
-                    self.gates.queue.add((namespace, action.waitpoint.name))  # buffered signals
-                case lifecycle.CancelWaitpoint():
-                    written = await waitpoints.cancel(
-                        self.api, namespace, action.waitpoint, now_utc()
-                    )
-                    if written is None:
-                        return False
-                    self.gates.observe_waitpoint(written)
-                case lifecycle.CreateBuildRun():
-                    await self._create_build_run(workorder, action)
-                case lifecycle.RecreateBuildRun():
-                    path = BUILDRUNS.path(namespace, action.name)
-                    if not await self.api.delete_if(path, action.uid):
-                        return False
-                    await self._create_build_run(workorder, action, lifecycle.BUILD_NOT_SEEN)
-                case lifecycle.CancelBuildRun():
-                    await shipwright.cancel_build_run(self.api, namespace, action.name)
-        return True
-
-    async def _create_build_run(
-        self,
-        workorder: Body,
-        action: lifecycle.CreateBuildRun | lifecycle.RecreateBuildRun,
-        recreated_after: str = "",
-    ) -> None:
-        try:
-            created = await shipwright.create_build_run(
-                self.api,
-                workorder,
-                action.name,
-                action.build_name,
-                action.attempt,
-                recreated_after=recreated_after,
-            )
-        except ApiError as exc:
-            raise _classify(exc, f"creating BuildRun {action.name}") from None
-        if created is None:  # ours from before (or still terminating: the next look)
-            await self._existing_child(workorder, BUILDRUNS, action.name)
-        else:  # so a look before its watch event does not create it again
-            self.build_runs.observe((workorder["metadata"]["namespace"], action.name), created)
-
-    async def _existing_child(self, workorder: Body, resource: ResourceRef, name: str) -> Body:
-        """A create met an existing object: ours (a race, a restart) is returned; anyone
-        else's raises NameTakenError: reported, never taken over."""
-        meta = workorder["metadata"]
-        try:
-            existing = await self.api.get(resource.path(meta["namespace"], name))
-        except ApiError as exc:
-            if exc.not_found:
-                return {}  # gone meanwhile: the next look creates it
-            raise
-        if not owners.controlled_by(existing, meta["uid"]):
-            kind = str(existing.get("kind") or resource.plural)
-            raise NameTakenError(owners.name_taken(kind, existing).message)
-        return existing
 
     def record(
         self, body: Body, old: WorkOrderStatus, new: WorkOrderStatus, lease: LeaseView | None
