@@ -251,6 +251,9 @@ Action = (
     | DeleteWaitpoint
     | DeleteWorkOrder
 )
+# The actions that end a claim: done only once the status records why (or, with no status
+# to write, on a WorkOrder view confirmed current: operator/workorders.py).
+ENDS_A_CLAIM = (ReleaseLease, RevokeLease)
 
 
 @dataclass

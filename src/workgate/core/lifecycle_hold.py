@@ -22,14 +22,7 @@ from typing import TYPE_CHECKING
 
 from workgate.api.workorder import Phase, WorkOrderStatus
 from workgate.core.claims import LeaseView
-from workgate.core.decisions import (
-    CLAIMED_EVENT,
-    Decision,
-    Observation,
-    Policy,
-    ReleaseLease,
-    RevokeLease,
-)
+from workgate.core.decisions import CLAIMED_EVENT, ENDS_A_CLAIM, Decision, Observation, Policy
 
 UNRECORDED = (None, Phase.PENDING)  # the phases of a WorkOrder whose claim is not in status
 
@@ -53,7 +46,7 @@ class HoldRules:
             return
         if any(event.reason != CLAIMED_EVENT for event in self.decision.events):
             return
-        if any(isinstance(a, (ReleaseLease, RevokeLease)) for a in self.decision.actions):
+        if any(isinstance(a, ENDS_A_CLAIM) for a in self.decision.actions):
             return  # a claim is ended only after status records why
         self.decision.events = []
         self.decision.status_may_wait_until = until

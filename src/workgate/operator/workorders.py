@@ -15,6 +15,7 @@ from workgate.api.wire import current_attempt, rerun_request
 from workgate.api.workorder import Phase, WorkOrderSpec, WorkOrderStatus
 from workgate.core import lifecycle
 from workgate.core.claims import LeaseView
+from workgate.core.decisions import ENDS_A_CLAIM
 from workgate.core.naming import build_run_name
 from workgate.k8s import owners, shipwright
 from workgate.k8s.api import (
@@ -37,7 +38,6 @@ from workgate.operator.waitpoints import WaitpointReconciler
 log = logging.getLogger(__name__)
 Key = tuple[str, str]
 TERMINAL = frozenset(p.value for p in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED))
-DEFERRED = (lifecycle.ReleaseLease, lifecycle.RevokeLease)
 SPEC_CACHE_ENTRIES = 4096
 LOW_RATE = 100  # finished WorkOrders looked at per second, at most (a restart's backlog)
 
@@ -159,7 +159,7 @@ class WorkOrderReconciler:
         # Claims are released (or revoked) only after the status records the attempt's
         # end (an agent that claims the moment the Lease is gone must then see that its
         # attempt is over), or, with no status to write, on a view confirmed current.
-        release = [a for a in decision.actions if isinstance(a, DEFERRED)]
+        release = [a for a in decision.actions if isinstance(a, ENDS_A_CLAIM)]
         first = [a for a in decision.actions if a not in release]
         try:
             done = await self.actions.execute(body, first)
@@ -170,7 +170,7 @@ class WorkOrderReconciler:
             else:
                 observation = self.observe(key, spec, status, body, name_taken=str(failure))
             decision = lifecycle.decide(observation, self.policy)
-            release = [a for a in decision.actions if isinstance(a, DEFERRED)]
+            release = [a for a in decision.actions if isinstance(a, ENDS_A_CLAIM)]
             first = [a for a in decision.actions if a not in release]
             done = await self.actions.execute(body, first)
         if not done:
