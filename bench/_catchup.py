@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import _profile
-from _common import peak_rss_mb, spawn_operator, watch_forever, workorder, workorder_done
+from _common import watch_forever, workorder, workorder_done
+from _processes import peak_rss_mb, spawn_operator
 from _standins import stand_in_shipwright
 
 from workgate.k8s.api import WORKORDERS, KubeApi

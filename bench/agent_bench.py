@@ -37,20 +37,8 @@ from typing import Any
 
 import _common
 import _profile
-from _common import (
-    CpuMeter,
-    busiest_writes,
-    idle_rate,
-    peak_rss_mb,
-    percentile,
-    plane_pids,
-    requests,
-    service_account,
-    spawn,
-    spawn_operator,
-    workorder,
-    writes,
-)
+from _common import busiest_writes, idle_rate, percentile, plane_pids, requests, workorder, writes
+from _processes import CpuMeter, peak_rss_mb, service_account, spawn, spawn_operator
 from _standins import stand_in_shipwright
 
 from workgate.core.claims import ANNOTATION_RESULT

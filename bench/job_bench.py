@@ -43,23 +43,19 @@ import _common
 import _profile
 from _catchup import restart_catchup
 from _common import (
-    CpuMeter,
     busiest_writes,
     cluster,
-    cpu_seconds,
     delete_if_present,
     idle_rate,
     latency_summary,
     namespace_gone,
-    peak_rss_mb,
     plane_pids,
     requests,
-    service_account,
-    spawn_operator,
     workorder,
     workorder_done,
     writes,
 )
+from _processes import CpuMeter, cpu_seconds, peak_rss_mb, service_account, spawn_operator
 from _standins import stand_in_kubelet, stand_in_shipwright
 
 from workgate.devcluster.build import ensure_binaries, stderr_progress

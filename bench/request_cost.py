@@ -21,7 +21,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from _common import cluster, cpu_seconds, plane_pids, workorder
+from _common import cluster, plane_pids, workorder
+from _processes import cpu_seconds
 
 from workgate.k8s.api import BUILDRUNS, BUILDS, NAMESPACES, WORKORDERS, KubeApi
 
