@@ -49,3 +49,13 @@ def test_changing_the_copy_leaves_the_original_alone() -> None:
     copy.completed_at = NOW + timedelta(seconds=1)
     assert status.to_wire() == wire
     assert status.conditions[0].status == ConditionStatus.FALSE and len(status.conditions) == 1
+
+
+def test_the_wire_form_leaves_out_an_empty_history_and_a_zero_retry_base() -> None:
+    bare = WorkOrderStatus(phase=Phase.PENDING).to_wire()
+    assert "history" not in bare and "retryBase" not in bare
+    assert bare["retryCount"] == 0  # a printer column: kept at zero
+    rerun = sample().model_copy(update={"retry_base": 1}).to_wire()
+    assert rerun["retryBase"] == 1
+    assert [run["phase"] for run in rerun["history"]] == ["FAILED"]
+    assert WorkOrderStatus.model_validate(bare) == WorkOrderStatus(phase=Phase.PENDING)
