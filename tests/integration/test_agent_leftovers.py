@@ -10,6 +10,7 @@ evidence is the daemon's own process: its pid, its session, and /proc.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import textwrap
 from pathlib import Path
@@ -98,3 +99,37 @@ async def test_a_stopped_command_takes_the_daemon_it_started_with_it(
             agent.wait(10)
     assert code == 143
     await wait_for(lambda: not running(pid), timeout=10, what="the daemon to be gone")
+
+
+def ended(pid: int) -> bool:
+    """Gone, or a zombie: a SIGKILLed agent's orphans are re-parented to init, which
+    reaps them when it does (not the agent's to reap any more)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+async def test_a_killed_agent_takes_its_commands_daemon_with_it(
+    api: KubeApi, namespace: str, kubeconfig: str, start_operator: Any, tmp_path: Path
+) -> None:
+    """SIGKILL leaves the agent no chance to stop anything: its keeper, which outlives it,
+    stops the command and the daemon that left the command's session, within the claim's
+    grace period (claimTimeoutSeconds 6: 1 s), long before the claim goes stale."""
+    start_operator(namespace)
+    agent = agent_process(kubeconfig, "daemon", namespace, "one", the_command(tmp_path, "120"))
+    pid = 0
+    try:
+        await create_workorder(
+            api, namespace, workorder("daemon", "daemon", yaml="{}", claimTimeoutSeconds=6)
+        )
+        pid = await the_daemon(tmp_path)
+        agent.kill()
+        await asyncio.to_thread(agent.wait, 30)
+        await wait_for(lambda: ended(pid), timeout=3, what="the daemon to be gone")
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait(10)
+        if pid and not ended(pid):  # this test's own daemon, should it have failed
+            os.kill(pid, signal.SIGKILL)

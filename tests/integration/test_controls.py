@@ -154,7 +154,7 @@ def work(tmp_path: Path) -> Iterator[Work]:
     for run in made.executions():
         if pid_alive(run.pid):
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(os.getpgid(run.pid), signal.SIGKILL)  # its agent's fence's group
+                os.killpg(os.getpgid(run.pid), signal.SIGKILL)  # the command's group
 
 
 @dataclass
@@ -275,8 +275,8 @@ def wall(monotonic_at: float) -> float:
 async def test_a_killed_agents_command_dies_with_it_before_anyone_else_may_claim(
     api: KubeApi, namespace: str, start_operator: Any, start_agent: Any, work: Work
 ) -> None:
-    """SIGKILL leaves an agent no chance to stop its command: the kernel tells the command's
-    fence (PR_SET_PDEATHSIG), which stops the command's whole process group, SIGKILL
+    """SIGKILL leaves an agent no chance to stop its command: its keeper sees the agent's
+    pipe close and stops the command and all it started (agent/keeper.py), SIGKILL
     after the grace even when it ignores SIGTERM, well before the claim goes stale and a
     second agent runs the attempt's retry. Proven from the command's own log."""
     timeout = 6
@@ -292,7 +292,7 @@ async def test_a_killed_agents_command_dies_with_it_before_anyone_else_may_claim
     first.proc.kill()
     await wait_for(lambda: not pid_alive(run.pid), timeout=30, what="the command gone")
     (run,) = work.executions("orphan")
-    assert "term-ignored" in run.words, run.words  # told by the fence, not by the agent
+    assert "term-ignored" in run.words, run.words  # told by the keeper, not by the agent
     assert run.last - killed <= fencing.grace + PROMPT, (run.last - killed, fencing.grace)
     start_agent("ctl", namespace, work.command("120,0.2", "ignore"))
     done = await reach(api, namespace, "orphan", "SUCCEEDED", "FAILED", timeout=90)

@@ -68,3 +68,12 @@ def test_nothing_below_a_process_without_children() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_spared_process_and_what_is_below_it_are_not_leftovers(
+    tree: subprocess.Popen[bytes],
+) -> None:
+    """The agent's keeper is its child too, and is no command's leftover."""
+    below = leftovers.descendants(os.getpid(), spare={tree.pid})
+    assert tree.pid not in below
+    assert not set(leftovers.descendants(tree.pid)) & set(below)

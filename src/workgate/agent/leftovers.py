@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Collection
 
 PR_SET_CHILD_SUBREAPER = 36
 LINUX = sys.platform.startswith("linux")
@@ -69,8 +70,9 @@ def _parents() -> dict[int, list[int]]:
     return children
 
 
-def descendants(root: int) -> list[int]:
-    """Every process below `root` (Linux; elsewhere none)."""
+def descendants(root: int, spare: Collection[int] = ()) -> list[int]:
+    """Every process below `root` (Linux; elsewhere none), but those in `spare` and
+    what is below them."""
     if not LINUX:
         return []
     table: dict[int, list[int]] | None = None
@@ -82,6 +84,7 @@ def descendants(root: int) -> list[int]:
         if below is None:
             table = _parents()
             below = table.get(pid, [])
+        below = [child for child in below if child not in spare]
         found += below
         todo += below
     return found
@@ -110,33 +113,34 @@ def _reap(pids: list[int]) -> None:
             os.waitpid(pid, os.WNOHANG)
 
 
-def terminate_leftovers() -> list[int]:
-    """SIGTERM everything below the agent; the pids told."""
-    pids = descendants(os.getpid())
+def terminate_leftovers(spare: Collection[int] = ()) -> list[int]:
+    """SIGTERM everything below the agent but `spare` (its keeper); the pids told."""
+    pids = descendants(os.getpid(), spare)
     _signal(pids, signal.SIGTERM)
     return pids
 
 
-async def stop_leftovers(grace: float) -> int:
-    """Stop everything below the agent: SIGTERM, then SIGKILL after `grace` s for what is
-    still running, and reap it. Only call between commands (the command's own process
-    has exited and been waited for). Returns how many processes there were."""
+async def stop_leftovers(grace: float, spare: Collection[int] = ()) -> int:
+    """Stop everything below the agent but `spare` (its keeper): SIGTERM, then SIGKILL
+    after `grace` s for what is still running, and reap it. Only call between commands
+    (the command's own process has exited and been waited for). Returns how many
+    processes there were."""
     me = os.getpid()
-    told = terminate_leftovers()
+    told = terminate_leftovers(spare)
     if not told:
         return 0
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        below = descendants(me)
+        below = descendants(me, spare)
         _reap(below)
         if not any(_running(pid) for pid in below):
             break
         await asyncio.sleep(0.05)
     deadline = time.monotonic() + 2.0
     while True:  # SIGKILL what is left (and what it started meanwhile), until all are reaped
-        below = descendants(me)
+        below = descendants(me, spare)
         _signal([pid for pid in below if _running(pid)], signal.SIGKILL)
         _reap(below)
-        if not descendants(me) or time.monotonic() > deadline:
+        if not descendants(me, spare) or time.monotonic() > deadline:
             return len(told)
         await asyncio.sleep(0.02)

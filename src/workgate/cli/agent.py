@@ -8,7 +8,8 @@ Fencing: if the claim is lost (not renewed by its renew deadline, say because th
 server is unreachable, or taken over), the command's process group gets SIGTERM, then
 SIGKILL after the grace period, all before the Lease can go stale; nothing is reported,
 and the attempt is retried elsewhere. An agent that dies stops renewing; its attempt
-times out. Transient API errors never end the agent.
+times out, and its keeper (agent/keeper.py) stops the command and what it started
+within the grace period. Transient API errors never end the agent.
 
 Stopping (SIGTERM, as when its pod is deleted, or SIGINT): the agent claims nothing more,
 stops a running command as fencing does (SIGTERM, SIGKILL after 2 s) and reports that
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -31,10 +31,12 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 from workgate.agent import leftovers
 from workgate.agent.client import DEFAULT_SPREAD_SECONDS, Agent, Claim, ClaimLost
+from workgate.agent.keeper import Keeper
 from workgate.agent.timings import Timings
 from workgate.k8s.api import KubeApi, is_transient
 from workgate.logs import setup_logging
@@ -43,78 +45,45 @@ log = logging.getLogger("workgate.agent")
 STDERR_TAIL = 2048
 
 
-# The command runs under a small sh that leads its process group. Told SIGTERM (by the
-# agent's fencing, or by the kernel when the agent dies: PR_SET_PDEATHSIG), it passes
-# SIGTERM to the whole group, then SIGKILL after the grace period: a SIGKILLed agent's
-# command does not outlive it, so it cannot overlap the attempt's retry elsewhere.
-# (stdin goes through fd 3: sh gives a background job /dev/null as its stdin otherwise.)
-FENCE = (
-    'n=$1; shift; exec 3<&0; trap \'trap "" TERM; kill -TERM 0; i=0; '
-    'while kill -0 $c 2>/dev/null && [ $i -lt "$n" ]; do sleep 0.1; i=$((i+1)); done; '
-    "kill -KILL 0' TERM; "
-    '"$@" <&3 3<&- & c=$!; exec 3<&-; wait $c'
-)
-PR_SET_PDEATHSIG = 1
-
-
-# util-linux's setpriv sets the parent-death signal and execs the fence: the command then
-# starts through the fast spawn path (a preexec_fn makes Python fork the whole agent:
-# 10 ms a command instead of 3.5 ms).
-SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
-
-
-def fenced(command: list[str], grace: float) -> list[str]:
-    fence = ["/bin/sh", "-c", FENCE, "workgate-fence", str(max(1, round(grace * 10))), *command]
-    return [SETPRIV, "--pdeathsig", "TERM", *fence] if SETPRIV else fence
-
-
-def _term_when_orphaned() -> None:
-    """In the child, before exec: SIGTERM when the agent (its parent) dies."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-ORPHAN_SIGNAL = None if SETPRIV else _term_when_orphaned
-
-
 def _signal_group(process: asyncio.subprocess.Process, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signum)
 
 
-async def _stop(process: asyncio.subprocess.Process, grace: float) -> None:
+async def _stop(process: asyncio.subprocess.Process, grace: float, spare: Collection[int]) -> None:
     """SIGTERM the command's process group and whatever left it, SIGKILL them if still
     there after `grace` (one grace period for all: the fencing budget counts on it)."""
     started = time.monotonic()
     _signal_group(process, signal.SIGTERM)
-    leftovers.terminate_leftovers()
+    leftovers.terminate_leftovers(spare)
     try:
         await asyncio.wait_for(process.wait(), timeout=grace)
     except TimeoutError:
         _signal_group(process, signal.SIGKILL)
         await process.wait()
     _signal_group(process, signal.SIGKILL)  # stragglers that left the leader behind
-    await leftovers.stop_leftovers(max(0.0, grace - (time.monotonic() - started)))
+    await leftovers.stop_leftovers(max(0.0, grace - (time.monotonic() - started)), spare)
 
 
-async def run_command(claim: Claim, command: list[str], suspend_file: Path) -> tuple[int, str]:
-    """Run `command` for the claim; ClaimLost (after stopping it) if the claim is lost."""
-    env = {
-        **os.environ,
+async def run_command(
+    claim: Claim, command: list[str], suspend_file: Path, keeper: Keeper
+) -> tuple[int, str]:
+    """Run `command` for the claim; ClaimLost (after stopping it) if the claim is lost.
+    The keeper stops it, and all it started, should the agent die meanwhile."""
+    env = keeper.environ(os.environ) | {
         "WORKGATE_SUSPEND_FILE": str(suspend_file),
         "WORKGATE_WORKORDER": claim.name,
         "WORKGATE_NAMESPACE": claim.namespace,
         "WORKGATE_ATTEMPT": str(claim.attempt),
         "WORKGATE_WORK_TYPE": str(claim.workorder["spec"]["workType"]),
     }
+    await keeper.guard(claim.fencing.grace)
     process = await asyncio.create_subprocess_exec(
-        *fenced(command, claim.fencing.grace),
+        *command,
         stdin=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env,
         start_new_session=True,  # its own process group: fencing stops its children too
-        preexec_fn=ORPHAN_SIGNAL,
     )
     finished = asyncio.ensure_future(process.communicate(claim.yaml_content.encode()))
     lost = asyncio.ensure_future(claim.lost.wait())
@@ -122,7 +91,7 @@ async def run_command(claim: Claim, command: list[str], suspend_file: Path) -> t
         await asyncio.wait({finished, lost}, return_when=asyncio.FIRST_COMPLETED)
         if not finished.done():
             started = time.monotonic()
-            await _stop(process, claim.fencing.grace)
+            await _stop(process, claim.fencing.grace, keeper.pids)
             log.warning(
                 "%s/%s attempt %d: claim lost, command stopped in %.2fs",
                 claim.namespace,
@@ -135,10 +104,10 @@ async def run_command(claim: Claim, command: list[str], suspend_file: Path) -> t
     finally:
         lost.cancel()
         if not finished.done():  # cancelled from outside (the agent stops): stop it too
-            await _stop(process, 2.0)
+            await _stop(process, 2.0, keeper.pids)
             finished.cancel()
     _, stderr = finished.result()
-    left = await leftovers.stop_leftovers(claim.fencing.grace)  # before the attempt ends
+    left = await leftovers.stop_leftovers(claim.fencing.grace, keeper.pids)  # before it ends
     if left:
         log.warning(
             "%s/%s attempt %d: stopped %d leftover process(es) of the command",
@@ -154,7 +123,12 @@ async def run_command(claim: Claim, command: list[str], suspend_file: Path) -> t
 
 
 async def attempt(
-    claim: Claim, args: argparse.Namespace, ran: asyncio.Event, timings: Timings, scratch: Path
+    claim: Claim,
+    args: argparse.Namespace,
+    ran: asyncio.Event,
+    timings: Timings,
+    scratch: Path,
+    keeper: Keeper,
 ) -> None:
     """Run the command (`ran` is set once it has exited), then report its outcome; a
     revoked claim's Lease is released once the command has stopped. The command's
@@ -162,7 +136,7 @@ async def attempt(
     `scratch` directory, removed afterwards."""
     suspend_file = scratch / f"{claim.lease.uid}.suspend.json"
     try:
-        await _attempt(claim, args, ran, timings, suspend_file)
+        await _attempt(claim, args, ran, timings, suspend_file, keeper)
     except asyncio.CancelledError:
         if not ran.is_set():  # the agent stops: its command was stopped (run_command)
             await _hand_back(claim)
@@ -200,10 +174,11 @@ async def _attempt(
     ran: asyncio.Event,
     timings: Timings,
     suspend_file: Path,
+    keeper: Keeper,
 ) -> None:
     async with claim.kept_alive():  # renewing until the outcome is reported
         with timings.timed("command"):
-            code, error = await run_command(claim, args.command, suspend_file)
+            code, error = await run_command(claim, args.command, suspend_file, keeper)
         if claim.lost.is_set():
             raise ClaimLost(f"{claim.namespace}/{claim.name} attempt {claim.attempt}")
         if code == 0 and suspend_file.exists():  # noqa: ASYNC240 (one stat of a local file)
@@ -285,7 +260,9 @@ async def _serve(args: argparse.Namespace, scratch: Path) -> int:
         )
         reporting: set[asyncio.Task[None]] = set()
         running: dict[asyncio.Task[None], asyncio.Event] = {}
+        keeper = Keeper()
         try:
+            await keeper.start()
             while True:
                 try:
                     if len(reporting) >= MAX_REPORTING:
@@ -293,7 +270,9 @@ async def _serve(args: argparse.Namespace, scratch: Path) -> int:
                     with agent.timings.timed("to next claim"):
                         claim = await agent.wait_for_claim()
                     ran = asyncio.Event()
-                    task = asyncio.create_task(attempt(claim, args, ran, agent.timings, scratch))
+                    task = asyncio.create_task(
+                        attempt(claim, args, ran, agent.timings, scratch, keeper)
+                    )
                     reporting.add(task)
                     running[task] = ran
                     task.add_done_callback(reporting.discard)
@@ -317,6 +296,7 @@ async def _serve(args: argparse.Namespace, scratch: Path) -> int:
                 for task in late:
                     task.cancel()
                 await asyncio.gather(*reporting, return_exceptions=True)
+            await keeper.close()
             await agent.close()
             log.info("stopping; where the time went: %s", agent.timings.summary())
 

@@ -1,0 +1,102 @@
+"""The agent's side of its keeper (agent/keeper_main.py): a command does not outlive its agent.
+
+Fencing stops a command while the agent lives (cli/agent.py). When the agent dies
+(SIGKILL, OOM), nothing of it runs any more: its keeper, a small process started once
+with the agent, sees the pipe from the agent end and stops every process that carries
+the agent's mark in its environment, SIGTERM then SIGKILL after the command's grace
+period, well before the claim can go stale (fencing's budget: the renew deadline plus
+the grace ends before the Lease does). Each command's environment carries the mark
+(`environ()`), and the agent tells the keeper each command's grace period before it
+starts it (`guard()`).
+
+A keeper that dies is started again before the next command; Linux only (the keeper
+reads /proc), elsewhere commands run without one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from workgate.agent.keeper_main import MARKS
+
+log = logging.getLogger(__name__)
+SCRIPT = Path(__file__).with_name("keeper_main.py")
+LINUX = sys.platform.startswith("linux")
+
+
+def without_marks(environ: Mapping[str, str]) -> dict[str, str]:
+    return {key: value for key, value in environ.items() if key != MARKS}
+
+
+class Keeper:
+    def __init__(self) -> None:
+        self.mark = secrets.token_hex(12)
+        self._process: asyncio.subprocess.Process | None = None
+
+    def environ(self, base: Mapping[str, str]) -> dict[str, str]:
+        """`base` with this agent's mark added (an agent run by another agent's command
+        keeps the outer mark too, so the outer keeper stops what this one started)."""
+        marks = [*base.get(MARKS, "").split(), self.mark]
+        return {**base, MARKS: " ".join(marks)}
+
+    @property
+    def pids(self) -> frozenset[int]:
+        """The keeper's process, which is not a command's leftover (agent/leftovers.py)."""
+        return frozenset() if self._process is None else frozenset({self._process.pid})
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.returncode is None
+
+    async def start(self) -> None:
+        """Start the keeper (Linux only): before the first command, and again should it die."""
+        if not LINUX:
+            return
+        # No mark of its own (an outer keeper must not stop it before it has done its
+        # work); a session of its own (a terminal's Ctrl-C is for the agent).
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-I",
+            "-S",
+            str(SCRIPT),
+            self.mark,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            env=without_marks(os.environ),
+            start_new_session=True,
+        )
+
+    async def guard(self, grace: float) -> None:
+        """Before a command starts: a keeper is there, and knows its grace period."""
+        if not LINUX:
+            return
+        if self._process is not None and not self.running:
+            code = self._process.returncode
+            log.warning("the agent's keeper exited (%s); starting it again", code)
+        if not self.running:
+            await self.start()
+        assert self._process is not None and self._process.stdin is not None
+        self._process.stdin.write(f"{grace:g}\n".encode())  # a few bytes: the pipe holds them
+
+    async def close(self) -> None:
+        """The agent stops (its commands stopped already): the keeper finds nothing, exits."""
+        process, self._process = self._process, None
+        if process is None or process.stdin is None:
+            return
+        process.stdin.close()
+        try:
+            await asyncio.wait_for(process.wait(), timeout=5)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+
+__all__ = ["MARKS", "Keeper"]
