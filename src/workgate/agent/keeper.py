@@ -39,6 +39,7 @@ class Keeper:
     def __init__(self) -> None:
         self.mark = secrets.token_hex(12)
         self._process: asyncio.subprocess.Process | None = None
+        self._told: float | None = None  # the grace period the running keeper knows
 
     def environ(self, base: Mapping[str, str]) -> dict[str, str]:
         """`base` with this agent's mark added (an agent run by another agent's command
@@ -59,6 +60,7 @@ class Keeper:
         """Start the keeper (Linux only): before the first command, and again should it die."""
         if not LINUX:
             return
+        self._told = None
         # No mark of its own (an outer keeper must not stop it before it has done its
         # work); a session of its own (a terminal's Ctrl-C is for the agent).
         self._process = await asyncio.create_subprocess_exec(
@@ -83,7 +85,9 @@ class Keeper:
         if not self.running:
             await self.start()
         assert self._process is not None and self._process.stdin is not None
-        self._process.stdin.write(f"{grace:g}\n".encode())  # a few bytes: the pipe holds them
+        if grace != self._told:  # a few bytes, and only when it changes: the pipe holds them
+            self._process.stdin.write(f"{grace:g}\n".encode())
+            self._told = grace
 
     async def close(self) -> None:
         """The agent stops (its commands stopped already): the keeper finds nothing, exits."""

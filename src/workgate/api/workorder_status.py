@@ -49,7 +49,9 @@ class WorkOrderStatus(CamelModel):
             "RETRY_PENDING, WAITING (at a gate), SUSPENDED, SUCCEEDED, FAILED or CANCELLED. "
             "A claim is recorded up to a second after it was made (absent or PENDING until "
             "then): its first status waits for the outcome, so a short attempt goes to its "
-            "outcome in one write (the claim is in its Lease meanwhile)."
+            "outcome in one write (the claim is in its Lease meanwhile). Likewise an agent's "
+            "WorkOrder shows PENDING only from a second after its creation, unless claimed "
+            "by then."
         ),
     )
     waiting_on: str | None = Field(

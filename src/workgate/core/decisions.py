@@ -130,6 +130,7 @@ class Observation:
     rerun: str | None = None
     # Its work type's queue, when that type has a concurrency limit.
     queue: QueueView | None = None
+    created: datetime | None = None  # metadata.creationTimestamp
 
 
 NAME_TAKEN_RETRY_SECONDS = 5.0

@@ -278,6 +278,7 @@ class _Machine(BuildRules, ControlRules, GateRules, HoldRules, StatusRules):
         if not self.admitted():
             return
         if not self.local:
+            self.hold_unclaimed()
             return  # an agent's claim (a Lease event) wakes us
         if self.build_work() is None or self.obs.name_taken:
             return

@@ -62,6 +62,19 @@ class HoldRules:
         elif self.unrecorded_claim(lease) and lease is not None:
             self.hold_status(lease.acquire_time or self.obs.now)
 
+    def hold_unclaimed(self) -> None:
+        """An agent's WorkOrder that no status records yet and no one has claimed: its first
+        status (PENDING) waits `status_batch_seconds` from its creation, so that a claim
+        made by then (agents are usually waiting for work) and its outcome are one write."""
+        if (
+            self.obs.status.phase is None
+            and self.st.phase == Phase.PENDING
+            and self.obs.lease is None
+            and self.obs.created is not None
+            and self.policy.limit_for(self.obs.spec.work_type) is None
+        ):
+            self.hold_status(self.obs.created)
+
     def hold_agents_claim(self, lease: LeaseView) -> None:
         """An agent's live claim on the current attempt, with no outcome yet, that status
         does not record (a work type without a concurrency limit: a limited type's slots

@@ -249,6 +249,7 @@ class WorkOrderReconciler:
             random_value=random.random(),
             action_error=action_error,
             name_taken=name_taken,
+            created=parse_time(body["metadata"].get("creationTimestamp")),
         )
 
     def record(
