@@ -25,7 +25,7 @@ from workgate.operator.config import OperatorConfig
 from workgate.operator.waitpoints import WaitpointReconciler
 from workgate.operator.workorders import WorkOrderReconciler
 
-from .conftest import create_workorder, workorder
+from .conftest import create_workorder, wait_for, workorder
 
 pytestmark = pytest.mark.integration
 
@@ -65,8 +65,13 @@ async def test_a_lagging_view_leaves_a_newer_attempts_claim_alone(
     operator = reconciler(api, namespace)
     key = (namespace, "lag")
     operator.workorders.observe(key, wo)
-    await operator.reconcile(key)  # its first look: PENDING, attempt 1, written and cached
-    stale = operator.workorders.get(key)
+
+    async def pending_written() -> Body | None:
+        await operator.reconcile(key)  # PENDING, attempt 1, written (a second after its
+        cached = operator.workorders.get(key)  # creation: core/lifecycle_hold.py) and cached
+        return cached if cached and (cached.get("status") or {}).get("phase") else None
+
+    stale = await wait_for(pending_written, timeout=10, interval=0.2, what="PENDING written")
     assert stale is not None and stale["status"]["phase"] == "PENDING", stale
     # Meanwhile (unseen by this replica): attempt 1 failed, its retry came due, an agent
     # claimed attempt 2.
