@@ -21,6 +21,7 @@ PACKAGES = (
     ("/httpx", "httpx/httpcore/h11/anyio"),
     ("/httpcore", "httpx/httpcore/h11/anyio"),
     ("/h11/", "h11"),
+    ("/httptools/", "httptools"),
     ("/anyio/", "httpx/httpcore/h11/anyio"),
     ("/lightkube/", "lightkube"),
     ("/aiohttp/", "aiohttp"),

@@ -265,7 +265,7 @@ async def test_only_the_holder_may_touch_a_claim(
     await create_workorder(api, namespace, workorder("held", "lint", yaml="{}"))
     await wait_phase(api, namespace, "held", "PENDING")
 
-    async with KubeApi(load_config_from(agent_config), transport="h11") as agent_api:
+    async with KubeApi(load_config_from(agent_config), transport="http11") as agent_api:
         claim = await wait_for(
             lambda: Agent(agent_api, "lint", namespace=namespace).claim_next(), what="claim"
         )
@@ -333,7 +333,7 @@ async def test_only_the_holder_may_touch_a_claim(
     assert refused.returncode != 0 and "must be the claimant's own user name" in refused.stderr
 
     # The holder reports; the operator records it.
-    async with KubeApi(load_config_from(agent_config), transport="h11") as agent_api:
+    async with KubeApi(load_config_from(agent_config), transport="http11") as agent_api:
         claim.api = agent_api
         await claim.succeed()
     await wait_phase(api, namespace, "held", "SUCCEEDED")
@@ -398,7 +398,7 @@ async def test_an_agent_may_claim_only_the_work_types_it_is_granted(
     await create_workorder(api, namespace, workorder("lint-it", "lint", yaml="{}"))
     await wait_phase(api, namespace, "deploy-it", "PENDING")
     await wait_phase(api, namespace, "lint-it", "PENDING")
-    async with KubeApi(load_config_from(config), transport="h11") as own:
+    async with KubeApi(load_config_from(config), transport="http11") as own:
         assert await Agent(own, "deploy", namespace=namespace).claim_next() is None
         lint = await wait_for(
             lambda: Agent(own, "lint", namespace=namespace).claim_next(), what="lint claim"

@@ -179,3 +179,31 @@ async def test_a_refused_connection_is_transient() -> None:
     with pytest.raises(OSError) as raised:
         await transport.send("GET", "/", {}, None, 5)
     assert is_transient(raised.value)
+
+
+async def test_an_interim_response_is_skipped(serve: Serve) -> None:
+    async def interim(head: bytes, _: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
+        w.write(b"HTTP/1.1 100 Continue\r\n\r\n" + reply(201, b"made"))
+        await w.drain()
+        return True
+
+    server, url = await serve(interim)
+    transport = Http11Transport(url, None)
+    try:
+        got = await transport.send("POST", "/x", {}, b"{}", 5)
+        assert (got.status, got.content) == (201, b"made")
+        assert (await transport.send("GET", "/y", {}, None, 5)).status == 201
+    finally:
+        await transport.aclose()
+    assert server.connections == 1
+
+
+async def test_a_header_with_a_line_break_is_not_sent(serve: Serve) -> None:
+    server, url = await serve(ok)
+    transport = Http11Transport(url, None)
+    try:
+        with pytest.raises(ConnectionError):
+            await transport.send("GET", "/x", {"X-Evil": "a\r\nX-Injected: 1"}, None, 5)
+    finally:
+        await transport.aclose()
+    assert not any(b"X-Injected" in request for request in server.requests)

@@ -244,7 +244,8 @@ async def serve(args: argparse.Namespace) -> int:
 async def _serve(args: argparse.Namespace, scratch: Path) -> int:
     if not leftovers.adopt_orphans():
         log.info("not a subreaper here: a command that leaves its process group may outlive it")
-    async with KubeApi(transport="h11", client="workgate-agent") as api:  # no aiohttp in an agent
+    # no aiohttp in an agent: its own small HTTP/1.1 client
+    async with KubeApi(transport="http11", client="workgate-agent") as api:
         agent = Agent(
             api,
             args.work_type,

@@ -3,9 +3,9 @@
 Credentials come from k8s/kubeconfig.py (a kubeconfig or in-cluster: client certificates,
 tokens, token files, exec plugins, basic auth); requests go through a transport
 (k8s/transport.py): aiohttp in the operator, where Kopf runs on it anyway, or a small
-HTTP/1.1 client on h11 in the agent, which has no other use for aiohttp. Everything above
-this module speaks plain dicts, so the adapters can state preconditions (resourceVersion,
-uid) and content types exactly.
+HTTP/1.1 client (k8s/http11.py, llhttp parsing) in the agent, which has no other use for
+aiohttp. Everything above this module speaks plain dicts, so the adapters can state
+preconditions (resourceVersion, uid) and content types exactly.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def _target(path: str, params: dict[str, str] | None) -> str:
 
 
 class KubeApi:
-    """`transport`: "aiohttp" (the default) or "h11" (what the agent process uses).
+    """`transport`: "aiohttp" (the default) or "http11" (what the agent process uses).
     `client`: who is asking, sent as the User-Agent's product (`workgate-operator/0.1.0`);
     the API server names the field manager of a write that names none after it, so
     `managedFields` say which part of workgate wrote what (not "Python")."""

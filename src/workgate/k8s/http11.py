@@ -1,5 +1,6 @@
-"""KubeApi's transport in the agent: HTTP/1.1 over asyncio streams, h11 speaking the
-protocol (framing, chunked bodies, keep-alive rules), TLS from the kubeconfig's context.
+"""KubeApi's transport in the agent: HTTP/1.1 over asyncio streams, llhttp (httptools)
+parsing the responses (framing, chunked bodies, keep-alive rules), TLS from the
+kubeconfig's context.
 
 A small pool of keep-alive connections: a request takes an idle one (or opens one) and
 gives it back once its response has been read in full and both sides may go on; anything
@@ -15,7 +16,7 @@ import ssl
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
-import h11
+import httptools
 
 from workgate.k8s.transport import Reply
 
@@ -27,86 +28,116 @@ class ProtocolFailure(ConnectionError):
     """The server's bytes were not HTTP/1.1 we understand, or it closed mid-response."""
 
 
+class _Head:
+    def __init__(self, status: int, reason: str) -> None:
+        self.status_code, self.reason = status, reason
+
+
 class _Connection:
+    """One connection: requests written as bytes, responses parsed by llhttp (httptools),
+    whose callbacks collect the status, the body's pieces and the message's end."""
+
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
-        self.http = h11.Connection(h11.CLIENT)
+        self._parser = httptools.HttpResponseParser(self)
+        self._reason = b""
+        self._headers_done = False
+        self._pieces: list[bytes] = []
+        self._complete = False
+        self._idle = True  # no request in flight
+        self._keep_alive = True
+
+    # httptools' callbacks
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+        self._keep_alive = self._parser.should_keep_alive()
+
+    def on_body(self, piece: bytes) -> None:
+        self._pieces.append(piece)
+
+    def on_message_complete(self) -> None:
+        self._complete = True
 
     def reusable(self) -> bool:
         return (
-            self.http.our_state is h11.IDLE
+            self._idle
+            and self._keep_alive
             and not self.writer.is_closing()
             and not self.reader.at_eof()
         )
 
     def close(self) -> None:
+        self._keep_alive = False
         self.writer.close()
 
     async def send(
         self, method: str, target: str, headers: list[tuple[str, str]], content: bytes | None
     ) -> None:
-        try:
-            data = self.http.send(h11.Request(method=method, target=target, headers=headers))
-            if content:
-                data += self.http.send(h11.Data(data=content))
-            data += self.http.send(h11.EndOfMessage())
-        except h11.ProtocolError as exc:
-            raise ProtocolFailure(str(exc)) from exc
-        self.writer.write(data)
+        lines = [f"{method} {target} HTTP/1.1"]
+        for name, value in headers:
+            if any(c in value or c in name for c in "\r\n\0"):
+                raise ProtocolFailure(f"header {name!r} holds a line break")
+            lines.append(f"{name}: {value}")
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self._idle = False
+        self._reason, self._headers_done, self._complete = b"", False, False
+        self._pieces = []
+        self.writer.write(data + content if content else data)
         await self.writer.drain()
 
-    async def next_event(self, read_timeout: float | None = None) -> h11.Event:
-        while True:
-            try:
-                event = self.http.next_event()
-            except h11.ProtocolError as exc:
-                raise ProtocolFailure(str(exc)) from exc
-            if event is h11.NEED_DATA:
-                if read_timeout is None:
-                    data = await self.reader.read(READ_SIZE)
-                else:
-                    async with asyncio.timeout(read_timeout):
-                        data = await self.reader.read(READ_SIZE)
-                try:
-                    self.http.receive_data(data)  # b"": the server closed
-                except h11.ProtocolError as exc:
-                    raise ProtocolFailure(str(exc)) from exc
-                continue
-            if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
-                raise ProtocolFailure("the server closed the connection mid-response")
-            assert isinstance(event, h11.Event)
-            return event
+    async def _receive(self, read_timeout: float | None) -> None:
+        if read_timeout is None:
+            data = await self.reader.read(READ_SIZE)
+        else:
+            async with asyncio.timeout(read_timeout):
+                data = await self.reader.read(READ_SIZE)
+        if not data:
+            raise ProtocolFailure("the server closed the connection mid-response")
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            raise ProtocolFailure(str(exc)) from exc
 
-    async def response(self, read_timeout: float | None = None) -> h11.Response:
+    async def response(self, read_timeout: float | None = None) -> _Head:
         while True:
-            event = await self.next_event(read_timeout)
-            if isinstance(event, h11.Response):
-                return event
-            if not isinstance(event, h11.InformationalResponse):  # 1xx: skip
-                raise ProtocolFailure(f"expected a response, got {type(event).__name__}")
+            while not self._headers_done:
+                await self._receive(read_timeout)
+            status = self._parser.get_status_code()
+            if status >= 200:
+                return _Head(status, self._reason.decode("latin-1"))
+            # 1xx: skip it; the response proper follows on the same connection
+            while not self._complete:
+                await self._receive(read_timeout)
+            self._reason, self._headers_done, self._complete = b"", False, False
+            self._pieces = []
 
     async def body(self, read_timeout: float | None = None) -> AsyncIterator[bytes]:
         while True:
-            event = await self.next_event(read_timeout)
-            if isinstance(event, h11.Data):
-                yield bytes(event.data)
-            elif isinstance(event, h11.EndOfMessage):
+            if self._pieces:
+                pieces, self._pieces = self._pieces, []
+                yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            elif self._complete:
+                self._idle = True
                 return
+            else:
+                await self._receive(read_timeout)
 
 
 class _Streamed:
-    def __init__(self, connection: _Connection, head: h11.Response, read_timeout: float) -> None:
+    def __init__(self, connection: _Connection, head: _Head, read_timeout: float) -> None:
         self._connection = connection
         self._read_timeout = read_timeout
         self.status = head.status_code
-        self.reason = head.reason.decode("latin-1")
+        self.reason = head.reason
 
     async def read(self) -> bytes:
         return b"".join([chunk async for chunk in self.chunks()])
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        async for chunk in self._connection.body(self._read_timeout):
-            yield chunk
+    def chunks(self) -> AsyncIterator[bytes]:
+        return self._connection.body(self._read_timeout)  # no generator in between
 
 
 class Http11Transport:
@@ -143,12 +174,9 @@ class Http11Transport:
         return await self._connect()
 
     def _release(self, connection: _Connection) -> None:
-        http = connection.http
-        if http.our_state is h11.DONE and http.their_state is h11.DONE:
-            http.start_next_cycle()
-            if len(self._idle) < MAX_IDLE and connection.reusable():
-                self._idle.append(connection)
-                return
+        if connection.reusable() and len(self._idle) < MAX_IDLE:
+            self._idle.append(connection)
+            return
         connection.close()
 
     def _headers(self, headers: dict[str, str], content: bytes | None) -> list[tuple[str, str]]:
@@ -177,7 +205,7 @@ class Http11Transport:
                 connection.close()  # half a response, or none: never reused
                 raise
         self._release(connection)
-        return Reply(head.status_code, head.reason.decode("latin-1"), body)
+        return Reply(head.status_code, head.reason, body)
 
     @contextlib.asynccontextmanager
     async def stream(

@@ -1,7 +1,7 @@
 """How KubeApi's requests travel: one of two HTTP clients behind one small interface.
 
 - `aiohttp` (k8s/http_aiohttp.py): the operator's, the HTTP stack Kopf already runs in it.
-- `h11` (k8s/http11.py): a small HTTP/1.1 client over asyncio streams, for the agent
+- `http11` (k8s/http11.py): a small HTTP/1.1 client over asyncio streams, for the agent
   process, which would otherwise load aiohttp (about 13 MB resident) for a handful of
   requests a second.
 
@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Literal, Protocol
 
-TransportName = Literal["aiohttp", "h11"]
+TransportName = Literal["aiohttp", "http11"]
 
 # Exception types that mean "the connection or the server failed, try again": transports
 # add their own on import (aiohttp's ClientError), so only a loaded transport's count.
@@ -73,7 +73,7 @@ class Transport(Protocol):
 
 
 def make_transport(name: TransportName, server: str, context: ssl.SSLContext | None) -> Transport:
-    if name == "h11":
+    if name == "http11":
         from workgate.k8s.http11 import Http11Transport
 
         return Http11Transport(server, context)
