@@ -12,6 +12,7 @@ kept (names, uids, ages), never whole bodies.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
 from collections.abc import Callable
@@ -87,7 +88,7 @@ class _View:
         self.items: dict[Key, object] = {}
         self.changed = changed
         self.on_deleted: Callable[[Body], None] | None = None
-        self.informer = Informer(api, path, self._apply, params=params)
+        self.informer = Informer(api, path, self._apply, params=params, strip_bodies=False)
 
     @property
     def synced(self) -> asyncio.Event:
@@ -199,18 +200,25 @@ class WorkFeed:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def claimable(self) -> list[Candidate]:
-        """What no Lease claims yet, of the highest priority among it (higher first)."""
-        leased, passed = self.leases.items, self._passed
-        for key in [k for k, c in passed.items() if self.workorders.items.get(k) is not c]:
-            del passed[key]  # changed since (or gone): worth a look again
+        """What no Lease claims yet, of the highest priority among it (higher first), the
+        oldest `OLDEST_FIRST` of it, oldest first. Looked at before every claim, over all
+        that is pending: one pass, and a partial sort."""
+        items, passed = self.workorders.items, self._passed
+        if passed:
+            for key in [k for k, c in passed.items() if items.get(k) is not c]:
+                del passed[key]  # changed since (or gone): worth a look again
+        leased, skip = self.leases.items.get, passed.get
         work = [
             c
-            for key, c in self.workorders.items.items()
-            if isinstance(c, Candidate) and leased.get(key) != c.uid and passed.get(key) is not c
+            for key, c in items.items()
+            if type(c) is Candidate and leased(key) != c.uid and skip(key) is not c
         ]
-        top = max((c.priority for c in work), default=0)
-        tier = sorted((c for c in work if c.priority == top), key=lambda c: c.created)
-        return tier[:OLDEST_FIRST]
+        if not work:
+            return []
+        top = max(c.priority for c in work)
+        if any(c.priority != top for c in work):
+            work = [c for c in work if c.priority == top]
+        return heapq.nsmallest(OLDEST_FIRST, work, key=_created)
 
     def pass_over(self, candidate: Candidate) -> None:
         """Claiming it failed: skip it until the watch shows it changed."""
@@ -228,3 +236,7 @@ class WorkFeed:
             if work:
                 return work
             await self.changed.wait()
+
+
+def _created(candidate: Candidate) -> str:
+    return candidate.created

@@ -81,6 +81,10 @@ def strip(body: Body) -> Body:
     return body
 
 
+def _as_is(body: Body) -> Body:
+    return body
+
+
 class Informer:
     def __init__(
         self,
@@ -92,12 +96,16 @@ class Informer:
         keep_spec: tuple[str, ...] = (),
         watch_timeout: int = 300,
         page_size: int = PAGE_SIZE,
+        strip_bodies: bool = True,
     ) -> None:
         self.api, self.path, self.on_event = api, path, on_event
         self.params = dict(params or {})
         self.keep_spec = keep_spec
         self.watch_timeout = watch_timeout
         self.page_size = page_size
+        # managedFields off each body, for a consumer that keeps bodies (one that only
+        # takes a few values from each, as an agent's feed does, needs no copy made)
+        self._strip = strip if strip_bodies else _as_is
         self.synced = asyncio.Event()
         self.lists = 0  # full lists made: start-up, then only 410s and broken watches
         self.pages = 0  # list pages read
@@ -186,7 +194,8 @@ class Informer:
                 if token:
                     params = {**first, "continue": token}
                     pending = asyncio.ensure_future(self.api.get(self.path, params=params))
-                self._relisted_page([strip(item) for item in listing.get("items") or []], seen)
+                items = [self._strip(item) for item in listing.get("items") or []]
+                self._relisted_page(items, seen)
                 if not token:
                     self._relisted_end(seen)
                     return str(meta.get("resourceVersion", ""))
@@ -218,7 +227,7 @@ class Informer:
                         meta = body.get("metadata") or {}
                         version = str(meta.get("resourceVersion") or version)
                         if type_ != "BOOKMARK":
-                            self._deliver(type_, strip(body))
+                            self._deliver(type_, self._strip(body))
                     backoff = 0.2
             except ApiError as exc:
                 if exc.not_found:  # not served (yet): its CRD may come later, or be coming
