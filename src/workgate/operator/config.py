@@ -54,6 +54,17 @@ def _algorithm(value: str) -> str:
     return value
 
 
+def _batch_seconds(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name, str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 10:
+        raise ValueError(f"{name} must be a number of seconds from 0 to 10, not {raw!r}")
+    return value
+
+
 def _workers(env: dict[str, str], name: str, default: int) -> int:
     raw = env.get(name, str(default))
     if not raw.strip().isdigit() or not 1 <= int(raw) <= 1024:
@@ -74,6 +85,9 @@ class OperatorConfig:
     # Per-work-type concurrency limits, the platform team's (not each author's): at most
     # this many WorkOrders of the type hold a slot (PENDING or CLAIMED) at a time.
     concurrency_limits: tuple[tuple[str, int], ...] = ()
+    # How long a WorkOrder's first status may wait for what would make it one write
+    # instead of two (core/lifecycle_hold.py); 0: written at once.
+    status_batch_seconds: float = 1.0
     # The Lease (in operator_namespace) of the one replica that admits queued work.
     admission_lease: str = "workgate-queue-admission"
     operator_namespace: str = "workgate-system"  # where the token-minting key Secret lives
@@ -118,6 +132,7 @@ class OperatorConfig:
             jitter=self.jitter,
             default_ttl_seconds=self.default_ttl_seconds,
             concurrency_limits=self.concurrency_limits,
+            status_batch_seconds=self.status_batch_seconds,
         )
 
     @classmethod
@@ -139,6 +154,9 @@ class OperatorConfig:
             namespaces=tuple(sorted(_csv(env.get("WORKGATE_NAMESPACES", "")))),
             default_ttl_seconds=_optional_int(env.get("WORKGATE_TTL_SECONDS_AFTER_FINISHED")),
             concurrency_limits=_limits(env.get("WORKGATE_CONCURRENCY_LIMITS", "")),
+            status_batch_seconds=_batch_seconds(
+                env, "WORKGATE_STATUS_BATCH_SECONDS", default.status_batch_seconds
+            ),
             admission_lease=env.get("WORKGATE_ADMISSION_LEASE", default.admission_lease),
             workers=_workers(env, "WORKGATE_WORKERS", default.workers),
             waitpoint_workers=_workers(
