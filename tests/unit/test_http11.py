@@ -207,3 +207,23 @@ async def test_a_header_with_a_line_break_is_not_sent(serve: Serve) -> None:
     finally:
         await transport.aclose()
     assert not any(b"X-Injected" in request for request in server.requests)
+
+
+async def test_a_body_that_ends_with_the_connection_is_read_to_its_end(serve: Serve) -> None:
+    """No Content-Length and not chunked: the body is what comes until the server closes,
+    and that connection is not reused."""
+
+    async def until_close(head: bytes, _: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
+        w.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it")
+        await w.drain()
+        return False
+
+    server, url = await serve(until_close)
+    transport = Http11Transport(url, None)
+    try:
+        for _ in range(2):
+            got = await transport.send("GET", "/x", {}, None, 5)
+            assert (got.status, got.content) == (200, b"all of it")
+    finally:
+        await transport.aclose()
+    assert server.connections == 2

@@ -46,10 +46,15 @@ class _Connection:
         self._complete = False
         self._idle = True  # no request in flight
         self._keep_alive = True
+        self._framed = False  # the body's end is told (Content-Length or chunked), not EOF
 
     # httptools' callbacks
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
+
+    def on_header(self, name: bytes, _: bytes) -> None:
+        if name.lower() in (b"content-length", b"transfer-encoding"):
+            self._framed = True
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
@@ -84,7 +89,7 @@ class _Connection:
         data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         self._idle = False
         self._reason, self._headers_done, self._complete = b"", False, False
-        self._pieces = []
+        self._pieces, self._framed = [], False
         self.writer.write(data + content if content else data)
         await self.writer.drain()
 
@@ -95,6 +100,9 @@ class _Connection:
             async with asyncio.timeout(read_timeout):
                 data = await self.reader.read(READ_SIZE)
         if not data:
+            if self._headers_done and not self._framed:  # a body that ends with the
+                self._complete, self._keep_alive = True, False  # connection (HTTP/1.0 style)
+                return
             raise ProtocolFailure("the server closed the connection mid-response")
         try:
             self._parser.feed_data(data)
@@ -112,7 +120,7 @@ class _Connection:
             while not self._complete:
                 await self._receive(read_timeout)
             self._reason, self._headers_done, self._complete = b"", False, False
-            self._pieces = []
+            self._pieces, self._framed = [], False
 
     async def body(self, read_timeout: float | None = None) -> AsyncIterator[bytes]:
         while True:
