@@ -92,6 +92,7 @@ class Agent:
         self.spread_seconds = spread_seconds
         self._identity: str | None = None
         self._feed: WorkFeed | None = None
+        self._ranking: Ranking | None = None  # kept across claims: its scores are reused
         self._claims: weakref.WeakValueDictionary[str, Claim] = weakref.WeakValueDictionary()
         self.timings = Timings()  # where the time goes, by phase (logged when it stops)
 
@@ -197,8 +198,10 @@ class Agent:
         """
         identity = await self.identity()
         feed = await self._feed_started()
-        me = claimant_key(identity, self.instance[:MAX_INSTANCE])
-        ranking = Ranking(me, self.spread_seconds)
+        if self._ranking is None:
+            me = claimant_key(identity, self.instance[:MAX_INSTANCE])
+            self._ranking = Ranking(me, self.spread_seconds)
+        ranking, me = self._ranking, self._ranking.me
         while True:
             # (the first wait is start-up's: until work is created)
             phase = "waiting for work" if self.timings.count else "waiting for the first work"
