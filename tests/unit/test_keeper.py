@@ -90,11 +90,13 @@ def daemons_of(mark: str) -> list[int]:
 
 
 @pytest.fixture
-def agent(tmp_path: Path) -> Iterator[Callable[[float], tuple[subprocess.Popen[str], dict]]]:
+def agent(
+    tmp_path: Path,
+) -> Iterator[Callable[[float], tuple[subprocess.Popen[str], dict[str, int]]]]:
     started: list[subprocess.Popen[str]] = []
     pids: list[int] = []
 
-    def start(grace: float) -> tuple[subprocess.Popen[str], dict]:
+    def start(grace: float) -> tuple[subprocess.Popen[str], dict[str, int]]:
         proc = subprocess.Popen(
             [sys.executable, "-c", AGENT, str(grace)], stdout=subprocess.PIPE, text=True
         )
@@ -114,7 +116,7 @@ def agent(tmp_path: Path) -> Iterator[Callable[[float], tuple[subprocess.Popen[s
 
 
 def test_a_killed_agents_commands_and_their_daemons_are_stopped_after_the_grace(
-    agent: Callable[[float], tuple[subprocess.Popen[str], dict]],
+    agent: Callable[[float], tuple[subprocess.Popen[str], dict[str, int]]],
 ) -> None:
     grace = 1.0
     proc, pids = agent(grace)
@@ -138,8 +140,47 @@ def test_a_killed_agents_commands_and_their_daemons_are_stopped_after_the_grace(
     assert wait_until(lambda: not running(pids["keeper"]), 5.0), "the keeper stayed"
 
 
+def keepers_of(agent_pid: int) -> list[int]:
+    """The running keeper processes started by `agent_pid`, from /proc."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        pid = int(cmdline.parent.name)
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+            ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        keeper = any(arg.endswith(b"keeper_main.py") for arg in argv)
+        if ppid == agent_pid and keeper and running(pid):
+            found.append(pid)
+    return found
+
+
+def test_a_keeper_killed_while_a_command_runs_is_replaced_and_still_guards_it(
+    agent: Callable[[float], tuple[subprocess.Popen[str], dict[str, int]]],
+) -> None:
+    """The keeper alone is SIGKILLed while a command runs; then the agent. The command
+    is stopped all the same, after its own grace period (3 s: the keeper's default,
+    when told none, is 2 s)."""
+    grace = 3.0
+    proc, pids = agent(grace)
+    os.kill(pids["keeper"], signal.SIGKILL)
+    assert wait_until(lambda: bool(keepers_of(proc.pid)), 10), "no new keeper was started"
+    (keeper,) = keepers_of(proc.pid)
+    assert keeper != pids["keeper"]
+    time.sleep(0.2)  # a margin for the grace period, written in the step that started it
+
+    proc.kill()
+    killed = time.monotonic()
+    assert wait_until(lambda: not running(pids["command"]), grace), "the command outlived it"
+    assert wait_until(lambda: time.monotonic() - killed > 2.5, 3.0)
+    assert running(pids["stubborn"]), "SIGKILLed before its grace period: not told it"
+    assert wait_until(lambda: not running(pids["stubborn"]), grace + 3.0)
+    assert wait_until(lambda: not running(keeper), 5.0), "the keeper stayed"
+
+
 def test_the_keeper_touches_only_what_carries_its_mark(
-    agent: Callable[[float], tuple[subprocess.Popen[str], dict]],
+    agent: Callable[[float], tuple[subprocess.Popen[str], dict[str, int]]],
 ) -> None:
     stranger = subprocess.Popen(["sleep", "300"], start_new_session=True)  # no mark
     other = Keeper()  # another agent's mark
