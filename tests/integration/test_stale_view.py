@@ -31,12 +31,17 @@ pytestmark = pytest.mark.integration
 
 
 def reconciler(api: KubeApi, namespace: str) -> WorkOrderReconciler:
-    config = OperatorConfig(identity="test-operator", namespaces=(namespace,), claimant="op")
+    # every status written at once (an unclaimed WorkOrder's PENDING too: no batching)
+    config = OperatorConfig(
+        identity="test-operator", namespaces=(namespace,), claimant="op", status_batch_seconds=0
+    )
     keys = TokenKeys(None, "unused", KeyRing({"k1": b"k" * 32}, "k1"))
     return WorkOrderReconciler(api, config, WaitpointReconciler(api, config, keys))
 
 
 async def set_status(api: KubeApi, namespace: str, name: str, **status: Any) -> Body:
+    """Write status as the operator would have (its record carries observedGeneration)."""
+    status = {"observedGeneration": 1, **status}
     return await api.merge_patch(WORKORDERS.path(namespace, name, "status"), {"status": status})
 
 
@@ -67,9 +72,9 @@ async def test_a_lagging_view_leaves_a_newer_attempts_claim_alone(
     operator.workorders.observe(key, wo)
 
     async def pending_written() -> Body | None:
-        await operator.reconcile(key)  # PENDING, attempt 1, written (a second after its
-        cached = operator.workorders.get(key)  # creation: core/lifecycle_hold.py) and cached
-        return cached if cached and (cached.get("status") or {}).get("phase") else None
+        await operator.reconcile(key)  # PENDING, attempt 1, written and cached (the
+        cached = operator.workorders.get(key)  # operator's own record: observedGeneration)
+        return cached if cached and (cached.get("status") or {}).get("observedGeneration") else None
 
     stale = await wait_for(pending_written, timeout=10, interval=0.2, what="PENDING written")
     assert stale is not None and stale["status"]["phase"] == "PENDING", stale

@@ -197,23 +197,32 @@ def test_an_agents_held_claim_is_still_cancelled_and_never_held_when_it_should_n
     assert [e.reason for e in retried.events] == ["Requeued", "Claimed"], retried.events
 
 
-def test_an_agents_new_work_order_waits_a_moment_for_its_claim() -> None:
-    """Its first status (PENDING) waits a second from its creation: a claim made by then
-    is recorded with it in one write. One waiting longer, or of a type with a
-    concurrency limit (its slots are counted from status), is written at once."""
+def test_an_agents_new_work_order_is_recorded_only_if_no_one_claims_it_for_a_while() -> None:
+    """The API server shows it PENDING from its creation (the CRD's default); the
+    operator's own record (conditions, startTime) waits `pending_status_seconds` from its
+    creation: a claim made by then is recorded with it in one write. One waiting longer,
+    of a type with a concurrency limit (its slots are counted from status) or with an
+    activeDeadlineSeconds (its clock starts at startTime), is written at once."""
 
-    def unclaimed(created: datetime, policy: lc.Policy = POLICY) -> lc.Decision:
-        return lc.decide(observe(work_type="backup", yaml="{}", created=created), policy)
+    def unclaimed(created: datetime, policy: lc.Policy = POLICY, **spec_kw: object) -> lc.Decision:
+        return lc.decide(
+            observe(work_type="backup", yaml="{}", created=created, spec_kw=spec_kw or None),
+            policy,
+        )
 
-    created = NOW - timedelta(milliseconds=200)
+    created = NOW - timedelta(seconds=5)
     held = unclaimed(created)
     assert held.status.phase == Phase.PENDING
-    assert held.status_may_wait_until == created + timedelta(seconds=1)
-    assert held.requeue_at == created + timedelta(seconds=1)
-    old = unclaimed(NOW - timedelta(seconds=1))
+    assert held.status_may_wait_until == created + timedelta(seconds=30)
+    assert held.requeue_at == created + timedelta(seconds=30)
+    old = unclaimed(NOW - timedelta(seconds=30))
     assert old.status.phase == Phase.PENDING and old.status_may_wait_until is None
     limited = unclaimed(created, replace(POLICY, concurrency_limits=(("backup", 2),)))
     assert limited.status_may_wait_until is None
+    deadline = unclaimed(created, active_deadline_seconds=60)
+    assert deadline.status.phase == Phase.PENDING and deadline.status_may_wait_until is None
+    at_once = unclaimed(created, replace(POLICY, pending_status_seconds=0.0))
+    assert at_once.status_may_wait_until is None
     claimed = replace(lease(), acquire_time=NOW, renew_time=NOW, outcome=Outcome.SUCCEEDED)
     done = agents(claimed, created=created)  # claimed and done while the status waited
     assert done.status.phase == Phase.SUCCEEDED and done.status_may_wait_until is None

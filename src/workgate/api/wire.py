@@ -62,12 +62,25 @@ def rerun_request(meta: Mapping[str, Any]) -> str | None:
     return str((meta.get("annotations") or {}).get(ANNOTATION_RERUN) or "")[:MAX_RERUN] or None
 
 
+def recorded_phase(status: Mapping[str, Any] | None) -> str | None:
+    """The phase the operator recorded; None before its first status write. The API
+    server shows every WorkOrder PENDING from its creation on (the CRD's default, as it
+    shows a new Pod Pending), before the operator has looked at its gates, suspension or
+    work type's limit: what the operator wrote itself carries observedGeneration. The one
+    home of the rule: whoever decides from a WorkOrder's phase reads it through here."""
+    status = status or {}
+    if status.get("observedGeneration") is None:
+        return None
+    return str(status.get("phase") or "") or None
+
+
 def open_to_claim(spec: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
-    """May a claimant take this WorkOrder's current attempt? When PENDING, and also before
-    the operator has written any status when nothing gates it before execution: a new
-    WorkOrder the operator has not looked at yet is claimed straight away (the operator,
-    seeing the claim first, records PENDING and CLAIMED in one status write)."""
-    phase = status.get("phase")
+    """May a claimant take this WorkOrder's current attempt? When recorded PENDING, and
+    also before the operator has written any status when nothing gates it before
+    execution: a new WorkOrder the operator has not looked at yet is claimed straight
+    away (the operator, seeing the claim first, records PENDING and CLAIMED in one status
+    write)."""
+    phase = recorded_phase(status)
     if phase == Phase.PENDING:
         return not spec.get("suspend") and not spec.get("cancel")
     if phase or spec.get("suspend") or spec.get("cancel"):

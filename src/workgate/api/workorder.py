@@ -282,4 +282,8 @@ class WorkOrder(CamelModel):
     """
 
     spec: WorkOrderSpec
-    status: WorkOrderStatus | None = None
+    # The API server shows a WorkOrder's status with its defaults (phase PENDING) from its
+    # creation on, as it shows a new Pod Pending: queued work reads as queued at once,
+    # without a write. What the operator itself recorded has status.observedGeneration
+    # (api/wire.py recorded_phase).
+    status: WorkOrderStatus | None = Field(default=None, json_schema_extra={"default": {}})

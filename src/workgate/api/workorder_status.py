@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import Field
 
 from workgate.api.common import CamelModel, Condition, Timestamp
 from workgate.api.waitpoint import Rejection, WaitpointStage
-from workgate.api.wire import Phase
+from workgate.api.wire import Phase, recorded_phase
 
 MAX_HISTORY = 16
 
@@ -33,6 +34,16 @@ class QueueStatus(CamelModel):
 class WorkOrderStatus(CamelModel):
     """Observed state, written only by the operator."""
 
+    @classmethod
+    def recorded(cls, raw: Mapping[str, Any] | None) -> WorkOrderStatus:
+        """A WorkOrder's status as the operator recorded it: its phase is None before the
+        operator's first write, whatever the API server's default shows (wire.py
+        recorded_phase)."""
+        status = cls.model_validate(raw or {})
+        if status.phase is not None and recorded_phase(raw) is None:
+            return status.model_copy(update={"phase": None})
+        return status
+
     def to_wire(self) -> dict[str, Any]:
         """As written: an empty history and a zero retryBase (their defaults) are left out,
         so every status write and watch event is that much smaller."""
@@ -47,12 +58,14 @@ class WorkOrderStatus(CamelModel):
         description=(
             "Queue phase: QUEUED (at its work type's concurrency limit), PENDING, CLAIMED, "
             "RETRY_PENDING, WAITING (at a gate), SUSPENDED, SUCCEEDED, FAILED or CANCELLED. "
-            "A claim is recorded up to a second after it was made (absent or PENDING until "
-            "then): its first status waits for the outcome, so a short attempt goes to its "
-            "outcome in one write (the claim is in its Lease meanwhile). Likewise an agent's "
-            "WorkOrder shows PENDING only from a second after its creation, unless claimed "
-            "by then."
+            "PENDING from creation on (the API server's default, as for a new Pod) until the "
+            "operator records another phase; its own record carries observedGeneration. An "
+            "agent's WorkOrder that no one claims gets that record (conditions, startTime) "
+            "30 seconds after its creation. A claim is recorded up to a second after it was "
+            "made: its first status waits for the outcome, so a short attempt goes to its "
+            "outcome in one write (the claim is in its Lease meanwhile)."
         ),
+        json_schema_extra={"default": "PENDING"},
     )
     waiting_on: str | None = Field(
         default=None, description="Keys of the gates the WorkOrder waits at, comma-separated."

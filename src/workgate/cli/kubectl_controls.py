@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from workgate.api.wire import ANNOTATION_RERUN, Phase
+from workgate.api.wire import ANNOTATION_RERUN, Phase, recorded_phase
 from workgate.k8s.api import WORKORDERS, ApiError, Body, KubeApi
 
 EXIT_REFUSED, EXIT_PENDING = 1, 2
@@ -53,7 +53,7 @@ class Plan:
 
 
 def phase_of(wo: Body) -> str:
-    return str((wo.get("status") or {}).get("phase") or "")
+    return recorded_phase(wo.get("status")) or ""
 
 
 def observed(wo: Body, generation: int) -> bool:

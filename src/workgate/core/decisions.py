@@ -99,6 +99,9 @@ class Policy:
     concurrency_limits: tuple[tuple[str, int], ...] = ()
     # How long a claim's first status may wait for its outcome (core/lifecycle_hold.py).
     status_batch_seconds: float = 1.0
+    # How long an agent's WorkOrder that no one claims goes without a status of its own;
+    # the API server shows it PENDING meanwhile (core/lifecycle_hold.py).
+    pending_status_seconds: float = 30.0
 
     def limit_for(self, work_type: str) -> int | None:
         return next((n for t, n in self.concurrency_limits if t == work_type), None)

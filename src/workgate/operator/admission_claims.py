@@ -13,7 +13,13 @@ from typing import Any
 
 import kopf
 
-from workgate.api.wire import GROUP, LABEL_MANAGED_BY, MANAGED_BY, current_attempt_of
+from workgate.api.wire import (
+    GROUP,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    current_attempt_of,
+    recorded_phase,
+)
 from workgate.core import claims as rules
 from workgate.core.claims import ClaimTarget, LeaseView
 from workgate.core.naming import lease_name
@@ -92,7 +98,7 @@ async def _judge_create(
             lease_name=lease_name(name),
             work_type=work_type,
             local=work_type in config.local_work_types,
-            phase=str(((wo or {}).get("status") or {}).get("phase") or ""),
+            phase=recorded_phase((wo or {}).get("status")) or "",
             suspended=bool(spec.get("suspend")),
             cancelled=bool(spec.get("cancel")),
             limited=work_type in dict(config.concurrency_limits),

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
-from workgate.api.wire import Phase
+from workgate.api.wire import Phase, recorded_phase
 from workgate.core.controls import QueueEntry, QueueView, admit
 
 Key = tuple[str, str]
@@ -34,7 +34,7 @@ class WorkTypeQueues:
         entries = self._entries.get(work_type)
         if entries is None:
             return
-        phase = str((body.get("status") or {}).get("phase") or "")
+        phase = recorded_phase(body.get("status")) or ""
         if phase not in ACTIVE | WAITING or body["metadata"].get("deletionTimestamp"):
             entries.pop(key, None)
             return

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pydantic import ValidationError
 
 from workgate.api.common import now_utc, parse_time
-from workgate.api.wire import current_attempt, rerun_request
+from workgate.api.wire import current_attempt, recorded_phase, rerun_request
 from workgate.api.workorder import Phase, WorkOrderSpec, WorkOrderStatus
 from workgate.core import lifecycle
 from workgate.core.claims import LeaseView
@@ -122,7 +122,7 @@ class WorkOrderReconciler:
             return  # deleted: the garbage collector removes the Lease and BuildRuns
         # A WorkOrder that may take a limited work type's slot decides under that type's
         # lock: two workers never give one free slot away twice.
-        phase = (body.get("status") or {}).get("phase")
+        phase = recorded_phase(body.get("status"))
         lock = None
         if phase not in ACTIVE and phase not in TERMINAL:
             lock = self.queues.admitting(str((body.get("spec") or {}).get("workType", "")))
@@ -140,7 +140,7 @@ class WorkOrderReconciler:
         for body in self.workorders.values():
             key = (body["metadata"]["namespace"], body["metadata"]["name"])
             spec, status = body.get("spec") or {}, body.get("status") or {}
-            phase = status.get("phase")
+            phase = recorded_phase(status)
             limited = self.queues.limited(str(spec.get("workType", "")))
             if limited and phase not in ACTIVE and phase not in TERMINAL:
                 self.queue.add(key)
@@ -150,7 +150,7 @@ class WorkOrderReconciler:
         namespace, name = key
         try:
             spec = self.spec_of(body)
-            status = WorkOrderStatus.model_validate(body.get("status") or {})
+            status = WorkOrderStatus.recorded(body.get("status"))
         except ValidationError as exc:
             log.error("WorkOrder %s/%s is unreadable: %s", namespace, name, exc)
             return
