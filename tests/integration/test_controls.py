@@ -467,6 +467,27 @@ async def test_an_edit_user_cancels_a_build_and_its_buildrun_is_cancelled(
 # --- suspend / resume ---------------------------------------------------------------------
 
 
+async def test_the_default_pending_phase_does_not_pass_a_gate(
+    api: KubeApi, namespace: str, start_agent: Any, work: Work
+) -> None:
+    """The API server shows a new WorkOrder PENDING before anyone has looked at it (the
+    CRD's default). An agent must not take that for the operator's PENDING: a WorkOrder
+    with a gate before execution stays unclaimed. No operator runs here (so nothing else
+    stands in the way, no webhook, no WAITING written); a sentinel without a gate proves
+    the agent was claiming meanwhile."""
+    agent = start_agent("gated-work", namespace, work.command("0.1")).proc
+    gates = [{"key": "go", "stage": "BeforeExecution", "forbidSelfApproval": False}]
+    await create_workorder(api, namespace, workorder("gated", "gated-work", yaml="{}", gates=gates))
+    shown = (await get_workorder(api, namespace, "gated")).get("status") or {}
+    assert shown.get("phase") == "PENDING" and "observedGeneration" not in shown, shown
+
+    await create_workorder(api, namespace, workorder("sentinel", "gated-work", yaml="{}"))
+    await wait_for(lambda: work.executions("sentinel"), timeout=60, what="the sentinel run")
+    assert not work.executions("gated"), "a gated WorkOrder ran before its gate opened"
+    assert await absent(api, LEASES.path(namespace, "gated-claim")), "the gated one was claimed"
+    assert agent.poll() is None, "the agent stopped"
+
+
 async def test_a_suspended_workorder_is_not_claimed_until_resumed(
     api: KubeApi, namespace: str, start_operator: Any, start_agent: Any, work: Work
 ) -> None:
