@@ -18,7 +18,9 @@ of the same length; Events included), Lease creates per WorkOrder; for the agent
 their LISTs of WorkOrders after start-up and their peak resident memory. `--rounds R`
 runs both parts R times, alternating which goes first, and prints each round's ratio and
 that of the pooled rates (the machine's load drifts; the agents start before their first
-part and stay up, idle, through later build parts).
+part and stay up, idle, through later build parts), and last the CPU per WorkOrder of
+each path over all rounds (plane, operator, agents and bench together): steadier than
+throughput when other tenants load the machine.
 """
 
 from __future__ import annotations
@@ -120,6 +122,8 @@ class Bench:
         self.agent_config = Path()
         self.plane = {name: [pid] for name, pid in plane_pids().items()}
         self.rates: dict[str, list[float]] = {"build": [], "agents": []}
+        # CPU seconds of everything measured (plane, operator, agents, bench), per part
+        self.cpu: dict[str, list[float]] = {"build": [], "agents": []}
 
     def meter(self, agents: bool) -> CpuMeter:
         assert self.operator is not None
@@ -143,6 +147,7 @@ class Bench:
         total = self.args.workorders
         rate = report("build path", total, seconds, delta, own=total + len(marked), idle=self.idle)
         self.rates["build"].append(rate)
+        self.cpu["build"].append(sum(meter.used.values()))
         print("  " + meter.summary(total))
 
     async def start_agents(self) -> None:
@@ -197,6 +202,7 @@ class Bench:
             f"(the bench's own watch makes 1: more would be agents re-listing); "
             f"WATCH starts {delta['WATCH workorders']}"
         )
+        self.cpu["agents"].append(sum(meter.used.values()))
         print("  " + meter.summary(total))
         print(
             "  timeline (from the drain's start, less its 0.5 s): "
@@ -231,6 +237,13 @@ class Bench:
                 f"all {len(builds)} rounds: build {pooled[0]:.1f}/s, agents {pooled[1]:.1f}/s, "
                 f"agent/build {pooled[1] / pooled[0]:.2f}x"
             )
+        # What each WorkOrder cost the machine, whatever else ran on it meanwhile: steadier
+        # than throughput on a shared machine, and the same ratio when both saturate it.
+        per = {k: 1000 * sum(v) / (len(v) * self.args.workorders) for k, v in self.cpu.items()}
+        print(
+            f"CPU per WorkOrder, all rounds: build {per['build']:.1f} ms, agents "
+            f"{per['agents']:.1f} ms, build/agents {per['build'] / per['agents']:.2f}x"
+        )
 
 
 async def main(args: argparse.Namespace) -> None:
