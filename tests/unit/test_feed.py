@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from workgate.agent.feed import OLDEST_FIRST, Candidate, WorkFeed
@@ -43,3 +44,50 @@ def test_what_a_lease_claims_or_was_passed_over_is_not_offered_until_it_changes(
     feed.workorders.items[("ns", "b")] = changed
     assert [x.name for x in feed.claimable()] == ["b", "c"]
     assert feed_of().claimable() == []
+
+
+def reference(feed: WorkFeed) -> list[Candidate]:
+    """What claimable() must offer, the slow way: filter all, then sort all."""
+    items = dict(feed.workorders.items)
+    leased, passed = feed.leases.items, feed._passed
+    work = [
+        c
+        for key, c in items.items()
+        if isinstance(c, Candidate) and leased.get(key) != c.uid and passed.get(key) is not c
+    ]
+    if not work:
+        return []
+    top = max(c.priority for c in work)
+    tier = sorted((c for c in work if c.priority == top), key=lambda c: (c.created, c.name))
+    return tier[:OLDEST_FIRST]
+
+
+def test_the_kept_order_matches_filtering_and_sorting_everything() -> None:
+    """Random arrivals, changes (priority, a namesake under a new uid), departures, claims
+    and pass-overs: the feed offers exactly what a full filter and sort would."""
+    rng = random.Random(7)
+    feed = feed_of()
+    for step in range(3000):
+        name = f"w{rng.randrange(400):03}"
+        key = ("ns", name)
+        roll = rng.random()
+        if roll < 0.45:  # ADDED or MODIFIED: a new value, maybe another priority or uid
+            created = f"2026-01-01T{rng.randrange(24):02}:{rng.randrange(60):02}:00Z"
+            feed.workorders.items[key] = Candidate(
+                "ns", name, f"uid-{name}-{rng.randrange(2)}", created, str(step), "t", 0, 30,
+                rng.choice((0, 0, 0, 1, -1)),
+            )  # fmt: skip
+        elif roll < 0.7:  # DELETED, or no longer claimable
+            feed.workorders.items.pop(key, None)
+        elif roll < 0.85:  # a claim Lease appears or goes
+            current = feed.workorders.items.get(key)
+            if current is not None and rng.random() < 0.7:
+                feed.leases.items[key] = current.uid  # type: ignore[attr-defined]
+            else:
+                feed.leases.items.pop(key, None)
+        else:
+            offered = feed.claimable()
+            assert offered == reference(feed), step
+            if offered:
+                feed.pass_over(rng.choice(offered))
+    assert feed.claimable() == reference(feed)

@@ -12,10 +12,10 @@ kept (names, uids, ages), never whole bodies.
 from __future__ import annotations
 
 import asyncio
-import heapq
+import bisect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 
 from workgate.agent.spread import Peers, claimant_key, spread_score
@@ -73,6 +73,48 @@ OLDEST_FIRST = 128
 __all__ = ["OLDEST_FIRST", "Candidate", "WorkFeed", "claimable_selector", "spread_score"]
 
 
+Order = tuple[int, str, str, str]  # (-priority, created, namespace, name)
+
+
+class _ByAge(MutableMapping[Key, object]):
+    """The claimable WorkOrders by key, and also in the order agents take them (highest
+    priority, then oldest, first): a claim looks at the first few of them, not at all
+    that is pending (a backlog of thousands costs each claim nothing more)."""
+
+    def __init__(self) -> None:
+        self._items: dict[Key, Candidate] = {}
+        self.order: list[Order] = []
+
+    @staticmethod
+    def _order(key: Key, candidate: Candidate) -> Order:
+        return (-candidate.priority, candidate.created, key[0], key[1])
+
+    def __getitem__(self, key: Key) -> Candidate:
+        return self._items[key]
+
+    def __setitem__(self, key: Key, value: object) -> None:
+        assert isinstance(value, Candidate)
+        old = self._items.get(key)
+        self._items[key] = value
+        new = self._order(key, value)
+        if old is not None:
+            before = self._order(key, old)
+            if before == new:
+                return
+            del self.order[bisect.bisect_left(self.order, before)]
+        bisect.insort(self.order, new)
+
+    def __delitem__(self, key: Key) -> None:
+        old = self._items.pop(key)
+        del self.order[bisect.bisect_left(self.order, self._order(key, old))]
+
+    def __iter__(self) -> Iterator[Key]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class _View:
     """One list+watch of a collection (k8s/informer.py) into a dict of small values."""
 
@@ -83,9 +125,10 @@ class _View:
         params: dict[str, str],
         extract: Callable[[Body], tuple[Key, object] | None],
         changed: asyncio.Event,
+        items: MutableMapping[Key, object] | None = None,
     ) -> None:
         self.extract = extract
-        self.items: dict[Key, object] = {}
+        self.items: MutableMapping[Key, object] = {} if items is None else items
         self.changed = changed
         self.on_deleted: Callable[[Body], None] | None = None
         self.informer = Informer(api, path, self._apply, params=params, strip_bodies=False)
@@ -124,12 +167,14 @@ class WorkFeed:
     def __init__(self, api: KubeApi, work_type: str, namespace: str | None) -> None:
         self.changed = asyncio.Event()
         selector = claimable_selector(work_type)
+        self.pending = _ByAge()
         self.workorders = _View(
             api,
             WORKORDERS.path(namespace),
             {"fieldSelector": selector},
             self._workorder,
             self.changed,
+            self.pending,
         )
         labels = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_WORK_TYPE}={label_value(work_type)}"
         self.leases = _View(
@@ -201,24 +246,29 @@ class WorkFeed:
 
     def claimable(self) -> list[Candidate]:
         """What no Lease claims yet, of the highest priority among it (higher first), the
-        oldest `OLDEST_FIRST` of it, oldest first. Looked at before every claim, over all
-        that is pending: one pass, and a partial sort."""
-        items, passed = self.workorders.items, self._passed
+        oldest `OLDEST_FIRST` of it, oldest first. Looked at before every claim: in the
+        order kept as the watch brings changes, so only as far as the window reaches,
+        past what is claimed or passed over."""
+        pending = self.pending
+        passed = self._passed
         if passed:
-            for key in [k for k, c in passed.items() if items.get(k) is not c]:
+            for key in [k for k, c in passed.items() if pending.get(k) is not c]:
                 del passed[key]  # changed since (or gone): worth a look again
-        leased, skip = self.leases.items.get, passed.get
-        work = [
-            c
-            for key, c in items.items()
-            if type(c) is Candidate and leased(key) != c.uid and skip(key) is not c
-        ]
-        if not work:
-            return []
-        top = max(c.priority for c in work)
-        if any(c.priority != top for c in work):
-            work = [c for c in work if c.priority == top]
-        return heapq.nsmallest(OLDEST_FIRST, work, key=_created)
+        leased, skip, get = self.leases.items.get, passed.get, pending._items.__getitem__
+        work: list[Candidate] = []
+        tier = 0
+        for order in pending.order:
+            if work and order[0] != tier:
+                break  # only the highest priority that has claimable work
+            key = (order[2], order[3])
+            candidate = get(key)
+            if leased(key) == candidate.uid or skip(key) is candidate:
+                continue
+            tier = order[0]
+            work.append(candidate)
+            if len(work) == OLDEST_FIRST:
+                break
+        return work
 
     def pass_over(self, candidate: Candidate) -> None:
         """Claiming it failed: skip it until the watch shows it changed."""
@@ -226,7 +276,7 @@ class WorkFeed:
 
     def still_claimable(self, candidate: Candidate) -> bool:
         key = (candidate.namespace, candidate.name)
-        current = self.workorders.items.get(key)
+        current = self.pending.get(key)
         return current == candidate and self.leases.items.get(key) != candidate.uid
 
     async def wait_for_work(self) -> list[Candidate]:
@@ -236,7 +286,3 @@ class WorkFeed:
             if work:
                 return work
             await self.changed.wait()
-
-
-def _created(candidate: Candidate) -> str:
-    return candidate.created
