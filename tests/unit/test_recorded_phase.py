@@ -6,13 +6,14 @@ from __future__ import annotations
 from workgate.api.wire import open_to_claim, recorded_phase
 from workgate.api.workorder import WorkOrderStatus
 
-SHOWN = {"phase": "PENDING", "attempt": 0, "retryCount": 0}  # the defaults, unwritten
+SHOWN = {"phase": "PENDING", "attempt": 0, "retryCount": 0, "observedGeneration": 0}  # defaults
 WRITTEN = {**SHOWN, "observedGeneration": 1}
 GATED = {"workType": "deploy", "gates": [{"key": "approval"}]}  # BeforeExecution
 
 
 def test_the_default_phase_is_not_the_operators_record() -> None:
     assert recorded_phase(SHOWN) is None and recorded_phase(None) is None
+    assert recorded_phase({"phase": "PENDING"}) is None  # written before the 0 default
     assert recorded_phase(WRITTEN) == "PENDING"
     assert WorkOrderStatus.recorded(SHOWN).phase is None
     assert WorkOrderStatus.recorded(SHOWN).retry_count == 0

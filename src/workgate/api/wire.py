@@ -66,10 +66,11 @@ def recorded_phase(status: Mapping[str, Any] | None) -> str | None:
     """The phase the operator recorded; None before its first status write. The API
     server shows every WorkOrder PENDING from its creation on (the CRD's default, as it
     shows a new Pod Pending), before the operator has looked at its gates, suspension or
-    work type's limit: what the operator wrote itself carries observedGeneration. The one
-    home of the rule: whoever decides from a WorkOrder's phase reads it through here."""
+    work type's limit: what the operator wrote itself carries observedGeneration, at
+    least 1 (the default is 0). The one home of the rule: whoever decides from a
+    WorkOrder's phase reads it through here."""
     status = status or {}
-    if status.get("observedGeneration") is None:
+    if not int(status.get("observedGeneration") or 0):
         return None
     return str(status.get("phase") or "") or None
 

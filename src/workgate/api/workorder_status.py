@@ -139,7 +139,13 @@ class WorkOrderStatus(CamelModel):
         default=None, description="When the WorkOrder reached SUCCEEDED or FAILED."
     )
     observed_generation: int | None = Field(
-        default=None, description="The .metadata.generation this status was computed from."
+        default=None,
+        description=(
+            "The .metadata.generation this status was computed from; 0 (the default) until "
+            "the operator first writes status, so kstatus and GitOps tools read a new "
+            "WorkOrder as not yet reconciled."
+        ),
+        json_schema_extra={"default": 0},
     )
     conditions: list[Condition] = Field(
         default_factory=list,
