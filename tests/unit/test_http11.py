@@ -50,6 +50,18 @@ def reply(status: int, body: bytes, *extra: str) -> bytes:
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
+def answer(raw: bytes, *, keep_open: bool) -> Handler:
+    """A handler that writes `raw` bytes as its whole answer to every request, and keeps
+    the connection open for the next request or closes it."""
+
+    async def handle(_: bytes, __: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(raw)
+        await writer.drain()
+        return keep_open
+
+    return handle
+
+
 async def ok(head: bytes, _: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
     writer.write(reply(200, head.split(b" ")[1]))
     await writer.drain()
@@ -159,11 +171,7 @@ async def test_a_silent_stream_times_out_and_its_connection_is_dropped(serve: Se
 
 
 async def test_a_response_cut_short_is_a_transient_error(serve: Serve) -> None:
-    async def cut(head: bytes, _: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
-        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
-        await w.drain()
-        return False
-
+    cut = answer(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this", keep_open=False)
     _, url = await serve(cut)
     transport = Http11Transport(url, None)
     try:
@@ -182,11 +190,7 @@ async def test_a_refused_connection_is_transient() -> None:
 
 
 async def test_an_interim_response_is_skipped(serve: Serve) -> None:
-    async def interim(head: bytes, _: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
-        w.write(b"HTTP/1.1 100 Continue\r\n\r\n" + reply(201, b"made"))
-        await w.drain()
-        return True
-
+    interim = answer(b"HTTP/1.1 100 Continue\r\n\r\n" + reply(201, b"made"), keep_open=True)
     server, url = await serve(interim)
     transport = Http11Transport(url, None)
     try:
@@ -213,11 +217,7 @@ async def test_a_body_that_ends_with_the_connection_is_read_to_its_end(serve: Se
     """No Content-Length and not chunked: the body is what comes until the server closes,
     and that connection is not reused."""
 
-    async def until_close(head: bytes, _: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
-        w.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it")
-        await w.drain()
-        return False
-
+    until_close = answer(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it", keep_open=False)
     server, url = await serve(until_close)
     transport = Http11Transport(url, None)
     try:
