@@ -25,5 +25,7 @@ def test_a_status_batch_outside_0_to_10_seconds_is_refused(raw: str) -> None:
 
 def test_the_status_batch_reaches_the_policy_the_rules_read() -> None:
     assert OperatorConfig.from_env({}).policy.status_batch_seconds == 1.0
+    assert OperatorConfig.from_env({}).policy.pending_status_seconds == 30.0
     config = OperatorConfig.from_env({"WORKGATE_STATUS_BATCH_SECONDS": "0"})
     assert config.policy.status_batch_seconds == 0.0
+    assert config.policy.pending_status_seconds == 0.0  # 0: every status at once

@@ -54,9 +54,6 @@ def _algorithm(value: str) -> str:
     return value
 
 
-PENDING_STATUS_SECONDS = 30.0  # an unclaimed agent WorkOrder's first status, after creation
-
-
 def _batch_seconds(env: dict[str, str], name: str, default: float) -> float:
     raw = env.get(name, str(default))
     try:
@@ -137,7 +134,9 @@ class OperatorConfig:
             concurrency_limits=self.concurrency_limits,
             status_batch_seconds=self.status_batch_seconds,
             # 0 s batching writes every status at once, an unclaimed WorkOrder's too
-            pending_status_seconds=PENDING_STATUS_SECONDS if self.status_batch_seconds else 0.0,
+            pending_status_seconds=(
+                Policy.pending_status_seconds if self.status_batch_seconds else 0.0
+            ),
         )
 
     @classmethod
