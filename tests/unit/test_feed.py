@@ -91,3 +91,41 @@ def test_the_kept_order_matches_filtering_and_sorting_everything() -> None:
             if offered:
                 feed.pass_over(rng.choice(offered))
     assert feed.claimable() == reference(feed)
+
+
+def workorder_event(name: str, version: str, **spec: Any) -> dict[str, Any]:
+    meta = {"namespace": "ns", "name": name, "uid": f"uid-{name}", "resourceVersion": version}
+    return {"metadata": meta, "spec": {"workType": "t", **spec}, "status": {}}
+
+
+def lease_event(name: str, uid: str, **annotations: str) -> dict[str, Any]:
+    ref = {"controller": True, "name": name, "uid": uid}
+    meta = {"namespace": "ns", "name": f"{name}-claim", "uid": f"lease-{uid}",
+            "ownerReferences": [ref], "annotations": annotations}  # fmt: skip
+    return {"metadata": meta, "spec": {"holderIdentity": "someone"}}
+
+
+def test_only_what_may_bring_work_wakes_a_waiting_agent() -> None:
+    """A waiting agent has no work: new or changed work, or a claim that ends, may bring
+    some; another claim, its report, or work that leaves cannot, and wake no one."""
+    feed = feed_of()
+    woke: list[str] = []
+
+    def deliver(view: Any, what: str, type_: str, body: dict[str, Any]) -> None:
+        feed.changed.clear()
+        view._apply(type_, body)
+        if feed.changed.is_set():
+            woke.append(what)
+
+    wos, leases = feed.workorders, feed.leases
+    deliver(wos, "work added", "ADDED", workorder_event("a", "1"))
+    deliver(leases, "claimed", "ADDED", lease_event("a", "uid-a"))
+    deliver(leases, "reported", "MODIFIED", lease_event("a", "uid-a", **{"x": "y"}))
+    deliver(wos, "suspended", "MODIFIED", workorder_event("a", "2", suspend=True))
+    deliver(wos, "resumed", "MODIFIED", workorder_event("a", "3"))
+    deliver(wos, "unchanged", "MODIFIED", workorder_event("a", "3"))
+    deliver(leases, "claim released", "DELETED", lease_event("a", "uid-a"))
+    deliver(leases, "claimed again", "ADDED", lease_event("a", "uid-a"))
+    deliver(leases, "a namesake's claim instead", "MODIFIED", lease_event("a", "uid-old"))
+    deliver(wos, "left", "DELETED", workorder_event("a", "4"))
+    assert woke == ["work added", "resumed", "claim released", "a namesake's claim instead"]

@@ -116,7 +116,13 @@ class _ByAge(MutableMapping[Key, object]):
 
 
 class _View:
-    """One list+watch of a collection (k8s/informer.py) into a dict of small values."""
+    """One list+watch of a collection (k8s/informer.py) into a dict of small values.
+
+    `changed` is set only by what may bring claimable work: in a view of work
+    (`offers=True`) a value that is new or different, in a view of what takes work away
+    (the claim Leases) a value removed or replaced. An agent waits for work only when it
+    has none, so what can only take work away (another agent's claim, a report, a
+    WorkOrder leaving the selector) wakes no one: at 10 agents that is most events."""
 
     def __init__(
         self,
@@ -126,10 +132,13 @@ class _View:
         extract: Callable[[Body], tuple[Key, object] | None],
         changed: asyncio.Event,
         items: MutableMapping[Key, object] | None = None,
+        *,
+        offers: bool,
     ) -> None:
         self.extract = extract
         self.items: MutableMapping[Key, object] = {} if items is None else items
         self.changed = changed
+        self.offers = offers
         self.on_deleted: Callable[[Body], None] | None = None
         self.informer = Informer(api, path, self._apply, params=params, strip_bodies=False)
 
@@ -144,11 +153,15 @@ class _View:
         if got is None:
             return
         key, value = got
-        if type_ == "DELETED" or value is None:  # gone, or no longer of interest
+        if type_ == "DELETED":
+            value = None  # gone
+        old = self.items.get(key)
+        if value is None:  # gone, or no longer of interest
             self.items.pop(key, None)
         else:
             self.items[key] = value
-        self.changed.set()
+        if value != old and (value is not None if self.offers else old is not None):
+            self.changed.set()
 
     async def run(self) -> None:
         await self.informer.run()
@@ -175,10 +188,16 @@ class WorkFeed:
             self._workorder,
             self.changed,
             self.pending,
+            offers=True,
         )
         labels = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_WORK_TYPE}={label_value(work_type)}"
         self.leases = _View(
-            api, LEASES.path(namespace), {"labelSelector": labels}, self._lease, self.changed
+            api,
+            LEASES.path(namespace),
+            {"labelSelector": labels},
+            self._lease,
+            self.changed,
+            offers=False,
         )
         self._tasks: list[asyncio.Task[None]] = []
         # Tried and not claimable, until they change (the watch brings a new Candidate).
