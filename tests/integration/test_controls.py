@@ -18,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -844,6 +845,35 @@ async def test_a_concurrency_limit_holds_for_work_created_while_agents_wait(
         start_operator, api, namespace, WORKGATE_CONCURRENCY_LIMITS=f"burst={LIMIT},other=7"
     )
     await run_burst(api, namespace, work, burst_agents, [0] * 10, agents_first=True)
+
+
+async def test_without_the_webhook_a_claim_past_the_limit_stops_and_its_attempt_never_reruns(
+    api: KubeApi, namespace: str, start_operator: Any, start_agent: Any, work: Work
+) -> None:
+    """With the webhook off nothing refuses a claim past a work type's limit: three agents
+    claim three new WorkOrders (limit 1) before the operator runs, and start their
+    commands. The operator admits one and revokes the others: those commands stop, and
+    when those WorkOrders run later, it is as their next attempt. By the commands' own
+    logs, no attempt of a WorkOrder ever ran twice."""
+    names = ["l0", "l1", "l2"]
+    for _ in names:
+        await start_agent("limited", namespace, work.command("3")).ready()
+    for name in names:
+        await create_workorder(api, namespace, workorder(name, "limited", yaml="{}"))
+    for name in names:
+        await work.started(name)
+    start_operator(namespace, WORKGATE_CONCURRENCY_LIMITS="limited=1")
+    for name in names:
+        await reach(api, namespace, name, "SUCCEEDED", timeout=120)
+    runs = work.executions()
+    stopped = [r for r in runs if r.last_word == "terminated"]
+    assert len(stopped) == 2, [(r.workorder, r.attempt, r.words[-1]) for r in runs]
+    ran = Counter((r.workorder, r.attempt) for r in runs)
+    assert max(ran.values()) == 1, f"an attempt ran twice: {ran}"
+    for run in stopped:
+        wo = await get_workorder(api, namespace, run.workorder)
+        assert wo["status"]["attempt"] == run.attempt + 1, wo["status"]
+        assert wo["status"]["retryCount"] - wo["status"].get("retryBase", 0) == 0  # no retry
 
 
 async def test_higher_priority_runs_first_then_the_oldest(

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from workgate.api.wire import now_utc
+from workgate.core.claims import ANNOTATION_REVOKED, LeaseView, Outcome
 from workgate.core.naming import lease_name
 from workgate.core.tokenkeys import KeyRing
 from workgate.k8s import claims
@@ -99,10 +100,12 @@ async def test_a_lagging_view_leaves_a_newer_attempts_claim_alone(
     assert (now["status"]["phase"], now["status"]["attempt"]) == ("CLAIMED", 2), now["status"]
 
 
-async def test_a_current_view_still_releases_an_old_attempts_claim(
+async def test_a_current_view_still_ends_an_old_attempts_claim(
     api: KubeApi, namespace: str
 ) -> None:
-    """The guard must not keep what is truly left over: attempt 1's Lease, status on 2."""
+    """The guard must not keep what is truly left over: attempt 1's Lease, status on 2. A
+    reported one is released; one still live is revoked (its agent may still be working:
+    it stops, and releases it)."""
     wo = await create_workorder(api, namespace, workorder("old", "lint", yaml="{}"))
     lease = await agents_claim(api, wo, attempt=1)
     current = await set_status(api, namespace, "old", phase="PENDING", retryCount=1)
@@ -113,4 +116,13 @@ async def test_a_current_view_still_releases_an_old_attempts_claim(
 
     await operator.reconcile(key)
 
+    kept = await lease_or_none(api, namespace, "old")
+    assert kept is not None and kept["metadata"]["uid"] == lease["metadata"]["uid"]
+    revoked = (kept["metadata"].get("annotations") or {}).get(ANNOTATION_REVOKED)
+    assert revoked == "Superseded", "attempt 1's live claim was not told to stop"
+
+    reported = LeaseView.from_body(kept)  # its agent reported after all: nothing is live
+    await claims.report_outcome(api, namespace, reported, Outcome.FAILED, error="stopped")
+    operator.leases.observe(key, await api.get(LEASES.path(namespace, lease_name("old"))))
+    await operator.reconcile(key)
     assert await lease_or_none(api, namespace, "old") is None, "attempt 1's Lease was kept"

@@ -285,10 +285,14 @@ def test_a_revoked_claim_can_only_be_released_by_its_holder() -> None:
     assert claims.judge_claim_delete(old, "agent-1", (), "op") is None
 
 
-def test_a_claim_past_the_limit_is_revoked_and_the_work_order_stays_queued() -> None:
+def test_a_claim_past_the_limit_is_revoked_and_its_attempt_is_not_run_again() -> None:
     full = controls.QueueView(limit=1, active=1, admitted=False, position=1)
     d = lc.decide(observe(work_type="test", queue=full, lease=lease()), POLICY)
     assert d.status.phase == Phase.QUEUED and kinds(d) == ["RevokeLease"]
+    # Its command may have started: attempt 1 is spent, the next claim runs attempt 2,
+    # and that is no retry (maxRetries counts from retryBase).
+    assert (d.status.retry_count, d.status.retry_base) == (1, 1)
+    assert [e.reason for e in d.events] == ["Queued", "ClaimRevoked"]
     # once the claimant released it and a slot is free, it is claimable again
     free = controls.QueueView(limit=1, active=0, admitted=True, position=0)
     revoked = replace(lease(), revoked="ConcurrencyLimit")
@@ -296,6 +300,27 @@ def test_a_claim_past_the_limit_is_revoked_and_the_work_order_stays_queued() -> 
     assert waiting.status.phase == Phase.QUEUED and kinds(waiting) == []
     open_again = lc.decide(observe(d.status, work_type="test", queue=free), POLICY)
     assert open_again.status.phase == Phase.PENDING
+    claim = replace(lease(), attempt=2, uid="lease-2")
+    running = lc.decide(
+        observe(open_again.status, work_type="test", queue=free, lease=claim), POLICY
+    )
+    assert running.status.phase == Phase.CLAIMED and running.status.attempt == 2
+
+
+def test_a_live_claim_on_a_spent_attempt_is_revoked_not_deleted() -> None:
+    """The status spent attempt 1, but its revocation did not land (the operator stopped
+    in between): the agent still working on it is told to stop, and nothing is claimed
+    beside it until it has."""
+    full = controls.QueueView(limit=1, active=1, admitted=False, position=1)
+    spent = lc.decide(observe(work_type="test", queue=full, lease=lease()), POLICY).status
+    free = controls.QueueView(limit=1, active=0, admitted=True, position=0)
+    d = lc.decide(observe(spent, work_type="test", queue=free, lease=lease()), POLICY)
+    assert kinds(d) == ["RevokeLease"] and d.status.phase == Phase.QUEUED
+    stale = lc.decide(
+        observe(spent, work_type="test", queue=free, lease=lease(), now=NOW + timedelta(hours=1)),
+        POLICY,
+    )
+    assert kinds(stale) == ["ReleaseLease"]  # stale: fencing stopped its work long ago
 
 
 def test_a_blocked_work_order_keeps_its_stalled_condition_unchanged_between_looks() -> None:

@@ -381,10 +381,15 @@ def test_stale_agent_claim_times_out() -> None:
     assert kinds(late) == ["ReleaseLease"]
 
 
-def test_lease_of_an_old_attempt_is_released_not_adopted() -> None:
+def test_lease_of_an_old_attempt_is_ended_not_adopted() -> None:
     status = WorkOrderStatus(phase=Phase.PENDING, retry_count=1, attempt=1)
-    d = lc.decide(observe(status, work_type="test", lease=lease(1)), POLICY)
+    reported = lease(1, outcome=Outcome.FAILED)
+    d = lc.decide(observe(status, work_type="test", lease=reported), POLICY)
     assert d.status.phase == Phase.PENDING and kinds(d) == ["ReleaseLease"]
+    # still live (no report, not stale): its agent may be working, so it is told to stop
+    # and drains before the next attempt can be claimed, rather than deleted under it
+    d = lc.decide(observe(status, work_type="test", lease=lease(1)), POLICY)
+    assert d.status.phase == Phase.PENDING and kinds(d) == ["RevokeLease"]
 
 
 def test_premature_claim_during_backoff_is_released() -> None:

@@ -119,7 +119,8 @@ class WorkOrderStatus(CamelModel):
     retry_base: int = Field(
         default=0,
         ge=0,
-        description="retryCount when the latest rerun started: maxRetries counts from here.",
+        description="retryCount when the latest rerun started, plus the attempts spent by "
+        "claims revoked past a concurrency limit: maxRetries counts from here.",
     )
     rerun: str | None = Field(
         default=None,

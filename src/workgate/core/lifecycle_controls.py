@@ -19,7 +19,13 @@ from workgate.api.workorder import (
 )
 from workgate.core import controls
 from workgate.core.claims import LeaseView
-from workgate.core.decisions import Decision, DeleteWorkOrder, Observation, Policy
+from workgate.core.decisions import (
+    Decision,
+    DeleteWorkOrder,
+    Observation,
+    Policy,
+    RevokeLease,
+)
 
 
 class ControlRules:
@@ -172,6 +178,24 @@ class ControlRules:
             position=queue.position,
         )
         return False
+
+    def spend_unadmitted_claim(self, lease: LeaseView) -> None:
+        """An agent claimed past its work type's concurrency limit (no webhook refused it):
+        the claim is revoked, and its attempt number spent. The agent may have started
+        the command before the revocation reaches it, so the next claim runs the next
+        attempt, and no attempt runs twice. Not a retry: maxRetries counts from
+        retryBase, which moves with it."""
+        self.decision.actions.append(RevokeLease(lease, "ConcurrencyLimit"))
+        self.decision.wake_at(lease.expires_at)
+        self.st.retry_count += 1
+        self.st.retry_base += 1
+        self.event(
+            "Warning",
+            "ClaimRevoked",
+            f"attempt {lease.attempt} was claimed by {lease.holder or 'unknown'} past the "
+            f"{self.obs.spec.work_type} concurrency limit: revoked; the next claim runs "
+            f"attempt {current_attempt(self.st.retry_count)}",
+        )
 
     def past_attempt_deadline(self) -> bool:
         seconds = self.obs.spec.attempt_deadline_seconds
