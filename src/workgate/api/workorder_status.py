@@ -18,7 +18,11 @@ class RunRecord(CamelModel):
     """How one run (the attempts before a rerun) ended."""
 
     phase: Phase = Field(description="FAILED or CANCELLED.")
-    first_attempt: int = Field(ge=1, description="Its first attempt.")
+    first_attempt: int = Field(
+        ge=1,
+        description="Its first attempt (not counting those spent by claims revoked past a "
+        "concurrency limit, which no retry counts either).",
+    )
     last_attempt: int = Field(ge=0, description="Its last attempt.")
     reason: str | None = Field(default=None, max_length=128, description="Why it ended.")
     message: str | None = Field(default=None, max_length=1024, description="Its last error.")
