@@ -6,7 +6,7 @@ from typing import Any
 from workgate.core.claims import ANNOTATION_RESULT, ANNOTATION_REVOKED, LeaseView
 from workgate.k8s import owners, shipwright
 from workgate.k8s.claims import build_lease
-from workgate.operator.cache import ObjectCache
+from workgate.operator.cache import GONE_REMEMBERED, ObjectCache
 from workgate.operator.records import (
     LAST_APPLIED,
     build_run_record,
@@ -101,6 +101,28 @@ def test_the_cache_keeps_records_and_still_orders_versions() -> None:
     cache.observe("k", older)
     kept = cache.get("k")
     assert kept is not None and kept == lease_record(newer) and "labels" not in kept["metadata"]
+
+
+def test_a_write_answer_that_comes_after_the_delete_brings_no_ghost_back() -> None:
+    """The operator revokes a claim; its agent releases the Lease at once, and the DELETED
+    event overtakes the answer to the revocation. Recording that answer would keep a
+    revoked Lease in the cache that no event ever removes (the WorkOrder then waits for
+    it to go stale: an hour at the default claimTimeoutSeconds)."""
+    cache: ObjectCache[str] = ObjectCache(lease_record)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    claim = build_lease(WORKORDER, "c", attempt=1, holder="a", duration_seconds=9, now=now)
+    cache.observe("k", served(claim, "11"))
+    cache.deleted("k", served(claim, "13"))  # the agent released it
+    cache.observe("k", served(claim, "12"))  # the answer to the revocation, late
+    assert cache.get("k") is None
+    again = served(build_lease(WORKORDER, "c", attempt=2, holder="a", duration_seconds=9,
+                               now=now), "14")  # fmt: skip
+    again["metadata"]["uid"] = "a-new-claim"
+    cache.observe("k", again)  # a new claim under the same name is seen
+    assert cache.get("k") is not None
+    for i in range(GONE_REMEMBERED + 10):  # what is remembered of deletions is bounded
+        cache.forget(f"k{i}", f"uid-{i}")
+    assert len(cache._gone) == GONE_REMEMBERED
 
 
 def test_workorder_records_read_as_the_body_and_share_their_condition_words() -> None:
