@@ -61,8 +61,9 @@ PROMPT = 3.0  # seconds from an event to the agent acting on it, on a loaded 2-c
 EXIT_CODE = "workgate.io/exit-code"
 
 # The work. argv: log file, a plan per attempt ("seconds[:exit code]", comma separated, the
-# last one repeating), and what to do on SIGTERM: "exit" (log it, exit 143) or "ignore"
-# (log it, carry on: only SIGKILL stops it).
+# last one repeating; "go" for seconds: until a file named as the log plus ".go" exists),
+# and what to do on SIGTERM: "exit" (log it, exit 143) or "ignore" (log it, carry on: only
+# SIGKILL stops it).
 WORK = textwrap.dedent(
     """
     import os, signal, sys, time
@@ -80,8 +81,8 @@ WORK = textwrap.dedent(
         say("terminated"); sys.exit(143)
     signal.signal(signal.SIGTERM, term)
     say("start")
-    end = time.time() + float(seconds)
-    while time.time() < end:
+    end = time.time() + (600 if seconds == "go" else float(seconds))
+    while time.time() < end and not (seconds == "go" and os.path.exists(sys.argv[1] + ".go")):
         time.sleep(0.1); say("alive")
     say("end")
     sys.exit(int(code or 0))
@@ -120,6 +121,10 @@ class Work:
 
     def command(self, plan: str = "0.2", on_term: str = "exit") -> list[str]:
         return [sys.executable, str(self.script), str(self.log), plan, on_term]
+
+    def go(self) -> None:
+        """Commands whose plan is "go" end now."""
+        self.log.with_name(self.log.name + ".go").touch()
 
     def executions(self, name: str | None = None) -> list[Execution]:
         runs: dict[tuple[str, str, str], Execution] = {}
@@ -856,21 +861,26 @@ async def test_without_the_webhook_a_claim_past_the_limit_stops_and_its_attempt_
     when those WorkOrders run later, it is as their next attempt. By the commands' own
     logs, no attempt of a WorkOrder ever ran twice."""
     names = ["l0", "l1", "l2"]
-    for _ in names:
-        await start_agent("limited", namespace, work.command("3")).ready()
+    for _ in names:  # first attempts run until the test says go, later ones 0.3 s
+        await start_agent("limited", namespace, work.command("go,0.3")).ready()
     for name in names:
         await create_workorder(api, namespace, workorder(name, "limited", yaml="{}"))
     for name in names:
         await work.started(name)
     start_operator(namespace, WORKGATE_CONCURRENCY_LIMITS="limited=1")
+
+    def stopped() -> list[Execution]:
+        return [r for r in work.executions() if r.last_word == "terminated"]
+
+    await wait_for(lambda: len(stopped()) == 2, timeout=90, what="two commands stopped")
+    work.go()  # the admitted one ends
     for name in names:
-        await reach(api, namespace, name, "SUCCEEDED", timeout=120)
+        await reach(api, namespace, name, "SUCCEEDED", timeout=60)
     runs = work.executions()
-    stopped = [r for r in runs if r.last_word == "terminated"]
-    assert len(stopped) == 2, [(r.workorder, r.attempt, r.words[-1]) for r in runs]
+    assert len(stopped()) == 2, [(r.workorder, r.attempt, r.words[-1]) for r in runs]
     ran = Counter((r.workorder, r.attempt) for r in runs)
     assert max(ran.values()) == 1, f"an attempt ran twice: {ran}"
-    for run in stopped:
+    for run in stopped():
         wo = await get_workorder(api, namespace, run.workorder)
         assert wo["status"]["attempt"] == run.attempt + 1, wo["status"]
         assert wo["status"]["retryCount"] - wo["status"].get("retryBase", 0) == 0  # no retry

@@ -307,6 +307,16 @@ def test_a_claim_past_the_limit_is_revoked_and_its_attempt_is_not_run_again() ->
     assert running.status.phase == Phase.CLAIMED and running.status.attempt == 2
 
 
+def test_a_claim_past_the_limit_that_already_reported_keeps_its_outcome() -> None:
+    """Its command ran to its end before the operator looked: running it again would not
+    undo that, so the outcome counts (the limit was exceeded once, not twice)."""
+    full = controls.QueueView(limit=1, active=1, admitted=False, position=1)
+    done = replace(lease(), outcome=Outcome.SUCCEEDED)
+    d = lc.decide(observe(work_type="test", queue=full, lease=done), POLICY)
+    assert d.status.phase == Phase.SUCCEEDED and d.status.attempt == 1
+    assert d.status.retry_count == 0 and "RevokeLease" not in kinds(d)
+
+
 def test_a_live_claim_on_a_spent_attempt_is_revoked_not_deleted() -> None:
     """The status spent attempt 1, but its revocation did not land (the operator stopped
     in between): the agent still working on it is told to stop, and nothing is claimed

@@ -272,7 +272,9 @@ class _Machine(BuildRules, ControlRules, GateRules, HoldRules, StatusRules):
                 self.decision.wake_at(lease.expires_at)
                 return
             if lease.attempt == attempt and lease.revoked is None:
-                if not self.admitted():  # claimed past the limit (no webhook to refuse it)
+                # Claimed past the limit (no webhook to refuse it): stopped, unless its work
+                # is done already (then its outcome counts: running it again undoes nothing).
+                if lease.outcome is None and not self.admitted():
                     self.spend_unadmitted_claim(lease)
                     return
                 self.take_claim(lease.holder or "unknown", lease)  # CLAIMED handles the rest
