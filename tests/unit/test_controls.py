@@ -293,6 +293,11 @@ def test_a_claim_past_the_limit_is_revoked_and_its_attempt_is_not_run_again() ->
     # and that is no retry (maxRetries counts from retryBase).
     assert (d.status.retry_count, d.status.retry_base) == (1, 1)
     assert [e.reason for e in d.events] == ["Queued", "ClaimRevoked"]
+    assert d.events[-1].message.endswith("the next claim runs attempt 2")
+    # a claimant-written holder of any length still leaves that said (Events keep 1024)
+    long = replace(lease(), holder="x" * 5000)
+    d = lc.decide(observe(work_type="test", queue=full, lease=long), POLICY)
+    assert len(d.events[-1].message) < 1024 and "attempt 2" in d.events[-1].message
     # once the claimant released it and a slot is free, it is claimable again
     free = controls.QueueView(limit=1, active=0, admitted=True, position=0)
     revoked = replace(lease(), revoked="ConcurrencyLimit")

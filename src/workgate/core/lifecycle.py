@@ -90,16 +90,6 @@ class _Machine(BuildRules, ControlRules, GateRules, HoldRules, StatusRules):
             and not lease.is_stale(self.obs.now)
         )
 
-    def live_agents_claim(self, lease: LeaseView) -> bool:
-        """An agent's claim that may still have its work running: not reported on, not
-        revoked, not stale."""
-        return (
-            self.agents_claim(lease)
-            and lease.outcome is None
-            and lease.revoked is None
-            and not lease.is_stale(self.obs.now)
-        )
-
     def unrecorded_claim(self, lease: LeaseView | None) -> bool:
         """The operator's own live claim on the current attempt of a WorkOrder whose status
         has never been written (only a work type without a concurrency limit: a limited
@@ -279,14 +269,7 @@ class _Machine(BuildRules, ControlRules, GateRules, HoldRules, StatusRules):
                     return
                 self.take_claim(lease.holder or "unknown", lease)  # CLAIMED handles the rest
                 return
-            if self.live_agents_claim(lease) and (lease.attempt or 0) < attempt:
-                # An attempt that is over, its claimant still working (its revocation did
-                # not land): it is told to stop, and the next claim waits while it drains.
-                self.decision.actions.append(RevokeLease(lease, "Superseded"))
-                self.decision.wake_at(lease.expires_at)
-                return
-            self.decision.actions.append(ReleaseLease(lease))  # left over from an old attempt
-            self.decision.wake_at(self.obs.now)
+            self.end_left_over_claim(lease, attempt)
             return
         if self.obs.spec.suspend:
             self.st.phase = Phase.SUSPENDED

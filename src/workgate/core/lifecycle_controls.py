@@ -24,6 +24,7 @@ from workgate.core.decisions import (
     DeleteWorkOrder,
     Observation,
     Policy,
+    ReleaseLease,
     RevokeLease,
 )
 
@@ -192,10 +193,28 @@ class ControlRules:
         self.event(
             "Warning",
             "ClaimRevoked",
-            f"attempt {lease.attempt} was claimed by {lease.holder or 'unknown'} past the "
+            f"attempt {lease.attempt} was claimed by {(lease.holder or 'unknown')[:128]} past the "
             f"{self.obs.spec.work_type} concurrency limit: revoked; the next claim runs "
             f"attempt {current_attempt(self.st.retry_count)}",
         )
+
+    def end_left_over_claim(self, lease: LeaseView, attempt: int) -> None:
+        """A claim on another attempt than the current one. An agent's on an attempt that
+        is over, which may still be working (not reported on, not revoked, not stale: its
+        revocation did not land), is told to stop, and the next claim waits while it
+        drains; anything else is released."""
+        if (
+            self.agents_claim(lease)
+            and (lease.attempt or 0) < attempt
+            and lease.outcome is None
+            and lease.revoked is None
+            and not lease.is_stale(self.obs.now)
+        ):
+            self.decision.actions.append(RevokeLease(lease, "Superseded"))
+            self.decision.wake_at(lease.expires_at)
+            return
+        self.decision.actions.append(ReleaseLease(lease))
+        self.decision.wake_at(self.obs.now)
 
     def past_attempt_deadline(self) -> bool:
         seconds = self.obs.spec.attempt_deadline_seconds
