@@ -67,6 +67,10 @@ class LeaseView:
         expires = self.expires_at
         return expires is None or now >= expires
 
+    def is_live(self, now: datetime) -> bool:
+        """Its holder may still be working: no outcome reported, not revoked, not stale."""
+        return self.outcome is None and self.revoked is None and not self.is_stale(now)
+
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> LeaseView:
         meta = body.get("metadata", {})

@@ -119,6 +119,15 @@ class _Machine(BuildRules, ControlRules, GateRules, HoldRules, StatusRules):
             return
         self.decision.actions.append(ReleaseLease(lease))
 
+    def revoke_live(self, lease: LeaseView, reason: str) -> bool:
+        """Revoke the claim if its holder may still be working (it stops, then releases
+        it; nothing is claimed beside it meanwhile); whether it did."""
+        if not lease.is_live(self.obs.now):
+            return False
+        self.decision.actions.append(RevokeLease(lease, reason))
+        self.decision.wake_at(lease.expires_at)
+        return True
+
     def end_claim(self, reason: str) -> None:
         """The current attempt is over whatever its claimant is doing: a live claim of an
         agent's is revoked (it stops its work), anything else released."""
@@ -127,12 +136,8 @@ class _Machine(BuildRules, ControlRules, GateRules, HoldRules, StatusRules):
             lease is not None
             and not self.local
             and lease.attempt == current_attempt(self.st.retry_count)  # recorded or not yet
-            and lease.outcome is None
-            and lease.revoked is None
-            and not lease.is_stale(self.obs.now)
+            and self.revoke_live(lease, reason)
         ):
-            self.decision.actions.append(RevokeLease(lease, reason))
-            self.decision.wake_at(lease.expires_at)
             return
         self.release()
 

@@ -46,6 +46,7 @@ class ControlRules:
         def clear_claim(self) -> None: ...
         def draining(self, lease: LeaseView) -> bool: ...
         def agents_claim(self, lease: LeaseView) -> bool: ...
+        def revoke_live(self, lease: LeaseView, reason: str) -> bool: ...
         def release(self) -> None: ...
         def cancel_open_waitpoints(self) -> None: ...
         def reset_unpassed_gates(self) -> None: ...
@@ -203,15 +204,8 @@ class ControlRules:
         is over, which may still be working (not reported on, not revoked, not stale: its
         revocation did not land), is told to stop, and the next claim waits while it
         drains; anything else is released."""
-        if (
-            self.agents_claim(lease)
-            and (lease.attempt or 0) < attempt
-            and lease.outcome is None
-            and lease.revoked is None
-            and not lease.is_stale(self.obs.now)
-        ):
-            self.decision.actions.append(RevokeLease(lease, "Superseded"))
-            self.decision.wake_at(lease.expires_at)
+        old_attempt = self.agents_claim(lease) and (lease.attempt or 0) < attempt
+        if old_attempt and self.revoke_live(lease, "Superseded"):
             return
         self.decision.actions.append(ReleaseLease(lease))
         self.decision.wake_at(self.obs.now)
