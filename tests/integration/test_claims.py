@@ -224,6 +224,37 @@ async def test_a_stopped_agent_stops_its_command_and_hands_the_attempt_back(
     assert runs[0][1][1] < runs[1][1][0], f"attempt 1 still ran after attempt 2 began: {runs}"
 
 
+async def test_a_release_that_loses_to_a_write_in_between_reads_again_and_releases(
+    api: KubeApi, namespace: str, kubectl: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claimant releases its claim with a delete conditional on the version it read. A
+    write landing in between (the operator's, a co-tenant's) makes that delete a
+    conflict: the claimant reads the Lease again and releases it, instead of leaving it
+    to go stale while the next attempt waits (an hour here). No operator runs: the
+    WorkOrder is claimable as created."""
+    await create_workorder(api, namespace, workorder("handback", "handback", yaml="{}"))
+    async with KubeApi(load_config(), transport="http11") as claimant_api:
+        claim = await wait_for(
+            lambda: Agent(claimant_api, "handback", namespace=namespace).claim_next(),
+            what="claim",
+        )
+        delete_if = claimant_api.delete_if
+        interleaved: list[str] = []
+
+        async def after_a_write(path: str, uid: str, resource_version: str | None = None) -> bool:
+            if not interleaved:  # once: a real write moves the Lease on after the read
+                touched = {"metadata": {"annotations": {"example.com/touched": "yes"}}}
+                moved = await api.merge_patch(path, touched)
+                interleaved.append(moved["metadata"]["resourceVersion"])
+            return await delete_if(path, uid, resource_version)
+
+        monkeypatch.setattr(claimant_api, "delete_if", after_a_write)
+        await claim.release()
+    assert interleaved, "nothing wrote to the Lease between the read and the delete"
+    gone = kubectl("get", "lease", claim.lease.name, "-n", namespace, check=False)
+    assert gone.returncode != 0 and "NotFound" in gone.stderr, gone.stdout
+
+
 # --- authenticated claims --------------------------------------------------------------
 
 
