@@ -26,7 +26,6 @@ from workgate.k8s.api import LEASES, WAITPOINTS, ApiError, Body, KubeApi, is_tra
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-RELEASE_TRIES = 5  # a release that loses to a write in between reads the Lease again
 
 
 @dataclass(frozen=True)
@@ -132,15 +131,10 @@ class Claim:
         """Hand the Lease back once the work has stopped (the answer to a revocation)."""
 
         async def once() -> None:
-            path = LEASES.path(self.namespace, self.lease.name)
-            for _ in range(RELEASE_TRIES):  # each try lost to a write in between
-                current = await self._reread()
-                if current is None:
-                    return  # gone, or no longer this claim's
-                meta = current["metadata"]
-                if await self.api.delete_if(path, meta["uid"], meta["resourceVersion"]):
-                    return
-            log.info("could not release %s: it kept changing; it goes stale", self.lease.name)
+            if not await claims.release_own_lease(
+                self.api, self.namespace, self.lease, self.identity
+            ):
+                log.info("could not release %s: it kept changing; it goes stale", self.lease.name)
 
         try:
             await retrying(once, until=time.monotonic() + 30, what="releasing the claim")

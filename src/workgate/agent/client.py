@@ -156,7 +156,7 @@ class Agent:
             current = None
         if current is None or not _attempt_open(current, meta["uid"], attempt, identity):
             with contextlib.suppress(ApiError):
-                await claims.release_lease(self.api, meta["namespace"], created)
+                await claims.release_own_lease(self.api, meta["namespace"], created, identity)
             return None
         log.info("claimed %s/%s attempt %d", meta["namespace"], meta["name"], attempt)
         claim = Claim(self.api, current, created, identity, self.instance)

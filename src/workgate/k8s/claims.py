@@ -135,3 +135,28 @@ async def release_lease(api: KubeApi, namespace: str, lease: LeaseView) -> bool:
     return await api.delete_if(
         LEASES.path(namespace, lease.name), lease.uid, resource_version=lease.resource_version
     )
+
+
+RELEASE_TRIES = 5
+
+
+async def release_own_lease(api: KubeApi, namespace: str, lease: LeaseView, holder: str) -> bool:
+    """The claimant hands its claim back: delete the Lease while it is still this claim's
+    (uid, holder, attempt). A write that lands between the read and the delete (the
+    operator's revocation, a renewal's late answer) makes the delete a conflict: read it
+    again and retry. True once it is gone or no longer this claim's, False if it kept
+    changing (it then goes stale)."""
+    path = LEASES.path(namespace, lease.name)
+    view = lease
+    for _ in range(RELEASE_TRIES):
+        if await api.delete_if(path, view.uid, resource_version=view.resource_version):
+            return True
+        try:
+            view = LeaseView.from_body(await api.get(path))
+        except ApiError as exc:
+            if exc.not_found:
+                return True
+            raise
+        if (view.uid, view.holder, view.attempt) != (lease.uid, holder, lease.attempt):
+            return True
+    return False
