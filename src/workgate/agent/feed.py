@@ -15,7 +15,7 @@ import asyncio
 import bisect
 import logging
 import time
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 
 from workgate.agent.spread import Peers, claimant_key, spread_score
@@ -88,6 +88,11 @@ class _ByAge(MutableMapping[Key, object]):
     @staticmethod
     def _order(key: Key, candidate: Candidate) -> Order:
         return (-candidate.priority, candidate.created, key[0], key[1])
+
+    @property
+    def candidates(self) -> Mapping[Key, Candidate]:
+        """By key, read-only (a change goes through this mapping, which keeps `order`)."""
+        return self._items
 
     def __getitem__(self, key: Key) -> Candidate:
         return self._items[key]
@@ -273,7 +278,7 @@ class WorkFeed:
         if passed:
             for key in [k for k, c in passed.items() if pending.get(k) is not c]:
                 del passed[key]  # changed since (or gone): worth a look again
-        leased, skip, get = self.leases.items.get, passed.get, pending._items.__getitem__
+        leased, skip, get = self.leases.items.get, passed.get, pending.candidates.__getitem__
         work: list[Candidate] = []
         tier = 0
         for order in pending.order:

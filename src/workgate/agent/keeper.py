@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -51,6 +52,12 @@ class Keeper:
         keeps the outer mark too, so the outer keeper stops what this one started)."""
         marks = [*base.get(MARKS, "").split(), self.mark]
         return {**base, MARKS: " ".join(marks)}
+
+    @functools.cached_property
+    def command_environ(self) -> dict[str, str]:
+        """The agent's own environment with the mark: every command's base (read once,
+        the agent does not change its environment; os.environ decodes on each read)."""
+        return self.environ(os.environ)
 
     @property
     def pids(self) -> frozenset[int]:

@@ -70,7 +70,7 @@ async def run_command(
 ) -> tuple[int, str]:
     """Run `command` for the claim; ClaimLost (after stopping it) if the claim is lost.
     The keeper stops it, and all it started, should the agent die meanwhile."""
-    env = keeper.environ(os.environ) | {
+    env = keeper.command_environ | {
         "WORKGATE_SUSPEND_FILE": str(suspend_file),
         "WORKGATE_WORKORDER": claim.name,
         "WORKGATE_NAMESPACE": claim.namespace,
