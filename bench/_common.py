@@ -20,12 +20,8 @@ from typing import Any
 
 from workgate.cli.up import cluster_configured
 from workgate.devcluster.build import cache_root, ensure_binaries, stderr_progress
-from workgate.devcluster.controlplane import (
-    LocalControlPlane,
-    default_state_dir,
-    read_pidfile,
-    running_cluster,
-)
+from workgate.devcluster.controlplane import LocalControlPlane, default_state_dir
+from workgate.devcluster.processes import read_pidfile, running_cluster
 from workgate.k8s.api import NAMESPACES, ApiError, KubeApi
 
 WRITES = {"POST", "PUT", "PATCH", "APPLY", "DELETE"}

@@ -20,7 +20,7 @@ from workgate.devcluster.build import (
     module_version,
     pinned_versions,
 )
-from workgate.devcluster.controlplane import Pki
+from workgate.devcluster.pki import Pki
 
 GO_MOD = """\
 module example.com/x

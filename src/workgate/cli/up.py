@@ -17,12 +17,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from workgate.devcluster.build import BuildError, ensure_binaries, stderr_progress
-from workgate.devcluster.controlplane import (
-    ControlPlaneError,
-    LocalControlPlane,
-    default_state_dir,
-    running_cluster,
-)
+from workgate.devcluster.controlplane import LocalControlPlane, default_state_dir
+from workgate.devcluster.kubectl import ControlPlaneError
+from workgate.devcluster.processes import running_cluster
 from workgate.logs import setup_logging
 from workgate.operator.config import OperatorConfig
 from workgate.operator.main import run_operator

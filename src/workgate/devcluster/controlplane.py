@@ -40,46 +40,22 @@ from workgate.devcluster.kubectl import (
     default_crd_files,
     install_crds,
     run_kubectl,
-    workgate_crd_files,
 )
 from workgate.devcluster.pki import SERVICE_CIDR, Pki, make_kubeconfig
 from workgate.devcluster.processes import (
-    PROCESS_NAMES,
     Child,
     Ports,
     admin_get,
     die_with_parent,
     export_lines,
-    pid_alive,
     pidfile_path,
-    port_is_free,
     read_pidfile,
     running_cluster,
-    stop_detached,
     stop_tiers,
     terminate_pids,
 )
 
-__all__ = [
-    "DEFAULT_NAME",
-    "PROCESS_NAMES",
-    "ControlPlaneError",
-    "LocalControlPlane",
-    "Pki",
-    "Ports",
-    "bare_from_env",
-    "default_crd_files",
-    "default_state_dir",
-    "install_crds",
-    "pid_alive",
-    "pidfile_path",
-    "port_is_free",
-    "read_pidfile",
-    "run_kubectl",
-    "running_cluster",
-    "stop_detached",
-    "workgate_crd_files",
-]
+__all__ = ["BARE_ENV", "DEFAULT_NAME", "LocalControlPlane", "bare_from_env", "default_state_dir"]
 
 DEFAULT_NAME = "dev"
 BARE_ENV = "WORKGATE_DEV_BARE"
