@@ -20,7 +20,9 @@ runs both parts R times, alternating which goes first, and prints each round's r
 that of the pooled rates (the machine's load drifts; the agents start before their first
 part and stay up, idle, through later build parts), and last the CPU per WorkOrder of
 each path over all rounds (plane, operator, agents and bench together): steadier than
-throughput when other tenants load the machine.
+throughput when other tenants load the machine; and of that, the API server's and etcd's
+(on an embedded plane): what the cluster's control plane pays per WorkOrder, where the
+agents would run on worker nodes.
 """
 
 from __future__ import annotations
@@ -124,6 +126,9 @@ class Bench:
         self.rates: dict[str, list[float]] = {"build": [], "agents": []}
         # CPU seconds of everything measured (plane, operator, agents, bench), per part
         self.cpu: dict[str, list[float]] = {"build": [], "agents": []}
+        # of which the API server's and etcd's: what a cluster's control plane pays,
+        # wherever its agents and controllers run
+        self.server_cpu: dict[str, list[float]] = {"build": [], "agents": []}
 
     def meter(self, agents: bool) -> CpuMeter:
         assert self.operator is not None
@@ -131,6 +136,11 @@ class Bench:
         if agents:
             pids["agents"] = [a.pid for a in self.agent_procs]
         return CpuMeter(pids, with_children={"agents"} if agents else set())
+
+    def record_cpu(self, part: str, meter: CpuMeter) -> None:
+        self.cpu[part].append(sum(meter.used.values()))
+        server = ("kube-apiserver", "etcd")
+        self.server_cpu[part].append(sum(meter.used.get(name, 0.0) for name in server))
 
     async def build(self, round_: int) -> None:
         marked: set[str] = set()
@@ -147,7 +157,7 @@ class Bench:
         total = self.args.workorders
         rate = report("build path", total, seconds, delta, own=total + len(marked), idle=self.idle)
         self.rates["build"].append(rate)
-        self.cpu["build"].append(sum(meter.used.values()))
+        self.record_cpu("build", meter)
         print("  " + meter.summary(total))
 
     async def start_agents(self) -> None:
@@ -202,7 +212,7 @@ class Bench:
             f"(the bench's own watch makes 1: more would be agents re-listing); "
             f"WATCH starts {delta['WATCH workorders']}"
         )
-        self.cpu["agents"].append(sum(meter.used.values()))
+        self.record_cpu("agents", meter)
         print("  " + meter.summary(total))
         print(
             "  timeline (from the drain's start, less its 0.5 s): "
@@ -244,6 +254,16 @@ class Bench:
             f"CPU per WorkOrder, all rounds: build {per['build']:.1f} ms, agents "
             f"{per['agents']:.1f} ms, build/agents {per['build'] / per['agents']:.2f}x"
         )
+        # The bench runs agents beside the API server; in a cluster they run on worker nodes.
+        server = {
+            k: 1000 * sum(v) / (len(v) * self.args.workorders) for k, v in self.server_cpu.items()
+        }
+        if server["agents"] > 0:
+            print(
+                f"API server and etcd CPU per WorkOrder, all rounds: build "
+                f"{server['build']:.1f} ms, agents {server['agents']:.1f} ms, build/agents "
+                f"{server['build'] / server['agents']:.2f}x"
+            )
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -23,6 +23,8 @@ from workgate.core.naming import label_value
 from workgate.k8s.api import LEASES, ApiError, Body, KubeApi
 from workgate.k8s.owners import child_labels, owner_reference
 
+RELEASE_TRIES = 5  # a claimant's release lost to this many writes in between: it goes stale
+
 
 def build_lease(
     workorder: Body,
@@ -135,9 +137,6 @@ async def release_lease(api: KubeApi, namespace: str, lease: LeaseView) -> bool:
     return await api.delete_if(
         LEASES.path(namespace, lease.name), lease.uid, resource_version=lease.resource_version
     )
-
-
-RELEASE_TRIES = 5
 
 
 async def release_own_lease(api: KubeApi, namespace: str, lease: LeaseView, holder: str) -> bool:
