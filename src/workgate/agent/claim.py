@@ -293,26 +293,25 @@ class Claim:
             raise ClaimLost(f"{self.namespace}/{self.name} attempt {self.attempt}")
 
         async def once() -> Body:
-            try:
-                return await claims.report_outcome(
-                    self.api, self.namespace, self.lease, outcome, **details
-                )
-            except claims.ClaimTaken:
-                current = await self._reread()
-                if current is None:
-                    raise
-                if LeaseView.from_body(current).revoked is not None:
-                    self.revoke(str(LeaseView.from_body(current).revoked))
-                    raise
-                reported = LeaseView.from_body(current).outcome
-                if reported == outcome:
-                    return current  # our earlier try landed
-                if reported is not None:
-                    raise
-                self.lease = LeaseView.from_body(current)  # a renewal moved it: try again
-                return await claims.report_outcome(
-                    self.api, self.namespace, self.lease, outcome, **details
-                )
+            for _ in range(claims.CONFLICT_TRIES):
+                try:
+                    return await claims.report_outcome(
+                        self.api, self.namespace, self.lease, outcome, **details
+                    )
+                except claims.ClaimTaken:
+                    current = await self._reread()
+                    if current is None:
+                        raise
+                    view = LeaseView.from_body(current)
+                    if view.revoked is not None:
+                        self.revoke(view.revoked)
+                        raise
+                    if view.outcome == outcome:
+                        return current  # our earlier try landed
+                    if view.outcome is not None:
+                        raise
+                    self.lease = view  # a write moved it on (a renewal): try again
+            raise claims.ClaimTaken(self.lease.name)
 
         try:
             body = await retrying(once, until=self.deadline, what="reporting the outcome")

@@ -23,7 +23,8 @@ from workgate.core.naming import label_value
 from workgate.k8s.api import LEASES, ApiError, Body, KubeApi
 from workgate.k8s.owners import child_labels, owner_reference
 
-RELEASE_TRIES = 5  # a claimant's release lost to this many writes in between: it goes stale
+# A claimant's report or release lost to this many writes landing in between gives up.
+CONFLICT_TRIES = 5
 
 
 def build_lease(
@@ -147,7 +148,7 @@ async def release_own_lease(api: KubeApi, namespace: str, lease: LeaseView, hold
     changing (it then goes stale)."""
     path = LEASES.path(namespace, lease.name)
     view = lease
-    for _ in range(RELEASE_TRIES):
+    for _ in range(CONFLICT_TRIES):
         if await api.delete_if(path, view.uid, resource_version=view.resource_version):
             return True
         try:
