@@ -40,7 +40,7 @@ from tests.integration.conftest import (
 )
 from tests.integration.test_waitpoints import start_with_webhook
 from workgate.agent.client import Agent
-from workgate.core.claims import ANNOTATION_RESULT
+from workgate.core.claims import ANNOTATION_RESULT, LeaseView
 from workgate.k8s.api import BUILDRUNS, LEASES, WAITPOINTS, Body, KubeApi, load_config
 from workgate.k8s.owners import controlled_by
 
@@ -256,37 +256,42 @@ async def test_a_release_that_loses_to_a_write_in_between_reads_again_and_releas
     assert gone.returncode != 0 and "NotFound" in gone.stderr, gone.stdout
 
 
-async def test_a_report_that_loses_to_writes_in_between_reads_again_and_lands(
-    api: KubeApi, namespace: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("write", ["report", "renewal"])
+async def test_a_claimant_write_that_loses_to_writes_in_between_reads_again_and_lands(
+    api: KubeApi, namespace: str, monkeypatch: pytest.MonkeyPatch, write: str
 ) -> None:
-    """An outcome is reported with a patch conditional on the Lease's version. Writes
-    landing before it (a renewal's late answer, the operator's) make it a conflict: the
-    claimant reads the Lease again and reports on that version, as often as it takes (a
-    few times), instead of dropping a finished attempt's result so that it runs again
-    after the claim timeout. Two writes here; no operator runs."""
-    await create_workorder(api, namespace, workorder("reported", "reported", yaml="{}"))
+    """A report or a renewal is a patch conditional on the Lease's version. Writes landing
+    before it (a renewal's late answer, the operator's) make it a conflict: the claimant
+    reads the Lease again and writes that version, as often as it takes (a few times),
+    instead of losing the claim: a finished attempt's result dropped (it runs again after
+    the claim timeout), or a running command fenced. Two writes here; no operator runs."""
+    name = f"{write}-held"
+    await create_workorder(api, namespace, workorder(name, name, yaml="{}"))
     async with KubeApi(load_config(), transport="http11") as claimant_api:
         claim = await wait_for(
-            lambda: Agent(claimant_api, "reported", namespace=namespace).claim_next(),
-            what="claim",
+            lambda: Agent(claimant_api, name, namespace=namespace).claim_next(), what="claim"
         )
+        before = claim.lease.renew_time
         merge_patch = claimant_api.merge_patch
         interleaved: list[str] = []
 
         async def after_writes(path: str, patch: Body) -> Body:
-            annotations = patch.get("metadata", {}).get("annotations") or {}
-            if ANNOTATION_RESULT in annotations and len(interleaved) < 2:
+            if len(interleaved) < 2:
                 touched = {"metadata": {"annotations": {"example.com/touched": str(interleaved)}}}
-                moved = await api.merge_patch(path, touched)  # a real write, before the report
+                moved = await api.merge_patch(path, touched)  # a real write, before the claimant's
                 interleaved.append(moved["metadata"]["resourceVersion"])
             return await merge_patch(path, patch)
 
         monkeypatch.setattr(claimant_api, "merge_patch", after_writes)
-        await claim.succeed()
-    assert len(interleaved) == 2, "the writes in between did not land before the report"
+        await (claim.succeed() if write == "report" else claim.renew())
+    assert len(interleaved) == 2, "the writes in between did not land before the claimant's"
     assert not claim.lost.is_set()
     lease = await api.get(LEASES.path(namespace, claim.lease.name))
-    assert lease["metadata"]["annotations"].get(ANNOTATION_RESULT) == "Succeeded", lease
+    if write == "report":
+        assert lease["metadata"]["annotations"].get(ANNOTATION_RESULT) == "Succeeded", lease
+    else:
+        renewed = LeaseView.from_body(lease).renew_time
+        assert before is not None and renewed is not None and renewed > before, lease
 
 
 # --- authenticated claims --------------------------------------------------------------

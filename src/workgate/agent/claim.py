@@ -162,6 +162,33 @@ class Claim:
             and view.attempt == self.lease.attempt
         )
 
+    async def _write_held(
+        self,
+        write: Callable[[LeaseView], Awaitable[Body]],
+        landed: Callable[[LeaseView], bool] = lambda _: False,
+    ) -> Body:
+        """`write` the Lease as last seen. A write that landed in between (a renewal's lost
+        answer, the operator's) makes it a conflict: read the Lease again and write that
+        version, up to CONFLICT_TRIES times, while it is still this claim's, unrevoked and
+        without an outcome (or `landed`: what we meant is already there). ClaimTaken if not."""
+        for _ in range(claims.CONFLICT_TRIES):
+            try:
+                return await write(self.lease)
+            except claims.ClaimTaken:
+                current = await self._reread()
+                if current is None:
+                    raise
+                view = LeaseView.from_body(current)
+                if view.revoked is not None:
+                    self.revoke(view.revoked)
+                    raise
+                if landed(view):
+                    return current
+                if view.outcome is not None:
+                    raise
+                self.lease = view
+        raise claims.ClaimTaken(self.lease.name)
+
     async def _reread(self) -> Body | None:
         """After a conflict: the Lease as it is now, if it is still this claim's."""
         try:
@@ -178,20 +205,10 @@ class Claim:
             raise ClaimLost(f"{self.namespace}/{self.name} attempt {self.attempt}")
         sent = time.monotonic()
 
-        async def once() -> Body:
-            try:
-                return await claims.renew_lease(self.api, self.namespace, self.lease, now_utc())
-            except claims.ClaimTaken:
-                # A renewal whose answer was lost still moved the resourceVersion: look.
-                current = await self._reread()
-                if current is None or LeaseView.from_body(current).outcome is not None:
-                    raise
-                revoked = LeaseView.from_body(current).revoked
-                if revoked is not None:
-                    self.revoke(revoked)
-                    raise
-                self.lease = LeaseView.from_body(current)
-                return await claims.renew_lease(self.api, self.namespace, self.lease, now_utc())
+        def once() -> Awaitable[Body]:
+            return self._write_held(
+                lambda lease: claims.renew_lease(self.api, self.namespace, lease, now_utc())
+            )
 
         try:
             body = await retrying(once, until=self.deadline, what="renewing the claim")
@@ -292,26 +309,13 @@ class Claim:
         if self.lost.is_set():
             raise ClaimLost(f"{self.namespace}/{self.name} attempt {self.attempt}")
 
-        async def once() -> Body:
-            for _ in range(claims.CONFLICT_TRIES):
-                try:
-                    return await claims.report_outcome(
-                        self.api, self.namespace, self.lease, outcome, **details
-                    )
-                except claims.ClaimTaken:
-                    current = await self._reread()
-                    if current is None:
-                        raise
-                    view = LeaseView.from_body(current)
-                    if view.revoked is not None:
-                        self.revoke(view.revoked)
-                        raise
-                    if view.outcome == outcome:
-                        return current  # our earlier try landed
-                    if view.outcome is not None:
-                        raise
-                    self.lease = view  # a write moved it on (a renewal): try again
-            raise claims.ClaimTaken(self.lease.name)
+        def once() -> Awaitable[Body]:
+            return self._write_held(
+                lambda lease: claims.report_outcome(
+                    self.api, self.namespace, lease, outcome, **details
+                ),
+                landed=lambda lease: lease.outcome == outcome,  # an earlier try's answer lost
+            )
 
         try:
             body = await retrying(once, until=self.deadline, what="reporting the outcome")
