@@ -136,6 +136,22 @@ def start_operator(kubeconfig: str, tmp_path: Path) -> Iterator[Callable[..., Op
             kubectl_out("delete", kind, name)
 
 
+async def start_with_webhook(
+    start_operator: Callable[..., OperatorProcess], api: KubeApi, namespace: str, **env: str
+) -> OperatorProcess:
+    """Start an operator with its webhooks, and wait until both configurations list them:
+    until then the API server admits everything without asking the operator."""
+    op = start_operator(namespace, webhook=True, **env)
+    for kind in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"):
+        path = f"/apis/admissionregistration.k8s.io/v1/{kind}/{op.webhook_config}"
+
+        async def registered(path: str = path) -> bool:
+            return bool((await api.get(path)).get("webhooks"))
+
+        await wait_for(registered, timeout=30, what=f"{kind} registered")
+    return op
+
+
 def kubectl_out(*args: str) -> str:
     """kubectl (the cluster fixture's, first on PATH), not-found ignored; its stdout."""
     result = subprocess.run(

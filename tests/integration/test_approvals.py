@@ -33,6 +33,7 @@ from tests.integration.conftest import (
     get_workorder,
     list_items,
     service_account_kubeconfig,
+    start_with_webhook,
     wait_for,
     wait_phase,
     workorder,
@@ -166,18 +167,6 @@ def gated(name: str, *gates: dict[str, Any], **metadata: Any) -> Body:
 
 def gate(key: str, *required: str, **extra: Any) -> dict[str, Any]:
     return {"key": key, "stage": "BeforeExecution", "requiredSignalNames": list(required), **extra}
-
-
-async def start_with_webhook(start_operator: Any, api: KubeApi, namespace: str, **env: str) -> Any:
-    op = start_operator(namespace, webhook=True, **env)
-    for kind in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"):
-        path = f"/apis/admissionregistration.k8s.io/v1/{kind}/{op.webhook_config}"
-
-        async def registered(path: str = path) -> bool:
-            return bool((await api.get(path)).get("webhooks"))
-
-        await wait_for(registered, timeout=30, what=f"{kind} registered")
-    return op
 
 
 async def restart_with_webhook(op: OperatorProcess, api: KubeApi) -> None:

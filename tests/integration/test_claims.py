@@ -34,11 +34,11 @@ from tests.integration.conftest import (
     get_workorder,
     service_account_kubeconfig,
     shipped_role,
+    start_with_webhook,
     wait_for,
     wait_phase,
     workorder,
 )
-from tests.integration.test_waitpoints import start_with_webhook
 from workgate.agent.client import Agent
 from workgate.core.claims import ANNOTATION_RESULT, LeaseView
 from workgate.k8s.api import BUILDRUNS, LEASES, WAITPOINTS, Body, KubeApi, load_config
@@ -326,7 +326,7 @@ async def test_only_the_holder_may_touch_a_claim(
     tmp_path: Path,
     agent_roles: None,
 ) -> None:
-    start_operator(namespace, webhook=True)
+    await start_with_webhook(start_operator, api, namespace)
     agent_config = service_account_kubeconfig(kubectl, namespace, "agent", tmp_path)
     bind(kubectl, namespace, "agent", clusterrole="workgate-agent")
     # A co-tenant who may write Leases (and read work), but holds no claim.
@@ -442,7 +442,7 @@ async def test_an_agent_may_claim_only_the_work_types_it_is_granted(
     tmp_path: Path,
     agent_roles: None,
 ) -> None:
-    start_operator(namespace, webhook=True)
+    await start_with_webhook(start_operator, api, namespace)
     config = service_account_kubeconfig(kubectl, namespace, "linter", tmp_path)
     # The documented narrowing: the agent role's rules, with `claim` for one type only.
     shipped = shipped_role("workgate-agent")

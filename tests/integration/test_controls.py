@@ -33,12 +33,12 @@ from tests.integration.conftest import (
     get_workorder,
     list_items,
     service_account_kubeconfig,
+    start_with_webhook,
     wait_for,
     wait_phase,
     workorder,
 )
 from tests.integration.evidence import WatchRecorder
-from tests.integration.test_approvals import start_with_webhook
 from tests.integration.test_waitpoints import plugin
 from tests.unit.test_argocd_health import workorder_health
 from workgate.api.wire import ANNOTATION_RERUN, parse_time

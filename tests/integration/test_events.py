@@ -14,11 +14,12 @@ from tests.integration.conftest import (
     free_port,
     list_items,
     scrape_metrics,
+    start_with_webhook,
     wait_for,
     wait_phase,
     workorder,
 )
-from tests.integration.test_waitpoints import gate, start_with_webhook, wait_wp
+from tests.integration.test_waitpoints import gate, wait_wp
 from workgate.cli.kubectl_plugin import prepare_signal
 from workgate.k8s.api import EVENTS, SIGNALS, Body, KubeApi, ResourceRef
 from workgate.k8s.events import EventSink

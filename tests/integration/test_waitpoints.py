@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import (
-    OperatorProcess,
     create_workorder,
     finish_build_run,
     get_workorder,
     list_items,
     service_account_kubeconfig,
     shipped_role,
+    start_with_webhook,
     wait_for,
     wait_phase,
     workorder,
@@ -62,17 +62,6 @@ def gate(key: str, stage: str = "BeforeExecution", *required: str, **extra: Any)
         "forbidSelfApproval": False,
         **extra,
     }
-
-
-async def start_with_webhook(
-    start_operator: Any, api: KubeApi, namespace: str, **env: str
-) -> OperatorProcess:
-    op: OperatorProcess = start_operator(namespace, webhook=True, **env)
-    path = (
-        f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{op.webhook_config}"
-    )
-    await wait_for(lambda: api.get(path), timeout=30, what="webhook registered")
-    return op
 
 
 async def waitpoint(api: KubeApi, namespace: str, name: str) -> Body:
