@@ -155,12 +155,7 @@ class Claim:
                 self.revoke(revoked)
 
     def _still_ours(self, body: Body) -> bool:
-        view = LeaseView.from_body(body)
-        return (
-            view.uid == self.lease.uid
-            and view.holder == self.identity
-            and view.attempt == self.lease.attempt
-        )
+        return LeaseView.from_body(body).is_claim_of(self.lease, self.identity)
 
     async def _write_held(
         self,

@@ -71,6 +71,10 @@ class LeaseView:
         """Its holder may still be working: no outcome reported, not revoked, not stale."""
         return self.outcome is None and self.revoked is None and not self.is_stale(now)
 
+    def is_claim_of(self, claim: LeaseView, holder: str) -> bool:
+        """Still `claim` (the same Lease and attempt), held by `holder`: a claimant's own."""
+        return self.uid == claim.uid and self.holder == holder and self.attempt == claim.attempt
+
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> LeaseView:
         meta = body.get("metadata", {})

@@ -23,7 +23,7 @@ from workgate.core.naming import label_value
 from workgate.k8s.api import LEASES, ApiError, Body, KubeApi
 from workgate.k8s.owners import child_labels, owner_reference
 
-# A claimant's report or release lost to this many writes landing in between gives up.
+# A claimant's renewal, report or release lost to this many writes in between gives up.
 CONFLICT_TRIES = 5
 
 
@@ -157,6 +157,6 @@ async def release_own_lease(api: KubeApi, namespace: str, lease: LeaseView, hold
             if exc.not_found:
                 return True
             raise
-        if (view.uid, view.holder, view.attempt) != (lease.uid, holder, lease.attempt):
+        if not view.is_claim_of(lease, holder):
             return True
     return False
